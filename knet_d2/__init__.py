@@ -1,0 +1,11 @@
+"""knet_d2: K-Net (Zhang et al., NeurIPS 2021) as a Detectron2 extension.
+
+Importing the package registers the model parts (META_ARCH / BACKBONE / SEM_SEG_HEADS
+registries) and the project's datasets (DatasetCatalog / MetadataCatalog).
+"""
+from . import data  # noqa: F401  (registers datasets)
+from . import modeling  # noqa: F401  (registers model parts)
+from .config import add_knet_config
+
+__all__ = ["add_knet_config"]
+__version__ = "0.1.0"

@@ -1,0 +1,134 @@
+"""Config keys of knet_d2.
+
+Call :func:`add_knet_config` on a fresh ``get_cfg()`` *before* merging a YAML file, exactly as
+Mask2Former's ``add_maskformer2_config``: unknown keys in a YAML file raise ``KeyError``.
+Defaults follow the official K-Net R50 COCO configs (docs: knet_reference.md §1-3).
+"""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_knet_config"]
+
+
+def add_knet_config(cfg: CN) -> None:
+    """Add the ``MODEL.KNET.*``, ``MODEL.SWIN.*``, ``SOLVER.*`` and ``INPUT.*`` keys in place."""
+    # ---------------------------------------------------------------- data
+    # Dataset mapper picked by train_net.py: "knet_panoptic", "knet_instance", "knet_semantic".
+    cfg.INPUT.DATASET_MAPPER_NAME = "knet_panoptic"
+    # Pad images (and ground truth) to a multiple of this; -1 = use the backbone's.
+    cfg.INPUT.SIZE_DIVISIBILITY = 32
+    # Semantic training: random crop that keeps one category below this area share.
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    # Semantic training: mmseg-style photometric distortion.
+    cfg.INPUT.COLOR_AUG_SSD = False
+    # Training: skip (and count) samples that fail to load instead of stopping the run.
+    cfg.DATALOADER.SKIP_BAD_SAMPLES = True
+
+    # ---------------------------------------------------------------- solver
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.25
+    # Weight decay for Swin position tables (relative_position_bias_table, absolute_pos_embed).
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    # SOLVER.CLIP_GRADIENTS.CLIP_TYPE may also be "full_model": one L2 norm over all parameters.
+
+    # ---------------------------------------------------------------- K-Net
+    cfg.MODEL.KNET = CN()
+    k = cfg.MODEL.KNET
+    # Class layout: contiguous ids 0..NUM_THING_CLASSES-1 are things, the next NUM_STUFF_CLASSES
+    # are stuff (D2's COCO panoptic order). Instance models have NUM_STUFF_CLASSES = 0.
+    k.NUM_THING_CLASSES = 80
+    k.NUM_STUFF_CLASSES = 53
+    k.NUM_PROPOSALS = 100
+    k.NUM_STAGES = 3
+    k.HIDDEN_DIM = 256
+    k.NUM_HEADS = 8
+    k.FFN_DIM = 2048
+    k.NUM_FFN_FCS = 2
+    k.NUM_CLS_FCS = 1
+    k.NUM_MASK_FCS = 1
+    k.DROPOUT = 0.0
+    # std of the normal init of the learned proposal kernels (the official value is 1.0).
+    k.KERNEL_INIT_STD = 1.0
+    # Group-feature masks of the detection stages: sigmoid(mask) > HARD_MASK_THR.
+    k.HARD_MASK_THR = 0.5
+    # Ground-truth masks are downsampled (bilinear, soft) to this stride for matching and losses.
+    k.MASK_ASSIGN_STRIDE = 4
+    # Pad images to a multiple of this inside the model (0 = backbone's size_divisibility).
+    k.SIZE_DIVISIBILITY = 32
+
+    # Localization semantic FPN ("neck"), output stride 8.
+    k.NECK = CN()
+    k.NECK.NAME = "LocalizationFPN"
+    k.NECK.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+    k.NECK.CONV_DIM = 256
+    k.NECK.NORM = "GN"
+    # Index into IN_FEATURES of the level that gets the sine positional encoding (P5).
+    k.NECK.POS_ENCODING_LEVEL = 3
+
+    # Losses (weights of the official configs) and focal-loss parameters.
+    k.CLASS_WEIGHT = 2.0
+    k.MASK_WEIGHT = 1.0
+    k.DICE_WEIGHT = 4.0
+    k.SEG_WEIGHT = 1.0
+    k.RANK_WEIGHT = 0.1
+    k.FOCAL_ALPHA = 0.25
+    k.FOCAL_GAMMA = 2.0
+
+    # Hungarian matcher costs.
+    k.MATCHER = CN()
+    k.MATCHER.COST_CLASS = 2.0
+    k.MATCHER.COST_MASK = 1.0
+    k.MATCHER.COST_DICE = 4.0
+
+    # Inference.
+    k.TEST = CN()
+    k.TEST.SEMANTIC_ON = False
+    k.TEST.INSTANCE_ON = True
+    k.TEST.PANOPTIC_ON = True
+    k.TEST.MASK_THRESHOLD = 0.5
+    k.TEST.DETECTIONS_PER_IMAGE = 100
+    # Panoptic merge: thing segments need score >= INSTANCE_SCORE_THRESH and
+    # (visible area / mask area) >= OVERLAP_THRESHOLD.
+    k.TEST.INSTANCE_SCORE_THRESH = 0.3
+    k.TEST.OVERLAP_THRESHOLD = 0.6
+
+    # ---------------------------------------------------------------- semantic K-Net (ADE20K)
+    # Used with MODEL.SEM_SEG_HEAD.NAME = "KNetSemSegHead".
+    k.SEM = CN()
+    # Kernel-generation head: "FCN", "PSP", "ASPP" or "UPerNet".
+    k.SEM.GENERATE_HEAD = "UPerNet"
+    k.SEM.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    # Channels of the generation head and update heads (official FCN/PSP/ASPP: 512).
+    k.SEM.CHANNELS = 512
+    # Channels of the KernelUpdator; < CHANNELS reproduces the official split-halves quirk.
+    k.SEM.UPDATOR_CHANNELS = 256
+    k.SEM.DROPOUT = 0.1
+    # FCN generation head: number of 3x3 convs and whether to concat the input (mmseg concat_input).
+    k.SEM.FCN_NUM_CONVS = 2
+    k.SEM.FCN_CONCAT_INPUT = True
+    k.SEM.PSP_POOL_SCALES = [1, 2, 3, 6]
+    k.SEM.ASPP_DILATIONS = [1, 12, 24, 36]
+    # Auxiliary FCN head on res4 (0 weight disables it).
+    k.SEM.AUX_IN_FEATURE = "res4"
+    k.SEM.AUX_CHANNELS = 256
+    k.SEM.AUX_LOSS_WEIGHT = 0.4
+    k.SEM.LOSS_WEIGHT = 1.0
+
+    # ---------------------------------------------------------------- Swin backbone
+    cfg.MODEL.SWIN = CN()
+    s = cfg.MODEL.SWIN
+    s.PRETRAIN_IMG_SIZE = 224
+    s.PATCH_SIZE = 4
+    s.EMBED_DIM = 96
+    s.DEPTHS = [2, 2, 6, 2]
+    s.NUM_HEADS = [3, 6, 12, 24]
+    s.WINDOW_SIZE = 7
+    s.MLP_RATIO = 4.0
+    s.QKV_BIAS = True
+    s.QK_SCALE = None
+    s.DROP_RATE = 0.0
+    s.ATTN_DROP_RATE = 0.0
+    s.DROP_PATH_RATE = 0.3
+    s.APE = False
+    s.PATCH_NORM = True
+    s.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    s.USE_CHECKPOINT = False

@@ -1,0 +1,1 @@
+"""Datasets (registered on import) and dataset mappers."""

@@ -1,0 +1,1 @@
+"""Dataset registration; importing this package registers the project's dataset names."""

@@ -1,0 +1,25 @@
+#!/usr/bin/env python
+"""Packaging for knet_d2 (K-Net as a Detectron2 extension).
+
+detectron2 has no official PyPI release, so it is not listed in ``install_requires``;
+``tools/install_deps.sh`` (run by ``make``) installs a working build. See README.md.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="knet_d2",
+    version="0.1.0",
+    description="K-Net (NeurIPS 2021) unified image segmentation as a Detectron2 extension",
+    packages=find_packages(exclude=("tests", "tests.*", "configs", "benchmarks")),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "fvcore",
+        "pycocotools",
+        "scipy",
+        "numpy<2",
+        "opencv-python-headless<5",
+    ],
+    extras_require={"dev": ["pytest", "pytest-timeout", "pytest-xdist", "ruff", "hypothesis"]},
+)
