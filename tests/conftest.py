@@ -1,10 +1,13 @@
 """Shared pytest fixtures: paths to the real sample data in ../shared/data."""
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+if str(REPO_ROOT) not in sys.path:  # train_net.py lives at the repo root
+    sys.path.insert(0, str(REPO_ROOT))
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +16,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real sample data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def load_config(path, opts=()):
+    """The config a user gets from ``train_net.py --config-file path opts...`` (not frozen)."""
+    from detectron2.config import get_cfg
+    from detectron2.projects.deeplab import add_deeplab_config
+
+    from knet_d2 import add_knet_config
+
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_knet_config(cfg)
+    cfg.merge_from_file(str(path))
+    cfg.merge_from_list(list(opts))
+    return cfg

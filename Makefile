@@ -1,0 +1,33 @@
+# knet_d2 — every target sets itself up (creates or reuses .venv, installs only what is missing).
+PY      := .venv/bin/python
+STAMP   := .venv/.knet_installed
+export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
+# Quickstart outputs go here (one folder per task).
+QS_OUT  ?= output/quickstart
+
+.PHONY: install test test-all lint quickstart clean-synthetic
+
+$(STAMP): setup.py tools/install_deps.sh
+	tools/install_deps.sh .venv
+
+install: $(STAMP)
+
+## The test suite (what CI runs).
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -n 2 --durations=15
+
+## Including tests marked slow.
+test-all: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "" --durations=15
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+## Generate the synthetic datasets, train K-Net on the CPU, evaluate with D2's evaluators,
+## write demo pictures.
+quickstart: $(STAMP)
+	$(PY) benchmarks/quickstart.py --output $(QS_OUT)
+
+clean-synthetic:
+	rm -rf "$(DETECTRON2_DATASETS)/knet_synth"

@@ -1,0 +1,316 @@
+"""The K-Net meta-architecture for instance and panoptic segmentation (and ``sem_seg`` scores).
+
+Data flow (B images, padded to a multiple of 32 into ``(Hp, Wp)``)::
+
+    backbone (ResNet + FPN)        -> p2..p5                      strides 4..32
+    neck (LocalizationFPN)         -> loc, sem  (B, C, Hp/8, Wp/8)
+    kernel_head                    -> F (B, C, Hp/8, Wp/8), kernels K0 (B, Np, C),
+                                      masks M0 (B, Np, Hp/8, Wp/8), semantic logits
+    [panoptic] append stuff kernels conv_seg.weight[T:] and masks seg_logits[:, T:]
+    update_heads[0..S-1]           -> K_i (B, N, C), M_i (B, N, Hp/8, Wp/8), cls_i (B, N, T+S)
+    losses at stride 4 (x2 bilinear), inference from the last stage.
+
+Training inputs are D2 dicts with ``image`` and ``instances`` (``gt_classes`` contiguous, things
+first; ``gt_masks``), as produced by the knet_d2 dataset mappers. Inference returns per image any
+of ``instances``, ``panoptic_seg`` and ``sem_seg``, switched by ``MODEL.KNET.TEST.*_ON``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.structures import BitMasks, ImageList
+from detectron2.utils.memory import retry_if_cuda_oom
+from torch import nn
+
+from .modeling.criterion import KNetCriterion
+from .modeling.kernel_head import KernelGenerationHead
+from .modeling.kernel_update_head import build_kernel_update_head, upsample_masks
+from .modeling.neck import build_knet_neck
+from .modeling.postprocessing import (
+    instance_inference,
+    panoptic_inference,
+    rescale_masks,
+    semantic_inference,
+)
+
+__all__ = ["KNet"]
+
+logger = logging.getLogger(__name__)
+
+
+def check_class_counts(cfg, num_thing: int, num_stuff: int) -> None:
+    """Fail at start-up when ``MODEL.KNET.NUM_*_CLASSES`` disagree with the dataset metadata."""
+    for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+        meta = MetadataCatalog.get(name)
+        things = getattr(meta, "thing_classes", None)
+        if things is not None and len(things) != num_thing:
+            raise ValueError(
+                f"MODEL.KNET.NUM_THING_CLASSES is {num_thing} but dataset '{name}' has "
+                f"{len(things)} thing classes: set MODEL.KNET.NUM_THING_CLASSES {len(things)}"
+            )
+        stuff = getattr(meta, "stuff_classes", None)
+        # Panoptic metadata lists every class in stuff_classes (things first).
+        if num_stuff > 0 and stuff is not None and len(stuff) != num_thing + num_stuff:
+            raise ValueError(
+                f"MODEL.KNET.NUM_THING_CLASSES + NUM_STUFF_CLASSES is {num_thing + num_stuff} but "
+                f"dataset '{name}' has {len(stuff)} classes in stuff_classes: set "
+                f"MODEL.KNET.NUM_STUFF_CLASSES {len(stuff) - num_thing}"
+            )
+
+
+@META_ARCH_REGISTRY.register()
+class KNet(nn.Module):
+    """K-Net: learnable kernels for instance, panoptic and semantic outputs, trained by matching."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        neck: nn.Module,
+        kernel_head: KernelGenerationHead,
+        update_heads: nn.ModuleList,
+        criterion: KNetCriterion,
+        num_thing_classes: int,
+        num_stuff_classes: int,
+        num_proposals: int,
+        mask_assign_stride: int,
+        size_divisibility: int,
+        pixel_mean: Tuple[float, ...],
+        pixel_std: Tuple[float, ...],
+        semantic_on: bool,
+        instance_on: bool,
+        panoptic_on: bool,
+        mask_threshold: float = 0.5,
+        detections_per_image: int = 100,
+        instance_score_thresh: float = 0.3,
+        overlap_threshold: float = 0.6,
+    ):
+        """
+        Args:
+            backbone: D2 backbone returning the FPN levels the neck reads (p2..p5).
+            neck: localization FPN, ``(features) -> (loc, sem)`` at stride 8.
+            kernel_head: kernel generation head (proposal kernels, M0, semantic logits).
+            update_heads: one :class:`KernelUpdateHead` per stage (weights not shared).
+            criterion: matching + losses.
+            num_thing_classes / num_stuff_classes: T and S; contiguous ids things first.
+            num_proposals: Np learned thing kernels.
+            mask_assign_stride: stride of the ground truth used for matching and losses (4).
+            size_divisibility: pad images to a multiple of this.
+            pixel_mean / pixel_std: normalisation in ``INPUT.FORMAT`` channel order.
+            semantic_on / instance_on / panoptic_on: which outputs inference returns.
+            mask_threshold: binarisation of instance masks and the panoptic "original area".
+            detections_per_image: top-k (kernel, class) pairs kept per image.
+            instance_score_thresh / overlap_threshold: panoptic merge thresholds.
+        """
+        super().__init__()
+        if not (semantic_on or instance_on or panoptic_on):
+            raise ValueError(
+                "All of MODEL.KNET.TEST.SEMANTIC_ON / INSTANCE_ON / PANOPTIC_ON are False: "
+                "inference would return nothing. Turn at least one on."
+            )
+        if panoptic_on and num_stuff_classes == 0:
+            logger.info("PANOPTIC_ON with 0 stuff classes: panoptic output contains things only")
+        self.backbone = backbone
+        self.neck = neck
+        self.kernel_head = kernel_head
+        self.update_heads = update_heads
+        self.criterion = criterion
+        self.num_thing_classes = num_thing_classes
+        self.num_stuff_classes = num_stuff_classes
+        self.num_proposals = num_proposals
+        self.mask_assign_stride = mask_assign_stride
+        self.size_divisibility = size_divisibility
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.semantic_on = semantic_on
+        self.instance_on = instance_on
+        self.panoptic_on = panoptic_on
+        self.mask_threshold = mask_threshold
+        self.detections_per_image = detections_per_image
+        self.instance_score_thresh = instance_score_thresh
+        self.overlap_threshold = overlap_threshold
+
+    @classmethod
+    def from_config(cls, cfg):
+        k = cfg.MODEL.KNET
+        backbone = build_backbone(cfg)
+        neck = build_knet_neck(cfg, backbone.output_shape())
+        check_class_counts(cfg, k.NUM_THING_CLASSES, k.NUM_STUFF_CLASSES)
+        size_div = k.SIZE_DIVISIBILITY if k.SIZE_DIVISIBILITY > 0 else backbone.size_divisibility
+        return {
+            "backbone": backbone,
+            "neck": neck,
+            "kernel_head": KernelGenerationHead(cfg),
+            "update_heads": nn.ModuleList(
+                [build_kernel_update_head(cfg) for _ in range(k.NUM_STAGES)]
+            ),
+            "criterion": KNetCriterion(cfg),
+            "num_thing_classes": k.NUM_THING_CLASSES,
+            "num_stuff_classes": k.NUM_STUFF_CLASSES,
+            "num_proposals": k.NUM_PROPOSALS,
+            "mask_assign_stride": k.MASK_ASSIGN_STRIDE,
+            "size_divisibility": max(size_div, 32),
+            "pixel_mean": tuple(cfg.MODEL.PIXEL_MEAN),
+            "pixel_std": tuple(cfg.MODEL.PIXEL_STD),
+            "semantic_on": k.TEST.SEMANTIC_ON,
+            "instance_on": k.TEST.INSTANCE_ON,
+            "panoptic_on": k.TEST.PANOPTIC_ON,
+            "mask_threshold": k.TEST.MASK_THRESHOLD,
+            "detections_per_image": k.TEST.DETECTIONS_PER_IMAGE,
+            "instance_score_thresh": k.TEST.INSTANCE_SCORE_THRESH,
+            "overlap_threshold": k.TEST.OVERLAP_THRESHOLD,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ------------------------------------------------------------------ forward
+    def preprocess_image(self, batched_inputs: List[dict]) -> ImageList:
+        """Normalise and pad the images of a batch into an ImageList (B, 3, Hp, Wp)."""
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std
+                  for x in batched_inputs]
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def forward_kernels(self, images: ImageList) -> Tuple[dict, List[dict]]:
+        """Run backbone, neck, kernel head and all update stages.
+
+        Returns:
+            rpn: ``{"mask_logits": (B, Np, h4, w4), "seg_logits": (B, T+S, h4, w4)}`` (stage 0,
+                thing kernels only, upsampled to stride 4).
+            stages: per stage ``{"mask_logits": (B, N, h4, w4), "cls_logits": (B, N, T+S)}``
+                with N = Np + S.
+        """
+        features = self.backbone(images.tensor)
+        loc, sem = self.neck(features)
+        head_out = self.kernel_head(loc, sem)
+        feats = head_out["features"]
+        kernels = head_out["kernels"]
+        masks = head_out["mask_logits"]
+        up = self.update_heads[0].mask_upsample_stride if len(self.update_heads) else 2
+        rpn = {
+            "mask_logits": upsample_masks(masks, up),
+            "seg_logits": upsample_masks(head_out["seg_logits"], up),
+        }
+        if self.num_stuff_classes > 0:
+            kernels = torch.cat([kernels, head_out["stuff_kernels"]], dim=1)
+            masks = torch.cat([masks, head_out["stuff_mask_logits"]], dim=1)
+        stages = []
+        for i, head in enumerate(self.update_heads):
+            kernels, masks, cls_logits = head(feats, kernels, masks)
+            # Losses need every stage at stride 4; inference only the last one.
+            if self.training or i == len(self.update_heads) - 1:
+                stages.append(
+                    {"mask_logits": upsample_masks(masks, up), "cls_logits": cls_logits}
+                )
+        return rpn, stages
+
+    def forward(self, batched_inputs: List[dict]):
+        """
+        Args:
+            batched_inputs: D2 dicts with ``image`` (3, H, W) and, in training, ``instances``.
+        Returns:
+            training: dict of weighted scalar losses.
+            inference: list of dicts with ``instances`` / ``panoptic_seg`` / ``sem_seg``.
+        """
+        images = self.preprocess_image(batched_inputs)
+        rpn, stages = self.forward_kernels(images)
+        if self.training:
+            targets = self.prepare_targets(batched_inputs, images)
+            return self.criterion(rpn, stages, targets)
+        return self.inference(stages[-1], batched_inputs, images)
+
+    # ------------------------------------------------------------------ targets
+    def prepare_targets(self, batched_inputs: List[dict], images: ImageList) -> List[dict]:
+        """Soft stride-4 targets from the padded ground-truth masks (reference §2.1).
+
+        Masks of every image are padded to the batch size ``(Hp, Wp)`` and bilinearly
+        downsampled to ``(Hp/4, Wp/4)`` in one call; values stay soft (not re-binarised).
+
+        Returns:
+            per image: ``labels`` (M,), ``masks`` (M, h4, w4) float for things; ``stuff_labels``
+            (S_b,), ``stuff_masks`` (S_b, h4, w4) for stuff (empty for instance models).
+        """
+        hp, wp = images.tensor.shape[-2:]
+        out_size = (hp // self.mask_assign_stride, wp // self.mask_assign_stride)
+        padded, classes, counts = [], [], []
+        for x in batched_inputs:
+            inst = x["instances"]
+            gt_masks = inst.gt_masks
+            m = gt_masks.tensor if isinstance(gt_masks, BitMasks) else torch.as_tensor(gt_masks)
+            m = m.to(self.device, dtype=torch.float32)
+            padded.append(F.pad(m, (0, wp - m.shape[-1], 0, hp - m.shape[-2])))
+            classes.append(inst.gt_classes.to(self.device))
+            counts.append(m.shape[0])
+        all_masks = torch.cat(padded, dim=0)
+        if all_masks.shape[0] > 0:
+            all_masks = F.interpolate(
+                all_masks[:, None], size=out_size, mode="bilinear", align_corners=False
+            )[:, 0]
+        else:
+            all_masks = all_masks.new_zeros((0,) + out_size)
+        targets = []
+        for masks, labels in zip(all_masks.split(counts), classes):
+            is_thing = labels < self.num_thing_classes
+            targets.append(
+                {
+                    "labels": labels[is_thing],
+                    "masks": masks[is_thing],
+                    "stuff_labels": labels[~is_thing],
+                    "stuff_masks": masks[~is_thing],
+                }
+            )
+        return targets
+
+    # ------------------------------------------------------------------ inference
+    def inference(
+        self, last: dict, batched_inputs: List[dict], images: ImageList
+    ) -> List[Dict[str, object]]:
+        """Post-process the last stage (reference §3) into D2's output format per image."""
+        padded_size = tuple(images.tensor.shape[-2:])
+        results = []
+        np_, t = self.num_proposals, self.num_thing_classes
+        for i, x in enumerate(batched_inputs):
+            image_size = images.image_sizes[i]
+            out_h = x.get("height", image_size[0])
+            out_w = x.get("width", image_size[1])
+            probs = retry_if_cuda_oom(rescale_masks)(
+                last["mask_logits"][i], padded_size, image_size, (out_h, out_w)
+            )
+            cls_logits = last["cls_logits"][i]
+            res: Dict[str, object] = {}
+            if self.instance_on:
+                res["instances"] = retry_if_cuda_oom(instance_inference)(
+                    cls_logits[:np_, :t],
+                    probs[:np_],
+                    max_per_image=self.detections_per_image,
+                    mask_threshold=self.mask_threshold,
+                )
+            if self.panoptic_on:
+                res["panoptic_seg"] = retry_if_cuda_oom(panoptic_inference)(
+                    cls_logits,
+                    probs,
+                    num_things=t,
+                    num_stuff=self.num_stuff_classes,
+                    num_proposals=np_,
+                    instance_score_thresh=self.instance_score_thresh,
+                    overlap_thresh=self.overlap_threshold,
+                    mask_threshold=self.mask_threshold,
+                )
+            if self.semantic_on:
+                res["sem_seg"] = retry_if_cuda_oom(semantic_inference)(cls_logits, probs)
+            results.append(res)
+        return results
+
+    def extra_repr(self) -> str:
+        return (
+            f"things={self.num_thing_classes}, stuff={self.num_stuff_classes}, "
+            f"proposals={self.num_proposals}, stages={len(self.update_heads)}"
+        )

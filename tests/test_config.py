@@ -1,0 +1,75 @@
+"""Every YAML under configs/ loads with add_knet_config, and the K-Net keys behave."""
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT, load_config
+from detectron2.config import get_cfg
+
+from knet_d2 import add_knet_config
+
+CONFIGS = sorted((REPO_ROOT / "configs").rglob("*.yaml"))
+
+
+def test_configs_exist():
+    names = {p.relative_to(REPO_ROOT / "configs").as_posix() for p in CONFIGS}
+    for required in [
+        "coco/panoptic-segmentation/knet_R50_1x.yaml",
+        "coco/panoptic-segmentation/knet_R50_ms3x.yaml",
+        "coco/panoptic-segmentation/knet_R101_ms3x.yaml",
+        "coco/instance-segmentation/knet_R50_1x.yaml",
+        "coco/instance-segmentation/knet_R50_ms3x.yaml",
+        "coco/instance-segmentation/knet_R101_ms3x.yaml",
+        "coco/instance-segmentation/knet_R101_N256_ms3x.yaml",
+        "panoptic/knet_r101.yaml",
+    ]:
+        assert required in names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
+def test_every_config_loads(path: Path):
+    cfg = load_config(path)
+    if path.name.startswith("Base-") and "META_ARCHITECTURE" not in path.read_text():
+        return  # a schedule/input fragment, merged into the real configs through _BASE_
+    assert cfg.MODEL.META_ARCHITECTURE in {"KNet", "SemanticSegmentor"}
+    if cfg.MODEL.META_ARCHITECTURE == "KNet":
+        t = cfg.MODEL.KNET.TEST
+        assert t.SEMANTIC_ON or t.INSTANCE_ON or t.PANOPTIC_ON
+        assert cfg.MODEL.BACKBONE.NAME
+
+
+def test_r101_panoptic_matches_official_recipe():
+    cfg = load_config(REPO_ROOT / "configs/panoptic/knet_r101.yaml")
+    assert cfg.MODEL.RESNETS.DEPTH == 101
+    assert cfg.MODEL.KNET.NUM_THING_CLASSES == 80 and cfg.MODEL.KNET.NUM_STUFF_CLASSES == 53
+    assert cfg.SOLVER.OPTIMIZER == "ADAMW" and cfg.SOLVER.BASE_LR == 1e-4
+    assert cfg.SOLVER.BACKBONE_MULTIPLIER == 0.25 and cfg.SOLVER.WEIGHT_DECAY == 0.05
+    assert cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE == "full_model"
+    assert cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE == 1.0
+    assert cfg.SOLVER.WARMUP_ITERS == 1000 and cfg.SOLVER.WARMUP_FACTOR == 0.001
+    assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == (640, 800)
+    assert cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "range"
+    k = cfg.MODEL.KNET
+    assert (k.CLASS_WEIGHT, k.MASK_WEIGHT, k.DICE_WEIGHT, k.SEG_WEIGHT, k.RANK_WEIGHT) == (
+        2.0, 1.0, 4.0, 1.0, 0.1)
+    assert (k.MATCHER.COST_CLASS, k.MATCHER.COST_MASK, k.MATCHER.COST_DICE) == (2.0, 1.0, 4.0)
+    assert k.TEST.INSTANCE_SCORE_THRESH == 0.3 and k.TEST.OVERLAP_THRESHOLD == 0.6
+
+
+def test_unknown_key_is_rejected(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("MODEL:\n  KNET:\n    NUM_PROPOSAL: 100\n")  # typo: NUM_PROPOSALS
+    cfg = get_cfg()
+    add_knet_config(cfg)
+    with pytest.raises(KeyError, match="NUM_PROPOSAL"):
+        cfg.merge_from_file(str(bad))
+
+
+def test_knet_keys_need_add_knet_config(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("MODEL:\n  KNET:\n    NUM_PROPOSALS: 7\n")
+    with pytest.raises(KeyError):
+        get_cfg().merge_from_file(str(good))
+    cfg = get_cfg()
+    add_knet_config(cfg)
+    cfg.merge_from_file(str(good))
+    assert cfg.MODEL.KNET.NUM_PROPOSALS == 7

@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""Train and evaluate K-Net with Detectron2 (semantic, instance, panoptic).
+
+Usage (as D2's tools/train_net.py)::
+
+    python train_net.py --config-file configs/panoptic/knet_r101.yaml --num-gpus 8
+    python train_net.py --config-file configs/synthetic/panoptic/knet_R18_tiny.yaml \
+        MODEL.DEVICE cpu
+    python train_net.py --config-file <cfg> --eval-only MODEL.WEIGHTS <checkpoint>
+    python train_net.py --config-file <cfg> --resume          # continue from last_checkpoint
+
+Multi-machine: ``--num-machines N --machine-rank R --dist-url tcp://host:port``.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import MetadataCatalog, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.evaluation import (
+    COCOEvaluator,
+    COCOPanopticEvaluator,
+    DatasetEvaluator,
+    DatasetEvaluators,
+    SemSegEvaluator,
+    verify_results,
+)
+from detectron2.projects.deeplab import add_deeplab_config
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+import knet_d2  # noqa: F401  (registers datasets and model parts)
+from knet_d2 import add_knet_config
+from knet_d2.data.dataset_mappers import build_knet_train_mapper
+from knet_d2.data.skip_bad_samples import SkipBadSamples
+from knet_d2.solver import build_knet_optimizer
+
+logger = logging.getLogger("knet_d2")
+
+
+def _task_flags(cfg: CfgNode) -> Dict[str, bool]:
+    t = cfg.MODEL.KNET.TEST
+    if cfg.MODEL.META_ARCHITECTURE != "KNet":  # semantic K-Net runs in D2's SemanticSegmentor
+        return {"semantic": True, "instance": False, "panoptic": False}
+    return {"semantic": t.SEMANTIC_ON, "instance": t.INSTANCE_ON, "panoptic": t.PANOPTIC_ON}
+
+
+def build_knet_evaluator(
+    cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None
+) -> DatasetEvaluator:
+    """D2 evaluators for ``dataset_name``, chosen by its ``evaluator_type`` and the task flags."""
+    if output_folder is None:
+        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+    meta = MetadataCatalog.get(dataset_name)
+    evaluator_type = getattr(meta, "evaluator_type", None)
+    flags = _task_flags(cfg)
+    evaluators: List[DatasetEvaluator] = []
+    if evaluator_type == "sem_seg" or (
+        evaluator_type == "coco_panoptic_seg" and flags["semantic"]
+        and getattr(meta, "sem_seg_root", None)
+    ):
+        evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+    if evaluator_type == "coco_panoptic_seg" and flags["panoptic"]:
+        evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
+    if evaluator_type == "coco" or (evaluator_type == "coco_panoptic_seg" and flags["instance"]
+                                    and getattr(meta, "json_file", None)):
+        evaluators.append(
+            COCOEvaluator(dataset_name, tasks=("bbox", "segm"), output_dir=output_folder)
+        )
+    if not evaluators:
+        raise NotImplementedError(
+            f"No evaluator for dataset '{dataset_name}' (evaluator_type={evaluator_type!r}) with "
+            f"task flags {flags}: register the dataset with an evaluator_type of 'sem_seg', "
+            "'coco' or 'coco_panoptic_seg', or enable the matching MODEL.KNET.TEST.*_ON flag."
+        )
+    return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with K-Net's mappers, evaluators and optimizer."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_knet_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        mapper = build_knet_train_mapper(cfg)
+        if cfg.DATALOADER.SKIP_BAD_SAMPLES:
+            mapper = SkipBadSamples(mapper)
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_knet_optimizer(cfg, model)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        from knet_d2.test_time_augmentation import SemanticSegmentorWithTTA
+
+        logger.info("Running inference with test-time augmentation ...")
+        model = SemanticSegmentorWithTTA(cfg, model)
+        evaluators = [
+            cls.build_evaluator(
+                cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA")
+            )
+            for name in cfg.DATASETS.TEST
+        ]
+        res = cls.test(cfg, model, evaluators)
+        return OrderedDict({k + "_TTA": v for k, v in res.items()})
+
+
+def setup(args) -> CfgNode:
+    """Build the config: D2 defaults + DeepLab keys + K-Net keys, then the file and the opts."""
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_knet_config(cfg)
+    if not args.config_file:
+        raise SystemExit("train_net.py: --config-file is required (see configs/)")
+    if not os.path.isfile(args.config_file):
+        raise SystemExit(f"train_net.py: config file not found: {args.config_file}")
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="knet_d2")
+    return cfg
+
+
+def prepare_datasets(cfg: CfgNode) -> None:
+    """Generate the embedded synthetic datasets named by the config if they are missing."""
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    if any(n.startswith("knet_synth_") for n in names):
+        from knet_d2.data.datasets.register_synthetic import ensure_synthetic_dataset
+
+        if comm.is_main_process():
+            ensure_synthetic_dataset()
+        comm.synchronize()
+
+
+def main(args) -> Any:
+    cfg = setup(args)
+    prepare_datasets(cfg)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        res = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            res.update(Trainer.test_with_TTA(cfg, model))
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def invoke_main() -> None:
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", copy.deepcopy(args))
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()
