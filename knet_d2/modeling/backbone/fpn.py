@@ -1,0 +1,60 @@
+"""ResNet + FPN backbone of K-Net (knet_reference.md §1.1).
+
+mmdet ``FPN(in_channels=[256, 512, 1024, 2048], out_channels=256, num_outs=4)`` on ResNet
+c2..c5 = Detectron2's :class:`FPN` *without* a top block: 1x1 lateral + 3x3 output convs (with
+bias, no norm), nearest top-down upsampling, sum; outputs ``p2..p5`` (strides 4..32).
+
+Differences to mmdet, both irrelevant on inputs padded to a multiple of 32 (K-Net pads so):
+
+* D2 upsamples the top-down path with ``scale_factor=2``; mmdet resizes to the lateral's size.
+* Init: the FPN convs are re-initialised like mmdet's FPN (``Xavier(distribution='uniform')``,
+  bias 0) instead of D2's ``c2_xavier_fill`` (they differ only for the 1x1 laterals).
+
+State-dict mapping (official ``neck.`` -> here ``backbone.``): ``lateral_convs.{i}.conv`` ->
+``fpn_lateral{i+2}``, ``fpn_convs.{i}.conv`` -> ``fpn_output{i+2}``; ResNet as in D2.
+"""
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
+from detectron2.modeling.backbone.resnet import build_resnet_backbone
+from torch import nn
+
+__all__ = ["build_knet_resnet_fpn_backbone", "mmdet_fpn_init_"]
+
+
+def mmdet_fpn_init_(fpn: FPN) -> None:
+    """Re-initialise the lateral/output convs of a D2 ``FPN`` as mmdet does (in place).
+
+    Every ``nn.Conv2d`` directly owned by the FPN (not its bottom-up network) gets
+    ``xavier_uniform_`` weights (gain 1) and zero bias.
+    """
+    for name, module in fpn.named_modules():
+        if name.startswith("bottom_up") or not isinstance(module, nn.Conv2d):
+            continue
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.constant_(module.bias, 0.0)
+
+
+@BACKBONE_REGISTRY.register()
+def build_knet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
+    """D2 ResNet (``MODEL.RESNETS.*``) + FPN (``MODEL.FPN.*``) with no extra levels.
+
+    Args:
+        cfg: a detectron2 CfgNode.
+        input_shape: shape of the input image (channels).
+
+    Returns:
+        An :class:`FPN` backbone whose outputs are ``{"p2", ..., "p5"}`` (for
+        ``MODEL.FPN.IN_FEATURES = [res2..res5]``), each (B, FPN.OUT_CHANNELS, H/s, W/s).
+    """
+    bottom_up = build_resnet_backbone(cfg, input_shape)
+    backbone = FPN(
+        bottom_up=bottom_up,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=None,
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
+    mmdet_fpn_init_(backbone)
+    return backbone

@@ -1,0 +1,199 @@
+"""Hungarian matcher of K-Net (``MaskHungarianAssigner``; docs: knet_reference.md §2.2).
+
+The cost of assigning prediction ``n`` to ground truth ``m`` is
+
+``cost = w_cls * FocalCost + w_mask * MaskCost + w_dice * DiceCost``
+
+with, for ``p`` = sigmoid of the predicted mask logits and ``t`` the soft target mask,
+
+* ``FocalCost[n, m] = [-a (1 - q)^g log(q + e)] - [-(1 - a) q^g log(1 - q + e)]`` where ``q`` is
+  the sigmoid class probability of prediction ``n`` at the class of ``m`` (``e = 1e-12``);
+  skipped when no class logits are given (the stage-0 masks and update stage 1),
+* ``MaskCost[n, m] = -(sum(p t) + sum((1 - p)(1 - t))) / (H W)`` (a negative pixel accuracy),
+* ``DiceCost[n, m] = -2 sum(p t) / (sum(p^2) + eps + sum(t^2) + eps)`` with ``eps = 1e-3``.
+
+All cost matrices of a batch are computed with batched matrix products on the predictions'
+device; the batch is moved to the CPU in one transfer and only
+``scipy.optimize.linear_sum_assignment`` runs per image.
+"""
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+__all__ = ["HungarianMatcher", "batched_match_costs"]
+
+_FOCAL_COST_EPS = 1e-12
+_DICE_COST_EPS = 1e-3
+
+
+def _pad_targets(
+    targets: List[Dict[str, Tensor]], hw: int, device: torch.device
+) -> Tuple[Tensor, Tensor, List[int]]:
+    """Stack the per-image targets, padded with empty masks to the largest count.
+
+    Returns:
+        masks: (B, M_max, H*W) float32 soft masks (zeros in the padding).
+        labels: (B, M_max) long class ids (0 in the padding).
+        sizes: the B true counts M_b.
+    """
+    sizes = [int(t["labels"].shape[0]) for t in targets]
+    m_max = max(sizes, default=0)
+    masks = torch.zeros((len(targets), m_max, hw), dtype=torch.float32, device=device)
+    labels = torch.zeros((len(targets), m_max), dtype=torch.long, device=device)
+    for b, (t, m) in enumerate(zip(targets, sizes)):
+        if m:
+            masks[b, :m] = t["masks"].reshape(m, hw).to(device=device, dtype=torch.float32)
+            labels[b, :m] = t["labels"].to(device=device)
+    return masks, labels, sizes
+
+
+def batched_match_costs(
+    mask_logits: Tensor,
+    cls_logits: Optional[Tensor],
+    tgt_masks: Tensor,
+    tgt_labels: Tensor,
+    cost_class: float = 2.0,
+    cost_mask: float = 1.0,
+    cost_dice: float = 4.0,
+    focal_alpha: float = 0.25,
+    focal_gamma: float = 2.0,
+) -> Tensor:
+    """The weighted matching cost for every (prediction, target) pair of a batch.
+
+    Args:
+        mask_logits: (B, N, H, W) predicted mask logits.
+        cls_logits: (B, N, K) predicted class logits, or None (no class cost).
+        tgt_masks: (B, M, H, W) or (B, M, H*W) soft target masks in [0, 1].
+        tgt_labels: (B, M) long target classes in [0, K).
+
+    Returns:
+        (B, N, M) float32 cost; lower is better.
+    """
+    b, n = mask_logits.shape[:2]
+    hw = mask_logits.shape[-2] * mask_logits.shape[-1]
+    p = mask_logits.reshape(b, n, hw).float().sigmoid()
+    t = tgt_masks.reshape(b, -1, hw).float()
+    m = t.shape[1]
+    cost = p.new_zeros((b, n, m))
+    if m == 0:
+        return cost
+    pt = torch.bmm(p, t.transpose(1, 2))  # (B, N, M): sum p t
+    sum_p = p.sum(-1)  # (B, N)
+    sum_t = t.sum(-1)  # (B, M)
+    if cost_mask != 0:
+        # sum (1 - p)(1 - t) = HW - sum p - sum t + sum p t
+        neg = hw - sum_p[:, :, None] - sum_t[:, None, :] + pt
+        cost = cost + cost_mask * (-(pt + neg) / hw)
+    if cost_dice != 0:
+        denom = (p * p).sum(-1)[:, :, None] + _DICE_COST_EPS + (t * t).sum(-1)[:, None, :]
+        cost = cost + cost_dice * (-(2 * pt) / (denom + _DICE_COST_EPS))
+    if cls_logits is not None and cost_class != 0:
+        q = cls_logits.float().sigmoid()  # (B, N, K)
+        pos = -focal_alpha * (1 - q).pow(focal_gamma) * (q + _FOCAL_COST_EPS).log()
+        neg = -(1 - focal_alpha) * q.pow(focal_gamma) * (1 - q + _FOCAL_COST_EPS).log()
+        idx = tgt_labels[:, None, :].expand(b, n, m)
+        cost = cost + cost_class * torch.gather(pos - neg, 2, idx)
+    return cost
+
+
+class HungarianMatcher(nn.Module):
+    """One-to-one assignment of predicted kernels to ground-truth masks.
+
+    Unmatched predictions are negatives. When an image has more targets than predictions only
+    ``N`` targets are matched (the optimal subset); images without targets get empty matches.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        cost_class: float = 2.0,
+        cost_mask: float = 1.0,
+        cost_dice: float = 4.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ):
+        """
+        Args:
+            cost_class: weight of the focal classification cost.
+            cost_mask: weight of the (negative pixel-accuracy) mask cost.
+            cost_dice: weight of the dice cost.
+            focal_alpha, focal_gamma: parameters of the focal classification cost.
+        """
+        super().__init__()
+        self.cost_class = cost_class
+        self.cost_mask = cost_mask
+        self.cost_dice = cost_dice
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        k = cfg.MODEL.KNET
+        return {
+            "cost_class": k.MATCHER.COST_CLASS,
+            "cost_mask": k.MATCHER.COST_MASK,
+            "cost_dice": k.MATCHER.COST_DICE,
+            "focal_alpha": k.FOCAL_ALPHA,
+            "focal_gamma": k.FOCAL_GAMMA,
+        }
+
+    @torch.no_grad()
+    def forward(
+        self,
+        mask_logits: Tensor,
+        cls_logits: Optional[Tensor],
+        targets: List[Dict[str, Tensor]],
+    ) -> List[Tuple[Tensor, Tensor]]:
+        """Match the predictions of every image to its targets.
+
+        Args:
+            mask_logits: (B, N, H, W) mask logits (same size as the target masks).
+            cls_logits: (B, N, K) class logits, or None to skip the class cost.
+            targets: B dicts with ``"labels"`` (M_b,) long in [0, K) and ``"masks"``
+                (M_b, H, W) soft float masks.
+
+        Returns:
+            B tuples ``(pred_idx, tgt_idx)`` of (min(N, M_b),) long tensors on the device of
+            ``mask_logits``; ``pred_idx`` is sorted ascending.
+        """
+        assert len(targets) == mask_logits.shape[0], "one target dict per image"
+        device = mask_logits.device
+        hw = mask_logits.shape[-2] * mask_logits.shape[-1]
+        tgt_masks, tgt_labels, sizes = _pad_targets(targets, hw, device)
+        cost = batched_match_costs(
+            mask_logits,
+            cls_logits,
+            tgt_masks,
+            tgt_labels,
+            cost_class=self.cost_class,
+            cost_mask=self.cost_mask,
+            cost_dice=self.cost_dice,
+            focal_alpha=self.focal_alpha,
+            focal_gamma=self.focal_gamma,
+        )
+        cost_cpu = cost.cpu().numpy()  # one host transfer for the whole batch
+        rows, cols = [], []
+        for b, m in enumerate(sizes):
+            if m == 0 or cost_cpu.shape[1] == 0:
+                r = c = np.zeros((0,), dtype=np.int64)
+            else:
+                r, c = linear_sum_assignment(cost_cpu[b, :, :m])
+            rows.append(np.asarray(r, dtype=np.int64))
+            cols.append(np.asarray(c, dtype=np.int64))
+        counts = [len(r) for r in rows]
+        # one host-to-device transfer for all indices
+        flat = torch.from_numpy(np.concatenate(rows + cols)).to(device)
+        pred_flat, tgt_flat = flat[: sum(counts)], flat[sum(counts):]
+        return list(zip(pred_flat.split(counts), tgt_flat.split(counts)))
+
+    def extra_repr(self) -> str:
+        return (
+            f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, "
+            f"cost_dice={self.cost_dice}, focal_alpha={self.focal_alpha}, "
+            f"focal_gamma={self.focal_gamma}"
+        )
