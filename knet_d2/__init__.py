@@ -6,6 +6,7 @@ registries) and the project's datasets (DatasetCatalog / MetadataCatalog).
 from . import data  # noqa: F401  (registers datasets)
 from . import modeling  # noqa: F401  (registers model parts)
 from .config import add_knet_config
+from .knet_model import KNet
 
-__all__ = ["add_knet_config"]
+__all__ = ["add_knet_config", "KNet"]
 __version__ = "0.1.0"

@@ -112,6 +112,9 @@ def add_knet_config(cfg: CN) -> None:
     k.SEM.AUX_CHANNELS = 256
     k.SEM.AUX_LOSS_WEIGHT = 0.4
     k.SEM.LOSS_WEIGHT = 1.0
+    # "knet_semantic" mapper: mmseg Resize(img_scale=(INPUT.MAX_SIZE_TRAIN,
+    # INPUT.MIN_SIZE_TRAIN[0]), ratio_range=this); [] = D2 ResizeShortestEdge instead.
+    k.SEM.TRAIN_RESIZE_RATIO_RANGE = [0.5, 2.0]
 
     # ---------------------------------------------------------------- Swin backbone
     cfg.MODEL.SWIN = CN()

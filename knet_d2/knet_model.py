@@ -288,8 +288,9 @@ class KNet(nn.Module):
             res: Dict[str, object] = {}
             if self.instance_on:
                 res["instances"] = retry_if_cuda_oom(instance_inference)(
-                    cls_logits[:np_, :t],
+                    cls_logits[:np_],
                     probs[:np_],
+                    t,
                     max_per_image=self.detections_per_image,
                     mask_threshold=self.mask_threshold,
                 )

@@ -2,10 +2,11 @@
 
 Fuses the FPN levels P2..P5 into one stride-8 map and returns two heads of it::
 
-    P2 (s4)       -> conv3x3 s2                                   \
-    P3 (s8)       -> conv3x3                                       |
-    P4 (s16)      -> conv3x3 -> up x2 -> conv3x3                   +-> sum -> conv_pred (1x1) -> loc
-    P5 (s32) + PE -> conv3x3 -> up x2 -> conv3x3 -> up x2 -> conv3x3 /     \-> aux_convs[0] (1x1) -> sem
+    P2 (s4)       -> conv3x3 s2                                     -+
+    P3 (s8)       -> conv3x3                                         |
+    P4 (s16)      -> conv3x3 -> up x2 -> conv3x3                     +-> sum = S
+    P5 (s32) + PE -> conv3x3 -> up x2 -> conv3x3 -> up x2 -> conv3x3 -+
+    loc = conv_pred(S) (1x1),  sem = aux_convs[0](S) (1x1)
 
 Every conv is conv (no bias) + GroupNorm(32) + ReLU (mmcv ``ConvModule``); "up" is bilinear
 (align_corners=False). PE = sine positional encoding (num_feats = C/2) *added* to P5.

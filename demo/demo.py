@@ -1,0 +1,242 @@
+#!/usr/bin/env python
+"""K-Net demo: draw panoptic / instance / semantic predictions on images, videos or a webcam.
+
+Examples (see demo/README.md)::
+
+    python demo/demo.py --config-file configs/coco/panoptic-segmentation/knet_R50_1x.yaml \
+        --input photos/ 'more/*.jpg' --output out/vis --opts MODEL.WEIGHTS model_final.pth
+    python demo/demo.py --config-file <cfg> --video-input clip.mp4 --output out/ \
+        --opts MODEL.WEIGHTS model_final.pth
+
+Exit status: 0 when every input was written, 1 when some failed, 2 on usage errors.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+_DEMO_DIR = Path(__file__).resolve().parent
+for _p in (str(_DEMO_DIR.parent), str(_DEMO_DIR)):  # runnable from any working directory
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from detectron2.config import CfgNode, get_cfg  # noqa: E402
+from detectron2.projects.deeplab import add_deeplab_config  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+from detectron2.utils.visualizer import ColorMode  # noqa: E402
+from predictor import (  # noqa: E402
+    TASKS,
+    RunSummary,
+    VisualizationDemo,
+    expand_inputs,
+    image_output_paths,
+    probe_video_codec,
+    run_on_images,
+    video_output_path,
+    write_video,
+)
+from tqdm import tqdm  # noqa: E402
+
+import knet_d2  # noqa: E402,F401  (registers the model parts and datasets)
+from knet_d2 import add_knet_config  # noqa: E402
+
+logger = logging.getLogger("knet_d2.demo")
+
+WINDOW_NAME = "K-Net detections"
+
+
+def setup_cfg(args: argparse.Namespace) -> CfgNode:
+    """Config as ``train_net.py`` builds it: D2 defaults + DeepLab + K-Net keys, file, opts."""
+    if not os.path.isfile(args.config_file):
+        raise SystemExit(f"demo/demo.py: config file not found: {args.config_file}")
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_knet_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    return cfg
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """The demo's command line."""
+    parser = argparse.ArgumentParser(
+        description="Draw K-Net predictions with Detectron2's visualizer.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="model config")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--input", nargs="+", metavar="PATH",
+        help="image files, directories or glob patterns (quote globs: 'dir/*.jpg')",
+    )
+    src.add_argument("--video-input", metavar="VIDEO", help="a video file")
+    src.add_argument("--webcam", action="store_true", help="read frames from camera 0")
+    parser.add_argument(
+        "--output", metavar="PATH",
+        help="output file (single input) or directory (created when missing); without it the "
+        "results are shown in a window",
+    )
+    parser.add_argument(
+        "--confidence-threshold", type=float, default=0.5,
+        help="instances and thing segments scoring below this are not drawn",
+    )
+    parser.add_argument(
+        "--task", choices=TASKS, default="auto",
+        help="what to draw; auto = panoptic, else instances, else semantic",
+    )
+    parser.add_argument(
+        "--parallel", action="store_true",
+        help="one inference worker process per GPU (one CPU worker without GPUs)",
+    )
+    parser.add_argument(
+        "--opts", default=[], nargs=argparse.REMAINDER, metavar="KEY VALUE",
+        help="config overrides, e.g. MODEL.WEIGHTS model_final.pth MODEL.DEVICE cpu",
+    )
+    return parser
+
+
+def _require_display() -> None:
+    """Fail clearly when results cannot be shown in a window."""
+    if re.search(r"GUI:\s*NONE", cv2.getBuildInformation()):
+        raise SystemExit(
+            "demo/demo.py: this OpenCV has no GUI support (opencv-python-headless); "
+            "pass --output to save the results instead"
+        )
+    if platform.system() == "Linux" and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        raise SystemExit("demo/demo.py: no display found; pass --output to save the results")
+
+
+def _show(path: Path, image_bgr: np.ndarray) -> bool:
+    cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+    cv2.imshow(WINDOW_NAME, image_bgr)
+    return cv2.waitKey(0) != 27  # Esc stops
+
+
+def _run_images(args: argparse.Namespace, demo_factory) -> RunSummary:
+    inputs = expand_inputs(args.input)
+    outputs = image_output_paths(inputs, args.output) if args.output else None
+    if outputs is None:
+        _require_display()
+    logger.info("%d input image(s)", len(inputs))
+    demo = demo_factory()
+    return run_on_images(demo, inputs, outputs, show=_show)
+
+
+def _run_video(args: argparse.Namespace, demo_factory) -> RunSummary:
+    video = Path(args.video_input).expanduser()
+    summary = RunSummary()
+    if not video.is_file():
+        raise FileNotFoundError(f"demo: video not found: {video}")
+    cap = cv2.VideoCapture(str(video))
+    if not cap.isOpened():
+        logger.error("Cannot open video %s", video)
+        summary.failed.append((video, "unreadable video"))
+        return summary
+    width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    if not 0 < fps < 1000:
+        fps = 30.0
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    out_path = None
+    if args.output:
+        requested = Path(args.output).expanduser()
+        wants_file = requested.suffix != "" and not requested.is_dir()
+        fourcc, suffix = probe_video_codec(
+            (width, height), prefer_suffix=requested.suffix if wants_file else None
+        )
+        out_path = video_output_path(video, requested, suffix)
+    else:
+        _require_display()
+    demo = demo_factory()
+    frames = tqdm(demo.run_on_video(cap), total=count if count > 0 else None, unit="frame",
+                  desc=video.name)
+    try:
+        if out_path is not None:
+            n = write_video(frames, out_path, fourcc, fps, (width, height))
+            logger.info("Wrote %d frames to %s (%s)", n, out_path, fourcc)
+            if n == 0:
+                summary.failed.append((video, "no frame could be decoded"))
+            else:
+                summary.written.append(out_path)
+        else:
+            cv2.namedWindow(video.name, cv2.WINDOW_NORMAL)
+            for frame in frames:
+                cv2.imshow(video.name, frame)
+                if cv2.waitKey(1) == 27:
+                    break
+            cv2.destroyAllWindows()
+    finally:
+        cap.release()
+    logger.info("Summary: %s", summary)
+    return summary
+
+
+def _run_webcam(args: argparse.Namespace, demo_factory) -> RunSummary:
+    if args.output:
+        raise SystemExit("demo/demo.py: --webcam shows frames in a window; --output is not used")
+    _require_display()
+    demo = demo_factory()
+    cam = cv2.VideoCapture(0)
+    if not cam.isOpened():
+        raise SystemExit("demo/demo.py: cannot open camera 0")
+    try:
+        for frame in tqdm(demo.run_on_video(cam), unit="frame"):
+            cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+            cv2.imshow(WINDOW_NAME, frame)
+            if cv2.waitKey(1) == 27:
+                break
+    finally:
+        cam.release()
+        cv2.destroyAllWindows()
+    return RunSummary()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the demo; returns the exit status (0 ok, 1 some input failed, 2 usage error)."""
+    args = get_parser().parse_args(argv)
+    cfg = setup_cfg(args)
+    logger.info("Arguments: %s", args)
+
+    def demo_factory() -> VisualizationDemo:
+        return VisualizationDemo(
+            cfg,
+            instance_mode=ColorMode.IMAGE,
+            parallel=args.parallel,
+            task=args.task,
+            confidence_threshold=args.confidence_threshold,
+        )
+
+    try:
+        if args.input:
+            summary = _run_images(args, demo_factory)
+        elif args.video_input:
+            summary = _run_video(args, demo_factory)
+        else:
+            summary = _run_webcam(args, demo_factory)
+    except (FileNotFoundError, ValueError) as e:
+        logger.error("%s", e)
+        print(f"demo/demo.py: error: {e}", file=sys.stderr)
+        return 2
+    print(f"demo/demo.py: {summary}")
+    return 1 if summary.failed else 0
+
+
+if __name__ == "__main__":
+    setup_logger(name="fvcore")
+    setup_logger(name="knet_d2")
+    sys.exit(main())

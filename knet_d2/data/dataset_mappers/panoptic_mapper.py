@@ -1,0 +1,180 @@
+"""Training mapper for panoptic K-Net (COCO panoptic format: RGB-encoded segment-id PNG).
+
+Input dicts are those of D2's ``register_coco_panoptic`` loader: ``file_name``,
+``pan_seg_file_name``, ``segments_info`` (``id``, contiguous ``category_id``, ``isthing``,
+``iscrowd``), optionally ``height``/``width``/``image_id``.
+
+Ground-truth decisions (K-Net's official panoptic training, ``knet_reference.md`` §2.1):
+
+* **things first**: ``gt_classes`` holds contiguous ids where things are ``0..T-1`` and stuff
+  ``T..T+S-1``; a segment that breaks this layout is an error (the model relies on it).
+* one mask per non-crowd **thing** segment, then one mask per **stuff class**: stuff segments
+  that share a class are merged (the official code builds stuff masks from a semantic map).
+* **crowd** segments (``iscrowd=1``) are not targets; their pixels are ``ignore_label`` in
+  ``sem_seg``, like void (id 0 / unlisted ids).
+* segments whose mask is empty after augmentation (e.g. cropped away) are dropped.
+"""
+from __future__ import annotations
+
+import logging
+from typing import List, NamedTuple
+
+import numpy as np
+from detectron2.data import transforms as T
+from detectron2.utils.file_io import PathManager
+from panopticapi.utils import rgb2id
+from PIL import Image
+
+from .base import (
+    KNetDatasetMapperBase,
+    array_to_tensor,
+    image_to_tensor,
+    masks_to_instances,
+    register_mapper,
+)
+
+__all__ = ["KNetPanopticDatasetMapper", "read_panoptic_png"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Segment(NamedTuple):
+    id: int
+    category_id: int
+    isthing: bool
+    iscrowd: bool
+
+
+def read_panoptic_png(file_name: str) -> np.ndarray:
+    """Read a COCO panoptic PNG as an (H, W, 3) uint8 array (segment id = R + 256 G + 256^2 B).
+
+    Raises ``FileNotFoundError`` / ``ValueError`` naming the file when it is missing, cannot be
+    decoded, or is not an RGB image (a palette or grey PNG would silently give wrong ids).
+    """
+    if not PathManager.isfile(file_name):
+        raise FileNotFoundError(f"panoptic PNG not found: {file_name}")
+    try:
+        with PathManager.open(file_name, "rb") as f:
+            img = Image.open(f)
+            img.load()
+    except OSError as e:
+        raise ValueError(f"cannot decode panoptic PNG {file_name}: {e}") from e
+    if img.mode != "RGB":
+        raise ValueError(
+            f"panoptic PNG {file_name} has mode {img.mode!r}; expected 'RGB' "
+            "(COCO panoptic format, id = R + 256*G + 256^2*B)"
+        )
+    return np.asarray(img, dtype=np.uint8)
+
+
+@register_mapper("knet_panoptic")
+class KNetPanopticDatasetMapper(KNetDatasetMapperBase):
+    """Map a COCO-panoptic-format dict to K-Net panoptic training inputs.
+
+    Output keys (training): ``image`` (uint8 (3, H, W) tensor in ``image_format``),
+    ``instances`` (``Instances((H, W))`` with ``gt_classes`` int64, ``gt_masks`` BitMasks
+    (N, H, W), ``gt_boxes``; thing segments first, then one merged mask per stuff class, crowd
+    and empty segments dropped), ``sem_seg`` (int64 (H, W) contiguous class map, ``ignore_label``
+    for void and crowd pixels), plus the dict's ``height``, ``width``, ``file_name``,
+    ``image_id``. ``segments_info`` is removed (it describes the un-augmented PNG).
+    (H, W) is the augmented size, not padded (the model pads).
+
+    Evaluation mode: test resize only, annotation keys dropped (see the base class).
+    Arguments and config keys: :class:`KNetDatasetMapperBase`.
+    """
+
+    def map_train(self, dataset_dict: dict, image: np.ndarray) -> dict:
+        """Augment image + panoptic PNG together and build ``instances`` and ``sem_seg``."""
+        file_name = dataset_dict["file_name"]
+        pan_file = dataset_dict.get("pan_seg_file_name")
+        if pan_file is None:
+            raise KeyError(
+                f"{file_name}: dataset dict has no 'pan_seg_file_name'; the knet_panoptic mapper "
+                "needs COCO panoptic annotations (register the dataset with register_coco_panoptic)"
+            )
+        if "segments_info" not in dataset_dict:
+            raise KeyError(f"{file_name}: dataset dict has no 'segments_info'")
+        pan_rgb = read_panoptic_png(pan_file)
+        if pan_rgb.shape[:2] != image.shape[:2]:
+            raise ValueError(
+                f"panoptic PNG {pan_file} has size {pan_rgb.shape[:2]} (h, w) but image "
+                f"{file_name} has size {image.shape[:2]}"
+            )
+        segments = self._parse_segments(dataset_dict.pop("segments_info"), pan_file)
+
+        # The RGB-encoded id map is transformed as a "segmentation" (nearest interpolation on the
+        # uint8 channels, so ids are never blended) and decoded afterwards.
+        aug_input = T.AugInput(image, sem_seg=pan_rgb)
+        self.augmentations(aug_input)
+        image = aug_input.image
+        pan_ids = rgb2id(aug_input.sem_seg)
+        h, w = image.shape[:2]
+
+        # Target order: non-crowd things, then one slot per stuff class (sorted).
+        targets = [s for s in segments if not s.iscrowd]
+        things = [s for s in targets if s.isthing]
+        stuff_classes = sorted({s.category_id for s in targets if not s.isthing})
+        slot = {id(s): i for i, s in enumerate(things)}
+        stuff_slot = {c: len(things) + i for i, c in enumerate(stuff_classes)}
+        slot_of = [slot[id(s)] if s.isthing else stuff_slot[s.category_id] for s in targets]
+        masks = np.zeros((len(things) + len(stuff_classes), h, w), dtype=bool)
+        sem_seg = np.full((h, w), self.ignore_label, dtype=np.int64)
+        raw_ids = None
+        for seg, k in zip(targets, slot_of):
+            mask = pan_ids == seg.id
+            if not mask.any():
+                # Empty after augmentation is fine (resized / cropped away), absent from the
+                # annotation PNG itself is not: check the un-augmented map lazily.
+                if raw_ids is None:
+                    raw_ids = rgb2id(pan_rgb)
+                if not (raw_ids == seg.id).any():
+                    raise ValueError(
+                        f"{pan_file}: segment id {seg.id} (category {seg.category_id}) is "
+                        "listed in segments_info but absent from the PNG"
+                    )
+                continue
+            sem_seg[mask] = seg.category_id
+            masks[k] |= mask  # stuff segments of one class share a slot: merged
+        instances = masks_to_instances(
+            masks, [s.category_id for s in things] + stuff_classes, (h, w)
+        )
+
+        dataset_dict["image"] = image_to_tensor(image)
+        dataset_dict["sem_seg"] = array_to_tensor(sem_seg)
+        dataset_dict["instances"] = instances
+        dataset_dict.pop("annotations", None)
+        return dataset_dict
+
+    def _parse_segments(self, segments_info: List[dict], pan_file: str) -> List[_Segment]:
+        """Validate ``segments_info`` against the contiguous things-first class layout."""
+        num_t, num_c = self.num_thing_classes, self.num_classes
+        out: List[_Segment] = []
+        seen = set()
+        for info in segments_info:
+            try:
+                seg_id = int(info["id"])
+                cat = int(info["category_id"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(
+                    f"{pan_file}: malformed segments_info entry {info!r} ({e!r})"
+                ) from e
+            isthing = bool(info["isthing"]) if "isthing" in info else cat < num_t
+            if not 0 <= cat < num_c:
+                raise ValueError(
+                    f"{pan_file}: segment {seg_id} has category_id {cat}, outside the contiguous "
+                    f"range [0, {num_c}) of MODEL.KNET.NUM_THING_CLASSES + NUM_STUFF_CLASSES; "
+                    "category ids must be contiguous (D2's register_coco_panoptic converts them "
+                    "with the metadata's *_dataset_id_to_contiguous_id maps)"
+                )
+            if isthing != (cat < num_t):
+                kind = "thing" if isthing else "stuff"
+                raise ValueError(
+                    f"{pan_file}: segment {seg_id} is a {kind} with contiguous category_id {cat}, "
+                    f"but K-Net needs things at 0..{num_t - 1} and stuff at {num_t}..{num_c - 1} "
+                    "(check the dataset's contiguous id maps and MODEL.KNET.NUM_THING_CLASSES)"
+                )
+            if seg_id in seen:
+                raise ValueError(f"{pan_file}: segment id {seg_id} is listed twice")
+            seen.add(seg_id)
+            out.append(_Segment(seg_id, cat, isthing, bool(info.get("iscrowd", 0))))
+        return out
