@@ -138,13 +138,11 @@ def setup(args) -> CfgNode:
 
 def prepare_datasets(cfg: CfgNode) -> None:
     """Generate the embedded synthetic datasets named by the config if they are missing."""
-    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-    if any(n.startswith("knet_synth_") for n in names):
-        from knet_d2.data.datasets.register_synthetic import ensure_synthetic_dataset
+    from knet_d2.data.datasets.register_synthetic import ensure_synthetic_for_datasets
 
-        if comm.is_main_process():
-            ensure_synthetic_dataset()
-        comm.synchronize()
+    if comm.is_main_process():
+        ensure_synthetic_for_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    comm.synchronize()
 
 
 def main(args) -> Any:

@@ -39,6 +39,7 @@ from predictor import (  # noqa: E402
     VisualizationDemo,
     expand_inputs,
     image_output_paths,
+    output_is_directory,
     probe_video_codec,
     run_on_images,
     video_output_path,
@@ -154,12 +155,11 @@ def _run_video(args: argparse.Namespace, demo_factory) -> RunSummary:
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     out_path = None
     if args.output:
-        requested = Path(args.output).expanduser()
-        wants_file = requested.suffix != "" and not requested.is_dir()
+        wants_file = not output_is_directory(args.output, 1)
         fourcc, suffix = probe_video_codec(
-            (width, height), prefer_suffix=requested.suffix if wants_file else None
+            (width, height), prefer_suffix=Path(args.output).suffix if wants_file else None
         )
-        out_path = video_output_path(video, requested, suffix)
+        out_path = video_output_path(video, args.output, suffix)
     else:
         _require_display()
     demo = demo_factory()

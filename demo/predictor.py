@@ -70,6 +70,7 @@ __all__ = [
     "filter_instances",
     "filter_panoptic",
     "image_output_paths",
+    "output_is_directory",
     "probe_video_codec",
     "render_predictions",
     "run_on_images",
@@ -328,7 +329,8 @@ class AsyncPredictor:
         num_workers = max(int(num_gpus), 1)
         ctx = mp.get_context("spawn")
         self.task_queue = ctx.Queue(maxsize=num_workers * 3)
-        self.result_queue = ctx.Queue(maxsize=num_workers * 3)
+        # Unbounded: a worker never blocks on a result, so put() cannot deadlock against get().
+        self.result_queue = ctx.Queue()
         self.procs = []
         for i in range(num_workers):
             worker_cfg = cfg.clone()
@@ -614,14 +616,12 @@ def _refuse_inputs(outputs: Sequence[Path], inputs: Sequence[Path]) -> None:
             )
 
 
-def _is_dir_target(output: Path, n_inputs: int) -> bool:
-    text = str(output)
-    return (
-        output.is_dir()
-        or text.endswith(("/", os.sep))
-        or output.suffix == ""
-        or n_inputs > 1
-    )
+def output_is_directory(output: PathLike, n_inputs: int = 1) -> bool:
+    """Whether ``--output`` means a directory: it exists as one, ends with a path separator,
+    has no suffix, or more than one input is given."""
+    text = os.fspath(output)
+    path = Path(text).expanduser()
+    return path.is_dir() or text.endswith(("/", os.sep)) or path.suffix == "" or n_inputs > 1
 
 
 def image_output_paths(inputs: Sequence[Path], output: PathLike) -> List[Path]:
@@ -634,8 +634,11 @@ def image_output_paths(inputs: Sequence[Path], output: PathLike) -> List[Path]:
     Raises:
         ValueError: an output would overwrite an input, or OpenCV cannot write the suffix.
     """
+    is_dir = output_is_directory(output, len(inputs))
     output = Path(output).expanduser()
-    if _is_dir_target(output, len(inputs)):
+    if not inputs:
+        return []
+    if is_dir:
         if output.exists() and not output.is_dir():
             raise ValueError(
                 f"demo: --output {output} is a file but {len(inputs)} inputs were given; "
@@ -652,7 +655,10 @@ def image_output_paths(inputs: Sequence[Path], output: PathLike) -> List[Path]:
             outs.append(output / name)
     else:
         if not cv2.haveImageWriter(str(output)):
-            raise ValueError(f"demo: OpenCV cannot write images named like {output}")
+            raise ValueError(
+                f"demo: OpenCV cannot write images named like {output} (end --output with '/' "
+                "to mean a directory)"
+            )
         outs = [output]
     _refuse_inputs(outs, inputs)
     outs[0].parent.mkdir(parents=True, exist_ok=True)
@@ -668,8 +674,9 @@ def video_output_path(video: Path, output: PathLike, suffix: str) -> Path:
     Raises:
         ValueError: the output would overwrite the input video.
     """
+    is_dir = output_is_directory(output, 1)
     output = Path(output).expanduser()
-    if _is_dir_target(output, 1):
+    if is_dir:
         out = output / (video.stem + suffix)
     else:
         out = output
@@ -888,6 +895,8 @@ def render_predictions(
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
+    if not image_paths:
+        raise ValueError("demo/predictor.py: render_predictions got no image paths")
     inputs = expand_inputs(image_paths)
     out_dir = Path(output_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,10 @@
 Importing the package registers the model parts (META_ARCH / BACKBONE / SEM_SEG_HEADS
 registries) and the project's datasets (DatasetCatalog / MetadataCatalog).
 """
-from . import data  # noqa: F401  (registers datasets)
-from . import modeling  # noqa: F401  (registers model parts)
+from . import (
+    data,  # noqa: F401  (registers datasets)
+    modeling,  # noqa: F401  (registers model parts)
+)
 from .config import add_knet_config
 from .knet_model import KNet
 

@@ -29,8 +29,9 @@ def collect_env_info() -> str:
                  "panopticapi", "scipy", "cv2"]:
         lines.append(f"  {name:<12} {_version(name)}")
     try:
-        import knet_d2  # noqa: F401  (registers everything)
         from detectron2.modeling import META_ARCH_REGISTRY
+
+        import knet_d2  # noqa: F401  (registers everything)
 
         lines.append(f"  KNet meta-architecture registered: {'KNet' in META_ARCH_REGISTRY}")
     except Exception as e:

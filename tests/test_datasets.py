@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import filecmp
 import json
-import multiprocessing as mp
 import os
 import runpy
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -225,17 +225,23 @@ def test_lost_race_keeps_the_other_split(tmp_path, monkeypatch):
     assert synthetic.is_complete_split(tmp_path / "train")
 
 
-def _ensure_worker(root: str) -> str:
-    return str(register_synthetic._SplitSpec(Path(root), "train", 6, 96).ensure())
-
-
 def test_concurrent_ensure_is_safe(tmp_path):
-    ctx = mp.get_context("fork")
-    with ctx.Pool(2) as pool:
-        results = pool.map(_ensure_worker, [str(tmp_path)] * 4)
-    assert set(results) == {str(tmp_path / "train")}
+    """Several callers (like DDP ranks) generating the same split at once: one wins."""
+    spec = register_synthetic._SplitSpec(tmp_path, "train", 6, 96)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: spec.ensure(), range(4)))
+    assert set(results) == {tmp_path / "train"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]
     assert len(_load_json(tmp_path / "train" / "panoptic.json")["images"]) == 6
+
+
+def test_ensure_synthetic_dataset_defaults(tmp_path):
+    assert register_synthetic.ensure_synthetic_dataset(tmp_path, ["val"]) == tmp_path
+    info = _load_json(tmp_path / "val" / "info.json")
+    assert (info["num_images"], info["image_size"]) == (60, 128)
+    assert not (tmp_path / "train").exists()
+    with pytest.raises(ValueError, match="test"):
+        register_synthetic.ensure_synthetic_dataset(tmp_path, ["test"])
 
 
 def test_cli(tmp_path):

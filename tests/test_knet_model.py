@@ -47,7 +47,9 @@ def model():
     return build_model(tiny_cfg())
 
 
-@pytest.mark.parametrize("sizes", [[(64, 64)], [(61, 77), (64, 50)], [(33, 65), (70, 40), (64, 64)]])
+@pytest.mark.parametrize(
+    "sizes", [[(64, 64)], [(61, 77), (64, 50)], [(33, 65), (70, 40), (64, 64)]]
+)
 def test_train_losses_finite_for_odd_sizes_and_batches(model, sizes):
     model.train()
     batch = [make_input(h, w, [0, 1, 3][: 1 + i], seed=i) for i, (h, w) in enumerate(sizes)]

@@ -554,8 +554,9 @@ def _register_ade_sample(shared_data: Path, tmp_path: Path, name: str) -> str:
 def test_sem_seg_evaluator_on_ade_sample(shared_data, tmp_path):
     name = _register_ade_sample(shared_data, tmp_path, "_test_knet_ade_sample")
     cfg = tiny_cfg("UPerNet", num_classes=150)
-    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 128, 512
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 64, 256
     cfg.DATASETS.TEST = (name,)
+    cfg.DATALOADER.NUM_WORKERS = 0
     model = build_model(cfg).eval()
     loader = build_detection_test_loader(cfg, name)
     evaluator = SemSegEvaluator(name, distributed=False, output_dir=None)
@@ -579,6 +580,7 @@ def test_tta_end_to_end_with_semantic_segmentor(shared_data, tmp_path):
     cfg = tiny_cfg("FCN", num_classes=150)
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 64, 256
     cfg.TEST.AUG.MIN_SIZES, cfg.TEST.AUG.MAX_SIZE = (48, 64), 512
+    cfg.DATALOADER.NUM_WORKERS = 0
     model = build_model(cfg).eval()
     tta = SemanticSegmentorWithTTA(cfg, model)
     d = build_detection_test_loader(cfg, name).dataset[0]
