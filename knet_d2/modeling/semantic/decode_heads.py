@@ -210,6 +210,7 @@ class BaseDecodeHead(nn.Module):
         """
         logits = self.layers(features)
         if self.training:
+            assert targets is not None, f"{type(self).__name__} needs targets in training"
             return None, self.losses(logits, targets)
         h, w = logits.shape[-2:]
         return _resize(logits, (h * self.common_stride, w * self.common_stride)), {}
