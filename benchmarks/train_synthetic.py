@@ -29,7 +29,7 @@ TASKS = {
 }
 
 
-def run(task: str, output: str, opts: list, time_budget: float) -> dict:
+def run(task: str, output: str, opts: list, time_budget: float, threads: int) -> dict:
     """Train + evaluate one task; returns the metrics, wall times and the verdict."""
     import torch
     from detectron2.engine import default_argument_parser
@@ -37,7 +37,7 @@ def run(task: str, output: str, opts: list, time_budget: float) -> dict:
     import train_net
 
     config, group, key, target = TASKS[task]
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(threads)
     args = default_argument_parser().parse_args(
         ["--config-file", str(ROOT / config), "OUTPUT_DIR", output, "MODEL.DEVICE", "cpu", *opts]
     )
@@ -79,10 +79,15 @@ def main() -> int:
     ap.add_argument("--task", choices=sorted(TASKS), required=True)
     ap.add_argument("--output", default=None, help="output folder (default output/bench_<task>)")
     ap.add_argument("--time-budget", type=float, default=600.0, help="training seconds allowed")
+    ap.add_argument(
+        "--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+        help="torch CPU threads of the training process (default: cores - 1, leaving one core "
+        "to the data-loading worker; oversubscribing the cores slows training several-fold)",
+    )
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     a = ap.parse_args()
     out = a.output or f"output/bench_{a.task}"
-    s = run(a.task, out, a.opts, a.time_budget)
+    s = run(a.task, out, a.opts, a.time_budget, a.threads)
     print(
         f"[benchmark] {s['task']}: {s['metric']} = {s['value']:.2f} (target >= {s['target']}, "
         f"{'met' if s['met_target'] else 'NOT met'}); train {s['train_seconds']} s for "

@@ -18,7 +18,11 @@ from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from torch import nn
 
-__all__ = ["build_knet_resnet_fpn_backbone", "mmdet_fpn_init_"]
+__all__ = [
+    "build_knet_resnet_fpn_backbone",
+    "build_knet_resnet_v1c_fpn_backbone",
+    "mmdet_fpn_init_",
+]
 
 
 def mmdet_fpn_init_(fpn: FPN) -> None:
@@ -47,7 +51,22 @@ def build_knet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
         An :class:`FPN` backbone whose outputs are ``{"p2", ..., "p5"}`` (for
         ``MODEL.FPN.IN_FEATURES = [res2..res5]``), each (B, FPN.OUT_CHANNELS, H/s, W/s).
     """
-    bottom_up = build_resnet_backbone(cfg, input_shape)
+    return _fpn_on(cfg, build_resnet_backbone(cfg, input_shape))
+
+
+@BACKBONE_REGISTRY.register()
+def build_knet_resnet_v1c_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
+    """ResNetV1c (deep stem, any width: ``build_resnet_v1c_backbone``) + FPN, outputs p2..p5.
+
+    Used by the small synthetic-data configs, whose narrow ResNet-18 (32 base channels) D2's
+    own ResNet builder does not allow.
+    """
+    from ..semantic.resnet_v1c import build_resnet_v1c_backbone
+
+    return _fpn_on(cfg, build_resnet_v1c_backbone(cfg, input_shape))
+
+
+def _fpn_on(cfg, bottom_up: Backbone) -> Backbone:
     backbone = FPN(
         bottom_up=bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,
