@@ -19,9 +19,8 @@ import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional
 
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import (
@@ -32,12 +31,11 @@ from detectron2.evaluation import (
     SemSegEvaluator,
     verify_results,
 )
-from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import knet_d2  # noqa: F401  (registers datasets and model parts)
-from knet_d2 import add_knet_config
+from knet_d2 import get_knet_cfg
 from knet_d2.data.dataset_mappers import build_knet_train_mapper
 from knet_d2.data.skip_bad_samples import SkipBadSamples
 from knet_d2.solver import build_knet_optimizer
@@ -119,18 +117,12 @@ class Trainer(DefaultTrainer):
 
 def setup(args) -> CfgNode:
     """Build the config: D2 defaults + DeepLab keys + K-Net keys, then the file and the opts."""
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_knet_config(cfg)
     if not args.config_file:
         raise SystemExit("train_net.py: --config-file is required (see configs/)")
-    if not os.path.isfile(args.config_file):
-        raise SystemExit(f"train_net.py: config file not found: {args.config_file}")
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
+    try:
+        cfg = get_knet_cfg(args.config_file, args.opts)
+    except FileNotFoundError as e:
+        raise SystemExit(f"train_net.py: {e}") from None
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="knet_d2")
     return cfg

@@ -85,10 +85,10 @@ def main() -> int:
             from predictor import render_predictions
 
             images = _val_images(task) + _real_photos(out / "real_photos")
-            drawn = render_predictions(
-                str(ROOT / summary[task]["config"]), str(weights), images, task_out / "demo",
-                opts=["MODEL.DEVICE", "cpu"],
-            )
+            from knet_d2 import get_knet_cfg
+
+            cfg = get_knet_cfg(str(ROOT / summary[task]["config"]), ["MODEL.DEVICE", "cpu"])
+            drawn = render_predictions(cfg, str(weights), images, task_out / "demo")
             summary[task]["demo_pictures"] = [str(p) for p in drawn]
             print(f"[quickstart] {task}: {len(drawn)} demo pictures in {task_out / 'demo'}")
         except Exception as e:  # pictures are a bonus: report, keep the metrics

@@ -28,9 +28,7 @@ for _p in (str(_DEMO_DIR.parent), str(_DEMO_DIR)):  # runnable from any working 
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from detectron2.config import CfgNode, get_cfg  # noqa: E402
-from detectron2.projects.deeplab import add_deeplab_config  # noqa: E402
+from detectron2.config import CfgNode  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.visualizer import ColorMode  # noqa: E402
 from predictor import (  # noqa: E402
@@ -48,7 +46,7 @@ from predictor import (  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import knet_d2  # noqa: E402,F401  (registers the model parts and datasets)
-from knet_d2 import add_knet_config  # noqa: E402
+from knet_d2 import get_knet_cfg  # noqa: E402
 
 logger = logging.getLogger("knet_d2.demo")
 
@@ -57,17 +55,10 @@ WINDOW_NAME = "K-Net detections"
 
 def setup_cfg(args: argparse.Namespace) -> CfgNode:
     """Config as ``train_net.py`` builds it: D2 defaults + DeepLab + K-Net keys, file, opts."""
-    if not os.path.isfile(args.config_file):
-        raise SystemExit(f"demo/demo.py: config file not found: {args.config_file}")
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_knet_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
-    return cfg
+    try:
+        return get_knet_cfg(args.config_file, args.opts)
+    except FileNotFoundError as e:
+        raise SystemExit(f"demo/demo.py: {e}") from None
 
 
 def get_parser() -> argparse.ArgumentParser:

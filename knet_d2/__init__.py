@@ -7,8 +7,8 @@ from . import (
     data,  # noqa: F401  (registers datasets)
     modeling,  # noqa: F401  (registers model parts)
 )
-from .config import add_knet_config
+from .config import add_knet_config, get_knet_cfg
 from .knet_model import KNet
 
-__all__ = ["add_knet_config", "KNet"]
+__all__ = ["add_knet_config", "get_knet_cfg", "KNet"]
 __version__ = "0.1.0"

@@ -4,9 +4,11 @@ Call :func:`add_knet_config` on a fresh ``get_cfg()`` *before* merging a YAML fi
 Mask2Former's ``add_maskformer2_config``: unknown keys in a YAML file raise ``KeyError``.
 Defaults follow the official K-Net R50 COCO configs (docs: knet_reference.md §1-3).
 """
+from typing import Sequence
+
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_knet_config"]
+__all__ = ["add_knet_config", "get_knet_cfg"]
 
 
 def add_knet_config(cfg: CN) -> None:
@@ -135,3 +137,29 @@ def add_knet_config(cfg: CN) -> None:
     s.PATCH_NORM = True
     s.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     s.USE_CHECKPOINT = False
+
+
+def get_knet_cfg(config_file: str, opts: Sequence[str] = (), freeze: bool = True) -> CN:
+    """The config ``train_net.py`` / ``demo/demo.py`` build: D2 defaults, DeepLab keys (poly LR,
+    deep stem), K-Net keys, then ``config_file`` and the ``KEY VALUE`` ``opts``.
+
+    Falls back to ``MODEL.DEVICE cpu`` when CUDA is not available.
+    """
+    import os
+
+    import torch
+    from detectron2.config import get_cfg
+    from detectron2.projects.deeplab import add_deeplab_config
+
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file not found: {config_file}")
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_knet_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
+        cfg.MODEL.DEVICE = "cpu"
+    if freeze:
+        cfg.freeze()
+    return cfg

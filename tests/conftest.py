@@ -26,14 +26,6 @@ def shared_data() -> Path:
 
 def load_config(path, opts=()):
     """The config a user gets from ``train_net.py --config-file path opts...`` (not frozen)."""
-    from detectron2.config import get_cfg
-    from detectron2.projects.deeplab import add_deeplab_config
+    from knet_d2 import get_knet_cfg
 
-    from knet_d2 import add_knet_config
-
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_knet_config(cfg)
-    cfg.merge_from_file(str(path))
-    cfg.merge_from_list(list(opts))
-    return cfg
+    return get_knet_cfg(str(path), opts, freeze=False)

@@ -5,6 +5,7 @@ exists.
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import os
@@ -514,3 +515,99 @@ def test_real_tiny_knet_panoptic(tmp_path):
     assert written == [tmp_path / "vis" / "astronaut.jpg"]
     assert cv2.imread(str(written[0])).shape == (96, 128, 3)
     assert os.path.getsize(written[0]) > 0
+
+
+# ------------------------------------------------------------------------------------ tools
+# tools/visualize_data.py and tools/plot_metrics.py are written separately ("Demo" part 3). These
+# tests assume D2-like command lines:
+#   visualize_data.py --source annotation --config-file FILE --output-dir DIR
+#   plot_metrics.py RUN_DIR_OR_METRICS_JSON --output-dir DIR
+def _tool(name: str) -> Path:
+    path = REPO_ROOT / "tools" / name
+    if not path.is_file():
+        pytest.skip(f"tools/{name} does not exist yet")
+    return path
+
+
+def test_visualize_data_on_hand_made_dataset(tmp_path, monkeypatch):
+    import runpy
+
+    from detectron2.data import DatasetCatalog
+    from detectron2.structures import BoxMode
+
+    tool = _tool("visualize_data.py")
+    name = "knet_demo_test_handmade_instances"
+    dicts = []
+    for i, which in enumerate(("astronaut", "coffee")):
+        img = _write(tmp_path / "imgs" / f"{which}.jpg", _photo(64, 64, which))
+        x0, y0 = 8 + 8 * i, 10
+        dicts.append({
+            "file_name": str(img), "image_id": i, "height": 64, "width": 64,
+            "annotations": [{
+                "bbox": [x0, y0, 30, 24], "bbox_mode": BoxMode.XYWH_ABS, "category_id": i,
+                "iscrowd": 0,
+                "segmentation": [[x0, y0, x0 + 30, y0, x0 + 30, y0 + 24, x0, y0 + 24]],
+            }],
+        })
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: copy.deepcopy(dicts))
+    MetadataCatalog.get(name).set(
+        thing_classes=["a", "b", "c", "d"],
+        thing_dataset_id_to_contiguous_id={1: 0, 2: 1, 3: 2, 4: 3},
+    )
+    cfg_path = tmp_path / "vis.yaml"
+    base = REPO_ROOT / "configs" / "synthetic" / "instance" / "knet_R18_tiny.yaml"
+    cfg_path.write_text(
+        f'_BASE_: "{base}"\nDATASETS:\n  TRAIN: ("{name}",)\n  TEST: ("{name}",)\n'
+        'INPUT:\n  DATASET_MAPPER_NAME: "knet_instance"\n'
+    )
+    out = tmp_path / "vis" / "annotation"
+    monkeypatch.setattr(sys, "argv", [str(tool), "--source", "annotation", "--config-file",
+                                      str(cfg_path), "--output-dir", str(out)])
+    try:
+        runpy.run_path(str(tool), run_name="__main__")
+    except SystemExit as e:
+        assert e.code in (None, 0), e
+    images = [p for p in out.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    assert len(images) == 2, images
+    assert all(cv2.imread(str(p)) is not None for p in images)
+
+
+def test_plot_metrics_writes_pngs(tmp_path):
+    import json
+
+    tool = _tool("plot_metrics.py")
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = []
+    for it in range(19, 200, 20):
+        lines.append(json.dumps({
+            "iteration": it, "total_loss": 3.0 - it / 100, "loss_cls": 1.0 - it / 400,
+            "loss_mask": 0.8 - it / 500, "loss_dice": 1.2 - it / 300, "lr": 1e-4,
+            "data_time": 0.01, "time": 0.2,
+        }))
+        if it in (99, 199):
+            lines.append(json.dumps({"iteration": it, "panoptic_seg/PQ": it / 10,
+                                     "segm/AP": it / 20}))
+    lines.append('{"iteration": 219, "total_lo')  # a run killed while writing
+    (run / "metrics.json").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "plots" / "new"
+
+    def call(*args):
+        return subprocess.run([sys.executable, str(tool), *map(str, args)], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path)
+
+    res = call(run, "--output-dir", out)
+    assert res.returncode == 0, res.stdout + res.stderr
+    pngs = sorted(out.rglob("*.png"))
+    assert len(pngs) >= 2, pngs  # losses and evaluation metrics
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    res = call(tmp_path / "missing", "--output-dir", out)
+    assert res.returncode != 0 and "metrics.json" in res.stdout + res.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "metrics.json").write_text("\n\nnot json\n")
+    res = call(empty, "--output-dir", out)
+    assert res.returncode != 0
