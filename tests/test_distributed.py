@@ -20,7 +20,7 @@ def _build():
     from detectron2.modeling import build_model
 
     cfg = tiny_cfg()
-    cfg.MODEL.RESNETS.NORM = "GN"  # batch statistics would differ between 1 and 2 processes
+    cfg.MODEL.RESNETS.NORM = "FrozenBN"  # BN batch statistics would differ between 1 and 2 procs
     torch.manual_seed(0)
     return build_model(cfg)
 
