@@ -8,6 +8,8 @@
 # Usage: tools/install_deps.sh [VENV_DIR]
 #   KNET_PYTHON   interpreter used to create the venv (default: python3)
 #   KNET_NO_VENV=1  install into the current interpreter instead of a venv
+#   KNET_SYSTEM_SITE_PACKAGES=1  create the venv with --system-site-packages, so a detectron2
+#                   (and torch) already installed for KNET_PYTHON is used by `make` targets
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,7 +22,9 @@ if [ "${KNET_NO_VENV:-0}" = "1" ]; then
 else
   if [ ! -x "$venv/bin/python" ]; then
     echo "[install] creating virtual environment $venv"
-    "${KNET_PYTHON:-python3}" -m venv "$venv"
+    opts=()
+    [ "${KNET_SYSTEM_SITE_PACKAGES:-0}" = "1" ] && opts+=(--system-site-packages)
+    "${KNET_PYTHON:-python3}" -m venv "${opts[@]}" "$venv"
   fi
   py="$venv/bin/python"
   stamp="$venv/.knet_installed"
