@@ -88,7 +88,10 @@ def main() -> int:
             from knet_d2 import get_knet_cfg
 
             cfg = get_knet_cfg(str(ROOT / summary[task]["config"]), ["MODEL.DEVICE", "cpu"])
-            drawn = render_predictions(cfg, str(weights), images, task_out / "demo")
+            # 0.3 = K-Net's own panoptic thing-score threshold (MODEL.KNET.TEST)
+            drawn = render_predictions(
+                cfg, str(weights), images, task_out / "demo", confidence_threshold=0.3
+            )
             summary[task]["demo_pictures"] = [str(p) for p in drawn]
             print(f"[quickstart] {task}: {len(drawn)} demo pictures in {task_out / 'demo'}")
         except Exception as e:  # pictures are a bonus: report, keep the metrics
