@@ -50,13 +50,14 @@ from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.data.detection_utils import read_image
 from detectron2.engine.defaults import DefaultPredictor
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.colormap import colormap
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 from tqdm import tqdm
 
 import knet_d2  # noqa: F401  (registers KNet, its heads and the project's datasets)
+from knet_d2.modeling.postprocessing import masks_to_boxes
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -185,7 +186,7 @@ def filter_instances(instances: Instances, threshold: float) -> Instances:
         out.pred_masks = masks
         no_boxes = not out.has("pred_boxes") or bool((out.pred_boxes.area() <= 0).all())
         if len(out) > 0 and no_boxes:
-            out.pred_boxes = BitMasks(masks).get_bounding_boxes()
+            out.pred_boxes = masks_to_boxes(masks)
     if len(out) == 0 and not out.has("pred_boxes"):
         out.pred_boxes = Boxes(torch.zeros((0, 4)))
     return out
