@@ -192,16 +192,13 @@ class KNet(nn.Module):
         loc, sem = self.neck(features)
         head_out = self.kernel_head(loc, sem)
         feats = head_out["features"]
-        kernels = head_out["kernels"]
-        masks = head_out["mask_logits"]
         up = self.update_heads[0].mask_upsample_stride if len(self.update_heads) else 2
+        # Stage-0 losses see the thing kernels only; stuff kernels join before stage 1.
         rpn = {
-            "mask_logits": upsample_masks(masks, up),
+            "mask_logits": upsample_masks(head_out["mask_logits"], up),
             "seg_logits": upsample_masks(head_out["seg_logits"], up),
         }
-        if self.num_stuff_classes > 0:
-            kernels = torch.cat([kernels, head_out["stuff_kernels"]], dim=1)
-            masks = torch.cat([masks, head_out["stuff_mask_logits"]], dim=1)
+        kernels, masks = self.kernel_head.append_stuff(head_out)
         stages = []
         for i, head in enumerate(self.update_heads):
             kernels, masks, cls_logits = head(feats, kernels, masks)
