@@ -15,12 +15,14 @@ State-dict mapping (official ``neck.`` -> here ``backbone.``): ``lateral_convs.{
 """
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
-from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from torch import nn
+
+from .deform_resnet import build_knet_resnet_backbone
 
 __all__ = [
     "build_knet_resnet_fpn_backbone",
     "build_knet_resnet_v1c_fpn_backbone",
+    "build_knet_swin_fpn_backbone",
     "mmdet_fpn_init_",
 ]
 
@@ -43,6 +45,9 @@ def mmdet_fpn_init_(fpn: FPN) -> None:
 def build_knet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
     """D2 ResNet (``MODEL.RESNETS.*``) + FPN (``MODEL.FPN.*``) with no extra levels.
 
+    The ResNet comes from :func:`build_knet_resnet_backbone` (= D2's ``build_resnet_backbone``
+    whose ``DEFORM_ON_PER_STAGE`` stages run without compiled ops).
+
     Args:
         cfg: a detectron2 CfgNode.
         input_shape: shape of the input image (channels).
@@ -51,7 +56,7 @@ def build_knet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
         An :class:`FPN` backbone whose outputs are ``{"p2", ..., "p5"}`` (for
         ``MODEL.FPN.IN_FEATURES = [res2..res5]``), each (B, FPN.OUT_CHANNELS, H/s, W/s).
     """
-    return _fpn_on(cfg, build_resnet_backbone(cfg, input_shape))
+    return _fpn_on(cfg, build_knet_resnet_backbone(cfg, input_shape))
 
 
 @BACKBONE_REGISTRY.register()
@@ -64,6 +69,18 @@ def build_knet_resnet_v1c_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
     from ..semantic.resnet_v1c import build_resnet_v1c_backbone
 
     return _fpn_on(cfg, build_resnet_v1c_backbone(cfg, input_shape))
+
+
+@BACKBONE_REGISTRY.register()
+def build_knet_swin_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
+    """Swin Transformer (``MODEL.SWIN.*``) + the same FPN, outputs p2..p5 (strides 4..32).
+
+    The official Swin-L panoptic K-Net (knet_reference.md §1.1): FPN on res2..res5 with
+    in_channels (C, 2C, 4C, 8C). Swin weights load under ``backbone.bottom_up.``.
+    """
+    from .swin import build_swin_backbone
+
+    return _fpn_on(cfg, build_swin_backbone(cfg, input_shape))
 
 
 def _fpn_on(cfg, bottom_up: Backbone) -> Backbone:
