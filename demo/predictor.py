@@ -48,7 +48,6 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
-from detectron2.data.detection_utils import read_image
 from detectron2.engine.defaults import DefaultPredictor
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.colormap import colormap
@@ -57,6 +56,7 @@ from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 from tqdm import tqdm
 
 import knet_d2  # noqa: F401  (registers KNet, its heads and the project's datasets)
+from knet_d2.data.image_io import read_image  # D2's, with clear errors and 16-bit
 from knet_d2.modeling.postprocessing import masks_to_boxes
 
 __all__ = [

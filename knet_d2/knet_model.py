@@ -48,13 +48,20 @@ def check_class_counts(cfg, num_thing: int, num_stuff: int) -> None:
     """Fail at start-up when ``MODEL.KNET.NUM_*_CLASSES`` disagree with the dataset metadata."""
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
         meta = MetadataCatalog.get(name)
+        stuff = getattr(meta, "stuff_classes", None)
+        # Count things by their dataset-id mapping when there is one: D2's
+        # "coco_panoptic_standard" metadata (coco_2017_*_panoptic) lists all 133 classes in
+        # thing_classes, but maps only the 80 thing ids in thing_dataset_id_to_contiguous_id.
+        thing_ids = getattr(meta, "thing_dataset_id_to_contiguous_id", None)
         things = getattr(meta, "thing_classes", None)
-        if things is not None and len(things) != num_thing:
+        n_things = len(thing_ids) if thing_ids is not None else (
+            len(things) if things is not None else None
+        )
+        if n_things is not None and n_things != num_thing:
             raise ValueError(
                 f"MODEL.KNET.NUM_THING_CLASSES is {num_thing} but dataset '{name}' has "
-                f"{len(things)} thing classes: set MODEL.KNET.NUM_THING_CLASSES {len(things)}"
+                f"{n_things} thing classes: set MODEL.KNET.NUM_THING_CLASSES {n_things}"
             )
-        stuff = getattr(meta, "stuff_classes", None)
         # Panoptic metadata lists every class in stuff_classes (things first).
         if num_stuff > 0 and stuff is not None and len(stuff) != num_thing + num_stuff:
             raise ValueError(

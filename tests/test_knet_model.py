@@ -136,6 +136,22 @@ def test_class_count_mismatch_with_metadata_fails_at_startup():
         build_model(cfg)
 
 
+def test_class_counts_on_d2_coco_panoptic_metadata():
+    """D2's coco_2017_*_panoptic metadata lists all 133 classes as thing_classes; the check must
+    count the 80 mapped thing ids instead (the official 80 + 53 configs build), and still fail
+    on a wrong split."""
+    from conftest import load_config
+
+    from knet_d2.knet_model import check_class_counts
+
+    cfg = load_config("configs/coco/panoptic-segmentation/knet_R50_1x.yaml")
+    check_class_counts(cfg, 80, 53)
+    with pytest.raises(ValueError, match="NUM_THING_CLASSES 80"):
+        check_class_counts(cfg, 79, 54)
+    with pytest.raises(ValueError, match="NUM_STUFF_CLASSES 53"):
+        check_class_counts(cfg, 80, 52)
+
+
 def test_overfit_loss_falls():
     """A few AdamW steps on two fixed images must reduce the total loss substantially."""
     torch.manual_seed(0)

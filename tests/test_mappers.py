@@ -575,3 +575,110 @@ def test_panoptic_property(case):
     for m, sid in zip(masks[:n_things], thing_ids):
         np.testing.assert_array_equal(m, ref == sid)
     np.testing.assert_array_equal(inst.gt_boxes.tensor.numpy(), mask_boxes(masks))
+
+
+# ----------------------------------------------------------------------------- property tests:
+# instance and semantic mappers (random annotations, including degenerate ones, never crash)
+@st.composite
+def instance_cases(draw):
+    h, w = draw(st.integers(2, 16)), draw(st.integers(2, 16))
+    annos = []
+    for _ in range(draw(st.integers(0, 6))):
+        cat, crowd = draw(st.integers(0, NT - 1)), int(draw(st.integers(0, 4)) == 0)
+        if draw(st.booleans()):  # polygon(s): any point count, odd lengths, out-of-image points
+            polys = []
+            for _ in range(draw(st.integers(1, 2))):
+                k = draw(st.integers(1, 6))
+                xy = draw(st.lists(st.floats(-5, max(h, w) + 5, allow_nan=False),
+                                   min_size=2 * k, max_size=2 * k))
+                polys.append(xy[:-1] if draw(st.booleans()) and k > 1 else xy)
+            segm = polys
+        else:  # RLE of a random mask (may be empty)
+            seed = draw(st.integers(0, 2**31 - 1))
+            m = np.random.default_rng(seed).random((h, w)) > draw(st.sampled_from([0.3, 0.9, 1.0]))
+            segm = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
+        annos.append({"category_id": cat, "iscrowd": crowd, "segmentation": segm})
+    return h, w, annos, draw(st.integers(1, 24)), draw(st.booleans())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=instance_cases())
+def test_instance_property(case):
+    h, w, annos, short, flip = case
+    with tempfile.TemporaryDirectory() as tmp:
+        write_image(Path(tmp) / "img.png", h, w, seed=2)
+        d = {"file_name": str(Path(tmp) / "img.png"), "height": h, "width": w, "image_id": 3,
+             "annotations": annos}
+        augs = [T.ResizeShortestEdge(short, 10_000), T.RandomFlip(prob=1.0 if flip else 0.0)]
+        logging.disable(logging.WARNING)  # degenerate polygons are logged
+        try:
+            out = inst_mapper(augs)(d)
+        finally:
+            logging.disable(logging.NOTSET)
+    _, oh, ow = out["image"].shape
+    check_output_types(out, oh, ow)
+    inst = out["instances"]
+    masks, cls = inst.gt_masks.tensor.numpy(), inst.gt_classes.tolist()
+    assert masks.reshape(len(masks), oh * ow).any(1).all()  # no empty target
+
+    def usable(a):
+        s = a["segmentation"]
+        return isinstance(s, dict) or any(len(p) >= 6 and len(p) % 2 == 0 for p in s)
+
+    targets = [a for a in annos if not a["iscrowd"] and usable(a)]
+    it = iter(a["category_id"] for a in targets)  # classes: an ordered subsequence
+    assert all(c in it for c in cls)
+    if all(isinstance(a["segmentation"], dict) for a in targets):  # RLE: exact nearest resize
+        ref = []
+        for a in targets:
+            m = mask_util.decode(a["segmentation"])
+            m = np.asarray(Image.fromarray(m).resize((ow, oh), Image.NEAREST)).astype(bool)
+            if m.any():
+                ref.append(m[:, ::-1] if flip else m)
+        np.testing.assert_array_equal(masks, np.stack(ref) if ref else masks[:0])
+    np.testing.assert_array_equal(inst.gt_boxes.tensor.numpy(), mask_boxes(masks))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    h=st.integers(2, 16), w=st.integers(2, 16), seed=st.integers(0, 2**31 - 1),
+    short=st.integers(1, 24), flip=st.booleans(), crop=st.sampled_from([0, 3, 8]),
+    pad=st.sampled_from([None, 10]), bits16=st.booleans(),
+)
+def test_semantic_property(h, w, seed, short, flip, crop, pad, bits16):
+    from detectron2.data.transforms import RandomCrop_CategoryAreaConstraint
+
+    from knet_d2.data.dataset_mappers import KNetSemanticDatasetMapper
+
+    k, ignore = 5, 255
+    values = np.array([0, 1, 2, 3, 4, ignore])
+    lab = values[np.random.default_rng(seed).integers(0, len(values), (h, w))]
+    lab = lab.astype(np.uint16 if bits16 else np.uint8)
+    augs = [T.ResizeShortestEdge(short, 10_000)]
+    if crop:
+        augs.append(RandomCrop_CategoryAreaConstraint("absolute", (crop, crop), 0.75, ignore))
+    augs.append(T.RandomFlip(prob=1.0 if flip else 0.0))
+    mapper = KNetSemanticDatasetMapper(
+        is_train=True, augmentations=augs, image_format="RGB", num_classes=k,
+        ignore_label=ignore, pad_size=None if pad is None else (pad, pad),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        write_image(Path(tmp) / "img.png", h, w, seed=3)
+        Image.fromarray(lab).save(Path(tmp) / "lab.png")
+        out = mapper({"file_name": str(Path(tmp) / "img.png"),
+                      "sem_seg_file_name": str(Path(tmp) / "lab.png")})
+    img, sem = out["image"], out["sem_seg"]
+    assert img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == 3
+    assert sem.dtype == torch.int64 and tuple(sem.shape) == tuple(img.shape[1:])
+    assert set(sem.unique().tolist()) <= set(np.unique(lab).tolist()) | {ignore}
+    if pad is not None:
+        assert min(sem.shape) >= pad
+    if not crop and pad is None:  # exact: nearest resize (+ flip) of the label map
+        oh, ow = sem.shape
+        if bits16:  # D2 resizes non-uint8 maps with torch's (legacy) "nearest"
+            ref = torch.nn.functional.interpolate(
+                torch.as_tensor(lab.astype(np.float32))[None, None], (oh, ow), mode="nearest"
+            )[0, 0].numpy()
+        else:
+            ref = np.asarray(Image.fromarray(lab).resize((ow, oh), Image.NEAREST))
+        np.testing.assert_array_equal(sem.numpy(), ref[:, ::-1] if flip else ref)

@@ -1,16 +1,40 @@
 """Keep training when one sample cannot be loaded (``DATALOADER.SKIP_BAD_SAMPLES``).
 
 D2's ``MapDataset`` retries another index when a mapper returns ``None``. This wrapper turns a
-loading error into ``None``, logs the file name and the error once per file, and counts skips.
+loading error into ``None`` and counts it:
+
+* the first failure of each file is logged as a WARNING with the file name, the error type and
+  message and the running count (repeats of the same file at DEBUG level);
+* the count is ``num_skipped`` on the wrapper, and, when the mapper runs in the training process
+  (``DATALOADER.NUM_WORKERS: 0``), also the event-storage scalar ``data/num_skipped_samples``
+  (it then appears in metrics.json / TensorBoard). Data-loader workers are separate processes:
+  their counts are in their log lines;
+* after ``max_consecutive_failures`` failures in a row (or as many as the dataset has samples,
+  when ``dataset_size`` is given) it raises :class:`TooManyBadSamplesError` listing the last
+  files and reasons, instead of looping over a broken dataset (D2 itself would retry forever,
+  or fail with an unrelated "Sample larger than population" once every index failed).
 """
 from __future__ import annotations
 
+import collections
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Deque, Optional, Tuple
 
-__all__ = ["SkipBadSamples"]
+import torch.utils.data
+from detectron2.utils.events import get_event_storage
+
+__all__ = ["SkipBadSamples", "TooManyBadSamplesError"]
 
 logger = logging.getLogger(__name__)
+
+#: exceptions treated as "bad sample" by default (loading / decoding / annotation errors)
+DEFAULT_BAD_SAMPLE_ERRORS: Tuple[type, ...] = (
+    OSError, ValueError, KeyError, IndexError, AssertionError, RuntimeError, SyntaxError,
+)
+
+
+class TooManyBadSamplesError(RuntimeError):
+    """Too many training samples in a row could not be loaded (the dataset is likely broken)."""
 
 
 class SkipBadSamples:
@@ -19,36 +43,82 @@ class SkipBadSamples:
     Args:
         mapper: the dataset mapper, ``dict -> dict``.
         exceptions: the errors treated as "bad sample" (loading/decoding/annotation errors).
-            Anything else (e.g. KeyboardInterrupt, MemoryError) still propagates.
+            Anything else (e.g. KeyboardInterrupt, MemoryError, TypeError from a bug) still
+            propagates.
+        max_consecutive_failures: give up after this many failures in a row (>= 1).
+        dataset_size: number of dataset dicts, if known; the limit is then at most this.
     """
 
     def __init__(
         self,
         mapper: Callable[[dict], Optional[dict]],
-        exceptions: tuple = (OSError, ValueError, KeyError, IndexError, AssertionError,
-                             RuntimeError, SyntaxError),
+        exceptions: Tuple[type, ...] = DEFAULT_BAD_SAMPLE_ERRORS,
+        max_consecutive_failures: int = 100,
+        dataset_size: Optional[int] = None,
     ):
+        if max_consecutive_failures < 1:
+            raise ValueError(
+                f"max_consecutive_failures must be >= 1, got {max_consecutive_failures}"
+            )
         self.mapper = mapper
-        self.exceptions = exceptions
+        self.exceptions = tuple(exceptions)
+        self.max_consecutive_failures = int(max_consecutive_failures)
+        if dataset_size is not None and dataset_size > 0:
+            self.max_consecutive_failures = min(self.max_consecutive_failures, int(dataset_size))
         self.num_skipped = 0
+        self.num_consecutive = 0
+        self._recent: Deque[str] = collections.deque(maxlen=5)
         self._reported: set = set()
 
     def __call__(self, dataset_dict: dict) -> Optional[dict]:
         try:
-            return self.mapper(dataset_dict)
+            out = self.mapper(dataset_dict)
         except self.exceptions as e:
-            self.num_skipped += 1
-            name = dataset_dict.get("file_name", "<unknown file>")
-            if name not in self._reported:
-                self._reported.add(name)
-                logger.warning(
-                    "Skipping bad training sample %s: %s: %s (%d skipped so far in this worker;"
-                    " set DATALOADER.SKIP_BAD_SAMPLES False to stop on errors)",
-                    name, type(e).__name__, e, self.num_skipped,
-                )
+            self._on_failure(dataset_dict, e)
             return None
+        self.num_consecutive = 0
+        return out
+
+    def _on_failure(self, dataset_dict: dict, e: BaseException) -> None:
+        self.num_skipped += 1
+        self.num_consecutive += 1
+        name = str(dataset_dict.get("file_name", "<unknown file>"))
+        reason = f"{type(e).__name__}: {e}"
+        self._recent.append(f"{name}: {reason}")
+        self._put_scalar()
+        if self.num_consecutive >= self.max_consecutive_failures:
+            recent = "\n  ".join(self._recent)
+            raise TooManyBadSamplesError(
+                f"{self.num_consecutive} training samples in a row could not be loaded "
+                f"({self.num_skipped} in total); giving up, the dataset or its registration is "
+                f"probably broken. Last failures:\n  {recent}\n(DATALOADER.SKIP_BAD_SAMPLES only "
+                "skips occasional bad files; set it to False to stop at the first error.)"
+            ) from e
+        level = logging.DEBUG if name in self._reported else logging.WARNING
+        self._reported.add(name)
+        logger.log(
+            level,
+            "Skipping bad training sample %s: %s (%d skipped so far in this %s; set "
+            "DATALOADER.SKIP_BAD_SAMPLES False to stop on errors)",
+            name, reason, self.num_skipped, _where(),
+        )
+
+    def _put_scalar(self) -> None:
+        """Record the count in the trainer's event storage when running in its process."""
+        if torch.utils.data.get_worker_info() is not None:
+            return  # a worker's (forked) storage copy never reaches the trainer
+        try:
+            storage = get_event_storage()
+        except AssertionError:  # no EventStorage context (e.g. outside training)
+            return
+        storage.put_scalar("data/num_skipped_samples", self.num_skipped, smoothing_hint=False)
 
     def __getattr__(self, name: str) -> Any:  # expose the wrapped mapper's attributes
         if name == "mapper":
             raise AttributeError(name)
         return getattr(self.mapper, name)
+
+
+def _where() -> str:
+    info = torch.utils.data.get_worker_info()
+    return "process" if info is None else f"data-loader worker {info.id}"

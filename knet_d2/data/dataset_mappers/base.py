@@ -23,6 +23,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, Instances
 
+from ..image_io import read_image, size_mismatch_hint
+
 __all__ = [
     "MAPPER_REGISTRY",
     "register_mapper",
@@ -215,15 +217,23 @@ class KNetDatasetMapperBase(abc.ABC):
         return self.num_thing_classes + self.num_stuff_classes
 
     def read_image(self, dataset_dict: dict) -> np.ndarray:
-        """Read ``file_name`` (a missing file raises ``FileNotFoundError`` naming it)."""
+        """Read ``file_name`` in ``image_format`` with :func:`knet_d2.data.image_io.read_image`
+        and check it against the dict's ``height``/``width`` (D2 ``check_image_size``).
+
+        Raises ``FileNotFoundError`` / ``ImageReadError`` (an ``OSError``) naming the file when
+        it is missing or cannot be decoded, and D2's ``SizeMismatchError`` (a ``ValueError``)
+        naming it when the size differs, with an explanation when EXIF rotation is the cause.
+        """
         file_name = dataset_dict.get("file_name")
         if file_name is None:
             raise KeyError(f"dataset dict has no 'file_name' (keys: {sorted(dataset_dict)})")
+        image = read_image(file_name, format=self.image_format)
         try:
-            image = utils.read_image(file_name, format=self.image_format)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"image file not found: {file_name}") from e
-        utils.check_image_size(dataset_dict, image)
+            utils.check_image_size(dataset_dict, image)
+        except utils.SizeMismatchError as e:
+            expected = (dataset_dict.get("height"), dataset_dict.get("width"))
+            hint = size_mismatch_hint(file_name, image.shape[:2], expected)
+            raise utils.SizeMismatchError(f"{e}{hint}") from None
         return image
 
     def __call__(self, dataset_dict: dict) -> dict:

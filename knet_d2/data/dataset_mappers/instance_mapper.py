@@ -48,7 +48,7 @@ class KNetInstanceDatasetMapper(KNetDatasetMapperBase):
 
     def map_train(self, dataset_dict: dict, image: np.ndarray) -> dict:
         """Augment the image, transform the valid non-crowd annotations, rasterise their masks."""
-        file_name = dataset_dict["file_name"]
+        file_name = f"{dataset_dict['file_name']} (image_id {dataset_dict.get('image_id', '?')})"
         h0, w0 = image.shape[:2]
         annos = []
         for idx, obj in enumerate(dataset_dict.pop("annotations", None) or []):
@@ -84,7 +84,10 @@ class KNetInstanceDatasetMapper(KNetDatasetMapperBase):
     def _check_annotation(
         self, obj: dict, idx: int, file_name: str, image_hw: tuple
     ) -> Optional[dict]:
-        """Return a cleaned copy of one annotation, or ``None`` when it is not a target."""
+        """Return a cleaned copy of one annotation, or ``None`` when it is not a target.
+
+        ``file_name`` is the location named in messages (image path and image id).
+        """
         if obj.get("iscrowd", 0):
             return None
         cat = obj.get("category_id")

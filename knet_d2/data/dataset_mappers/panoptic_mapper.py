@@ -13,6 +13,10 @@ Ground-truth decisions (K-Net's official panoptic training, ``knet_reference.md`
 * **crowd** segments (``iscrowd=1``) are not targets; their pixels are ``ignore_label`` in
   ``sem_seg``, like void (id 0 / unlisted ids).
 * segments whose mask is empty after augmentation (e.g. cropped away) are dropped.
+* PNG/JSON disagreement: a segment listed in ``segments_info`` but absent from the PNG, a
+  category id outside the contiguous range, or a PNG whose size is not the image's is an
+  error naming the files (and ``image_id``); non-zero PNG ids that ``segments_info`` does not
+  list are void (``ignore_label``, no mask), logged once per PNG as a warning.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from detectron2.utils.file_io import PathManager
 from panopticapi.utils import rgb2id
 from PIL import Image
 
+from ..image_io import size_mismatch_hint
 from .base import (
     KNetDatasetMapperBase,
     array_to_tensor,
@@ -96,11 +101,13 @@ class KNetPanopticDatasetMapper(KNetDatasetMapperBase):
             raise KeyError(f"{file_name}: dataset dict has no 'segments_info'")
         pan_rgb = read_panoptic_png(pan_file)
         if pan_rgb.shape[:2] != image.shape[:2]:
+            hint = size_mismatch_hint(file_name, image.shape[:2], pan_rgb.shape[:2])
             raise ValueError(
                 f"panoptic PNG {pan_file} has size {pan_rgb.shape[:2]} (h, w) but image "
-                f"{file_name} has size {image.shape[:2]}"
+                f"{file_name} has size {image.shape[:2]}{hint}"
             )
-        segments = self._parse_segments(dataset_dict.pop("segments_info"), pan_file)
+        where = f"{pan_file} (image_id {dataset_dict.get('image_id', '?')})"
+        segments = self._parse_segments(dataset_dict.pop("segments_info"), where)
 
         # The RGB-encoded id map is transformed as a "segmentation" (nearest interpolation on the
         # uint8 channels, so ids are never blended) and decoded afterwards.
@@ -129,12 +136,13 @@ class KNetPanopticDatasetMapper(KNetDatasetMapperBase):
                     raw_ids = rgb2id(pan_rgb)
                 if not (raw_ids == seg.id).any():
                     raise ValueError(
-                        f"{pan_file}: segment id {seg.id} (category {seg.category_id}) is "
+                        f"{where}: segment id {seg.id} (category {seg.category_id}) is "
                         "listed in segments_info but absent from the PNG"
                     )
                 continue
             sem_seg[mask] = seg.category_id
             masks[k] |= mask  # stuff segments of one class share a slot: merged
+        self._warn_unlisted_ids(pan_ids, sem_seg, segments, where)
         instances = masks_to_instances(
             masks, [s.category_id for s in things] + stuff_classes, (h, w)
         )
@@ -145,8 +153,33 @@ class KNetPanopticDatasetMapper(KNetDatasetMapperBase):
         dataset_dict.pop("annotations", None)
         return dataset_dict
 
+    def _warn_unlisted_ids(
+        self, pan_ids: np.ndarray, sem_seg: np.ndarray, segments: List[_Segment], where: str
+    ) -> None:
+        """Warn (once per PNG) about non-zero PNG ids missing from ``segments_info``.
+
+        Only pixels still ``ignore_label`` in ``sem_seg`` can hold such ids, so the full-size
+        work is two comparisons; ``np.unique`` runs on the (usually few) crowd/unlisted pixels.
+        """
+        left = (sem_seg == self.ignore_label) & (pan_ids != 0)
+        if not left.any():
+            return
+        known = [s.id for s in segments]
+        unlisted = np.setdiff1d(np.unique(pan_ids[left]), known)
+        warned = self.__dict__.setdefault("_unlisted_warned", set())
+        if len(unlisted) and where not in warned:
+            warned.add(where)
+            logger.warning(
+                f"{where}: PNG segment id(s) {unlisted[:5].tolist()}"
+                f"{' ...' if len(unlisted) > 5 else ''} are not listed in segments_info; "
+                "their pixels are treated as void (ignored)"
+            )
+
     def _parse_segments(self, segments_info: List[dict], pan_file: str) -> List[_Segment]:
-        """Validate ``segments_info`` against the contiguous things-first class layout."""
+        """Validate ``segments_info`` against the contiguous things-first class layout.
+
+        ``pan_file`` is the location named in the error messages (PNG path and image id).
+        """
         num_t, num_c = self.num_thing_classes, self.num_classes
         out: List[_Segment] = []
         seen = set()

@@ -38,11 +38,11 @@ import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.projects.point_rend import ColorAugSSDTransform
 from PIL import Image
 
+from ..image_io import read_label_map, size_mismatch_hint
 from .base import KNetDatasetMapperBase, image_to_tensor, register_mapper
 
 __all__ = ["RandomRatioResize", "KNetSemanticDatasetMapper", "build_semantic_augmentations"]
@@ -191,16 +191,18 @@ class KNetSemanticDatasetMapper(KNetDatasetMapperBase):
                 "KNetSemanticDatasetMapper needs 'sem_seg_file_name' in training "
                 f"(keys: {sorted(dataset_dict)})"
             )
-        sem_seg = utils.read_image(file_name)
-        if sem_seg.ndim == 3:
-            sem_seg = sem_seg[:, :, 0]
+        sem_seg = read_label_map(file_name, "semantic label PNG")
+        where = f"semantic label PNG {file_name} (image_id {dataset_dict.get('image_id', '?')})"
+        if sem_seg.shape != image.shape[:2]:
+            hint = size_mismatch_hint(dataset_dict["file_name"], image.shape[:2], sem_seg.shape)
+            raise ValueError(
+                f"{where} has shape {sem_seg.shape} (h, w), but image "
+                f"{dataset_dict['file_name']} has {image.shape[:2]}{hint}"
+            )
+        self._check_labels(sem_seg, where)
         if sem_seg.dtype != np.uint8:
             # D2's resize of non-uint8 label maps goes through torch "nearest", which needs float
-            sem_seg = sem_seg.astype(np.float64)
-        if sem_seg.shape != image.shape[:2]:
-            raise ValueError(
-                f"label {file_name} has shape {sem_seg.shape}, image {image.shape[:2]}"
-            )
+            sem_seg = sem_seg.astype(np.float32 if sem_seg.max() < 2**24 else np.float64)
         aug_input = T.AugInput(image, sem_seg=sem_seg)
         self.augmentations(aug_input)
         image, sem_seg = aug_input.image, aug_input.sem_seg
@@ -209,6 +211,21 @@ class KNetSemanticDatasetMapper(KNetDatasetMapperBase):
         dataset_dict["image"] = image_to_tensor(np.asarray(image, dtype=np.uint8))
         dataset_dict["sem_seg"] = torch.as_tensor(np.ascontiguousarray(sem_seg, dtype=np.int64))
         return dataset_dict
+
+    def _check_labels(self, sem_seg: np.ndarray, where: str) -> None:
+        """Raise ``ValueError`` naming ``where`` when a label is not in [0, K) or ignore."""
+        k = self.num_classes
+        bad = (sem_seg >= k) & (sem_seg != self.ignore_label)
+        if sem_seg.dtype.kind == "i":
+            bad |= sem_seg < 0
+        if bad.any():
+            values = np.unique(sem_seg[bad])
+            raise ValueError(
+                f"{where}: label value(s) {values[:10].tolist()} outside the class range "
+                f"[0, {k}) of MODEL.SEM_SEG_HEAD.NUM_CLASSES and not the ignore label "
+                f"{self.ignore_label} (raw ADE20K labels need "
+                "datasets/prepare_ade20k_sem_seg.py: 0 -> 255, k -> k - 1)"
+            )
 
     def _pad(self, image: np.ndarray, sem_seg: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Pad bottom/right up to ``pad_size`` (no-op where already large enough)."""

@@ -28,6 +28,7 @@ that runs before the dataset dicts are loaded.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,6 +47,8 @@ __all__ = [
     "register_instances_from_metadata",
     "register_sem_seg_from_metadata",
 ]
+
+logger = logging.getLogger(__name__)
 
 def _default_color(index: int) -> list[int]:
     palette = colormap(rgb=True, maximum=255)
@@ -128,20 +131,74 @@ def _read_categories(json_file: str | os.PathLike, need_isthing: bool) -> list[d
     return cats
 
 
-def _wrap_loader(name: str, prepare: Callable[[], object] | None, post=None) -> None:
-    """Replace the loader D2's helper registered for ``name`` with prepare -> load -> post."""
+def _wrap_loader(
+    name: str,
+    prepare: Callable[[], object] | None,
+    post: Callable[[list[dict]], list[dict]] | None = None,
+    diagnose: Callable[[Exception], None] | None = None,
+) -> None:
+    """Replace the loader D2's helper registered for ``name`` with prepare -> load -> post.
+
+    ``diagnose(error)`` runs when D2's loader raises ``KeyError`` / ``AssertionError`` (its
+    bare ``KeyError: 999`` or ``AssertionError: <path>``); it raises a clearer error or returns
+    to let the original one propagate.
+    """
     load = DatasetCatalog[name]
-    if prepare is None and post is None:
+    if prepare is None and post is None and diagnose is None:
         return
 
     def loader() -> list[dict]:
         if prepare is not None:
             prepare()
-        dicts = load()
+        try:
+            dicts = load()
+        except (KeyError, AssertionError) as e:
+            if diagnose is not None:
+                diagnose(e)
+            raise
         return post(dicts) if post is not None else dicts
 
     DatasetCatalog.remove(name)
     DatasetCatalog.register(name, loader)
+
+
+def _diagnose_coco_load(
+    json_file: str, valid_ids: Sequence[int], panoptic: bool, error: Exception
+) -> None:
+    """Turn D2 loader failures into errors naming the JSON, the image and the problem.
+
+    Runs only after D2's ``load_coco_json`` / ``load_coco_panoptic_json`` failed: re-reads the
+    JSON to find the first annotation whose ``category_id`` is not a listed category, and
+    explains D2's first-file existence assertions.
+    """
+    if isinstance(error, AssertionError) and error.args:
+        path = str(error.args[0])
+        if path.startswith("No images found"):
+            raise ValueError(f"{json_file}: no annotations to load ({path})") from error
+        if os.path.isabs(path) or os.sep in path:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"{json_file}: file of its first annotation not found: {path} (check the "
+                    "image / panoptic PNG directories given at registration)"
+                ) from error
+        return
+    valid = {int(i) for i in valid_ids}
+    with open(json_file) as f:
+        data = json.load(f)
+    images = {img.get("id"): img.get("file_name") for img in data.get("images", [])}
+    for ann in data.get("annotations", []):
+        image_id = ann.get("image_id")
+        where = f"{json_file}: image_id {image_id} ({images.get(image_id, ann.get('file_name'))})"
+        items = ann.get("segments_info", []) if panoptic else [ann]
+        for item in items:
+            cat = item.get("category_id")
+            if cat not in valid:
+                what = f"segment {item.get('id')}" if panoptic else f"annotation {item.get('id')}"
+                raise ValueError(
+                    f"{where}: {what} has category_id {cat}, which is not one of the "
+                    f"{len(valid)} ids in the JSON's 'categories' ({sorted(valid)[:10]}"
+                    f"{' ...' if len(valid) > 10 else ''})"
+                ) from error
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,9 +246,22 @@ def register_panoptic_from_metadata(
                 d["sem_seg_file_name"] = os.path.join(
                     sem_root, os.path.basename(d["pan_seg_file_name"])
                 )
+            if dicts and not os.path.isfile(dicts[0]["sem_seg_file_name"]):
+                # only semantic evaluation reads them: warn, panoptic training still works
+                logger.warning(
+                    f"{name}: semantic PNG not found: {dicts[0]['sem_seg_file_name']}; "
+                    "SemSegEvaluator will fail (make them with "
+                    "datasets/prepare_coco_semantic_annos_from_panoptic_annos.py)"
+                )
             return dicts
 
-    _wrap_loader(name, prepare, post)
+    all_ids = list(metadata["stuff_dataset_id_to_contiguous_id"]) + list(
+        metadata["thing_dataset_id_to_contiguous_id"]
+    )
+    json_str = str(panoptic_json)
+    _wrap_loader(
+        name, prepare, post, lambda e: _diagnose_coco_load(json_str, all_ids, True, e)
+    )
 
 
 def register_instances_from_metadata(
@@ -207,7 +277,15 @@ def register_instances_from_metadata(
     D2's ``load_coco_json`` derives (categories sorted by id), or loading raises.
     """
     register_coco_instances(name, metadata, str(json_file), str(image_root))
-    _wrap_loader(name, prepare)
+    json_str = str(json_file)
+
+    def diagnose(e: Exception) -> None:
+        if isinstance(e, KeyError) and "category_id" in str(e):
+            with open(json_str) as f:
+                ids = [int(c["id"]) for c in json.load(f).get("categories", [])]
+            _diagnose_coco_load(json_str, ids, False, e)
+
+    _wrap_loader(name, prepare, diagnose=diagnose)
 
 
 def register_sem_seg_from_metadata(

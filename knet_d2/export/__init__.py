@@ -1,0 +1,41 @@
+"""Export of knet_d2 models to ONNX / TorchScript and D2-format inference on the exported
+graphs (docs/EXPORT.md). ``onnx`` / ``onnxruntime`` are imported only when used."""
+from .knet_export import (
+    MAX_OPSET,
+    MIN_OPSET,
+    SUPPORTED_META_ARCHITECTURES,
+    ExportableAdaptiveAvgPool2d,
+    KNetExportWrapper,
+    SemSegExportWrapper,
+    UnsupportedModelError,
+    build_export_wrapper,
+    export_metadata,
+    export_onnx,
+    export_torchscript,
+    make_onnx_exportable,
+    preprocess_batch,
+    preprocess_params,
+    reference_outputs,
+)
+from .predictor import ExportedKNetPredictor, read_onnx_metadata, read_torchscript_metadata
+
+__all__ = [
+    "MAX_OPSET",
+    "MIN_OPSET",
+    "SUPPORTED_META_ARCHITECTURES",
+    "ExportableAdaptiveAvgPool2d",
+    "KNetExportWrapper",
+    "SemSegExportWrapper",
+    "UnsupportedModelError",
+    "build_export_wrapper",
+    "export_metadata",
+    "export_onnx",
+    "export_torchscript",
+    "make_onnx_exportable",
+    "preprocess_batch",
+    "preprocess_params",
+    "reference_outputs",
+    "ExportedKNetPredictor",
+    "read_onnx_metadata",
+    "read_torchscript_metadata",
+]
