@@ -4,6 +4,8 @@ STAMP   := .venv/.knet_installed
 export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 # Quickstart outputs go here (one folder per task).
 QS_OUT  ?= output/quickstart
+# e.g. QS_FLAGS=--overwrite to retrain into a QS_OUT that holds an earlier run's checkpoints.
+QS_FLAGS ?=
 
 .PHONY: install test test-all lint quickstart clean-synthetic
 
@@ -27,7 +29,7 @@ lint: $(STAMP)
 ## Generate the synthetic datasets, train K-Net on the CPU, evaluate with D2's evaluators,
 ## write demo pictures.
 quickstart: $(STAMP)
-	$(PY) benchmarks/quickstart.py --output $(QS_OUT)
+	$(PY) benchmarks/quickstart.py --output $(QS_OUT) $(QS_FLAGS)
 
 clean-synthetic:
 	rm -rf "$(DETECTRON2_DATASETS)/knet_synth"

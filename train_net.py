@@ -19,7 +19,6 @@ import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
@@ -38,6 +37,18 @@ import knet_d2  # noqa: F401  (registers datasets and model parts)
 from knet_d2 import get_knet_cfg
 from knet_d2.data.dataset_mappers import build_knet_train_mapper
 from knet_d2.data.skip_bad_samples import SkipBadSamples
+from knet_d2.engine import (
+    ConfigError,
+    IterationRNGHook,
+    KNetCheckpointer,
+    LossCapture,
+    apply_determinism,
+    build_resumable_train_loader,
+    check_output_dir,
+    non_finite_loss_message,
+    resumable_sampler_of,
+    run_startup_checks,
+)
 from knet_d2.solver import build_knet_optimizer
 
 logger = logging.getLogger("knet_d2")
@@ -82,7 +93,45 @@ def build_knet_evaluator(
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with K-Net's mappers, evaluators and optimizer."""
+    """DefaultTrainer with K-Net's mappers, evaluators and optimizer, plus:
+
+    * checkpoints written atomically and loaded safely (:class:`KNetCheckpointer`);
+    * ``EXACT_RESUME``: a resumable data stream and per-iteration RNG seeds, so ``--resume``
+      continues exactly where the interrupted run was;
+    * a non-finite loss stops the run naming the iteration and the NaN/Inf loss terms.
+    """
+
+    def __init__(self, cfg: CfgNode):
+        super().__init__(cfg)
+        self._loss_capture = LossCapture(self._trainer.model)
+
+    def build_hooks(self):
+        # DefaultTrainer.__init__ creates a DetectionCheckpointer just before calling this:
+        # swap it (same model, directory and checkpointables) so that the PeriodicCheckpointer
+        # hook built below saves through the atomic one.
+        self.checkpointer = KNetCheckpointer.from_checkpointer(self.checkpointer)
+        hooks = super().build_hooks()
+        sampler = resumable_sampler_of(self._trainer.data_loader)
+        if sampler is not None:
+            self.checkpointer.add_checkpointable("data_sampler", sampler)
+            hooks.insert(0, IterationRNGHook(lambda: sampler.seed))
+        return hooks
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        if resume:  # temporary files of a save that was killed (never used, see checkpointer)
+            self.checkpointer.remove_stale_temporary_files()
+        super().resume_or_load(resume=resume)
+        sampler = resumable_sampler_of(self._trainer.data_loader)
+        if sampler is not None:  # the loader's iterator is created lazily, at the first step
+            sampler.set_start_iter(self.start_iter)
+
+    def run_step(self):
+        try:
+            super().run_step()
+        except FloatingPointError as e:
+            raise FloatingPointError(
+                non_finite_loss_message(self.iter, self._loss_capture.last)
+            ) from e
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -93,6 +142,14 @@ class Trainer(DefaultTrainer):
         mapper = build_knet_train_mapper(cfg)
         if cfg.DATALOADER.SKIP_BAD_SAMPLES:
             mapper = SkipBadSamples(mapper)
+        if cfg.EXACT_RESUME:
+            if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
+                return build_resumable_train_loader(cfg, mapper)
+            logger.warning(
+                f"EXACT_RESUME needs DATALOADER.SAMPLER_TRAIN 'TrainingSampler' (got "
+                f"'{cfg.DATALOADER.SAMPLER_TRAIN}'): using D2's loader; --resume will not "
+                "replay the same data order."
+            )
         return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod
@@ -121,9 +178,12 @@ def setup(args) -> CfgNode:
         raise SystemExit("train_net.py: --config-file is required (see configs/)")
     try:
         cfg = get_knet_cfg(args.config_file, args.opts)
-    except FileNotFoundError as e:
+        # Before default_setup writes config.yaml / log.txt into OUTPUT_DIR.
+        check_output_dir(cfg, resume=args.resume, eval_only=args.eval_only)
+        default_setup(cfg, args)
+        apply_determinism(cfg)
+    except (FileNotFoundError, ConfigError) as e:
         raise SystemExit(f"train_net.py: {e}") from None
-    default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="knet_d2")
     return cfg
 
@@ -140,9 +200,13 @@ def prepare_datasets(cfg: CfgNode) -> None:
 def main(args) -> Any:
     cfg = setup(args)
     prepare_datasets(cfg)
+    try:  # before the model and the data loader are built
+        run_startup_checks(cfg, resume=args.resume, eval_only=args.eval_only)
+    except ConfigError as e:
+        raise SystemExit(f"train_net.py: {e}") from None
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        KNetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = Trainer.test(cfg, model)

@@ -55,8 +55,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", default="output/quickstart")
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    ap.add_argument(
+        "--overwrite", action="store_true",
+        help="retrain into task folders that hold the checkpoints of an earlier quickstart",
+    )
     a = ap.parse_args()
     out = Path(a.output)
+    used = [str(out / t) for t in a.tasks if any((out / t).glob("*.pth"))]
+    if used and not a.overwrite:
+        print(f"[quickstart] {', '.join(used)} already hold(s) trained checkpoints of an earlier "
+              "run. Rerun with --overwrite to replace them (make quickstart "
+              "QS_OUT=<new folder> writes elsewhere).")
+        return 2
     out.mkdir(parents=True, exist_ok=True)
 
     from knet_d2.data.datasets.register_synthetic import ensure_synthetic_dataset
@@ -71,7 +81,7 @@ def main() -> int:
         print(f"[quickstart] training + evaluating K-Net ({task}) on the CPU -> {task_out}")
         proc = subprocess.run(
             [sys.executable, str(ROOT / "benchmarks/train_synthetic.py"), "--task", task,
-             "--output", str(task_out)],
+             "--output", str(task_out), *(["--overwrite"] if a.overwrite else [])],
             cwd=ROOT,
         )
         summary_file = task_out / "benchmark_summary.json"

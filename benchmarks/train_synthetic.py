@@ -3,6 +3,7 @@
 
     python benchmarks/train_synthetic.py --task panoptic --output output/bench_panoptic
     python benchmarks/train_synthetic.py --task instance --time-budget 600
+    python benchmarks/train_synthetic.py --task panoptic --overwrite   # retrain into --output
 
 Trains the config of the task (``configs/synthetic/<task>/...``) with ``train_net.Trainer`` for
 the iterations in the config, then evaluates on the synthetic val split and prints one line per
@@ -29,8 +30,12 @@ TASKS = {
 }
 
 
-def run(task: str, output: str, opts: list, time_budget: float, threads: int) -> dict:
-    """Train + evaluate one task; returns the metrics, wall times and the verdict."""
+def run(
+    task: str, output: str, opts: list, time_budget: float, threads: int, overwrite: bool = False
+) -> dict:
+    """Train + evaluate one task; returns the metrics, wall times and the verdict.
+
+    ``overwrite``: replace the checkpoints of an earlier run in ``output`` (else refused)."""
     import torch
     from detectron2.engine import default_argument_parser
 
@@ -39,7 +44,8 @@ def run(task: str, output: str, opts: list, time_budget: float, threads: int) ->
     config, group, key, target = TASKS[task]
     torch.set_num_threads(threads)
     args = default_argument_parser().parse_args(
-        ["--config-file", str(ROOT / config), "OUTPUT_DIR", output, "MODEL.DEVICE", "cpu", *opts]
+        ["--config-file", str(ROOT / config), "OUTPUT_DIR", output, "MODEL.DEVICE", "cpu",
+         "OUTPUT_OVERWRITE", str(bool(overwrite)), *opts]
     )
     cfg = train_net.setup(args)
     train_net.prepare_datasets(cfg)
@@ -84,10 +90,14 @@ def main() -> int:
         help="torch CPU threads of the training process (default: cores - 1, leaving one core "
         "to the data-loading worker; oversubscribing the cores slows training several-fold)",
     )
+    ap.add_argument(
+        "--overwrite", action="store_true",
+        help="retrain into an --output that holds the checkpoints of an earlier run",
+    )
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     a = ap.parse_args()
     out = a.output or f"output/bench_{a.task}"
-    s = run(a.task, out, a.opts, a.time_budget, a.threads)
+    s = run(a.task, out, a.opts, a.time_budget, a.threads, overwrite=a.overwrite)
     print(
         f"[benchmark] {s['task']}: {s['metric']} = {s['value']:.2f} (target >= {s['target']}, "
         f"{'met' if s['met_target'] else 'NOT met'}); train {s['train_seconds']} s for "

@@ -25,6 +25,16 @@ def add_knet_config(cfg: CN) -> None:
     # Training: skip (and count) samples that fail to load instead of stopping the run.
     cfg.DATALOADER.SKIP_BAD_SAMPLES = True
 
+    # ---------------------------------------------------------------- runs (knet_d2.engine)
+    # A run resumed with --resume replays exactly the batches, augmentations and random masks
+    # of the uninterrupted run: resumable sampler (DATALOADER.SAMPLER_TRAIN "TrainingSampler"),
+    # per-sample augmentation seeds, per-iteration model RNG seeds. Costs nothing measurable.
+    cfg.EXACT_RESUME = True
+    # Deterministic cuDNN/cuBLAS + torch.use_deterministic_algorithms(warn_only=True).
+    cfg.DETERMINISTIC = False
+    # Allow a new run (no --resume) to overwrite the checkpoints already in OUTPUT_DIR.
+    cfg.OUTPUT_OVERWRITE = False
+
     # ---------------------------------------------------------------- solver
     cfg.SOLVER.OPTIMIZER = "ADAMW"
     cfg.SOLVER.BACKBONE_MULTIPLIER = 0.25
@@ -151,13 +161,15 @@ def get_knet_cfg(config_file: str, opts: Sequence[str] = (), freeze: bool = True
     from detectron2.config import get_cfg
     from detectron2.projects.deeplab import add_deeplab_config
 
+    from knet_d2.engine.startup_checks import merge_config
+
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file not found: {config_file}")
     cfg = get_cfg()
     add_deeplab_config(cfg)
     add_knet_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    # Unknown keys / bad values raise ConfigError (a ValueError) naming the file and the key.
+    merge_config(cfg, config_file, opts)
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
         cfg.MODEL.DEVICE = "cpu"
     if freeze:

@@ -71,3 +71,111 @@ def test_two_process_gloo_training_matches_one_process():
     for k, v in losses.items():
         mean_2p = (r0["losses"][k] + r1["losses"][k]) / 2
         assert abs(mean_2p - v) <= 0.15 * abs(v) + 1e-3, (k, mean_2p, v)
+
+
+# --------------------------------------------------------------------------------------------
+# 2-process evaluation gathers every rank's predictions: same metrics as 1 process.
+# --------------------------------------------------------------------------------------------
+EVAL_PREFIX = "knet_test_dist_eval"
+
+
+def _eval_cfg(data_root, out_dir):
+    from conftest import REPO_ROOT, load_config
+    from detectron2.data import DatasetCatalog
+
+    from knet_d2.data.datasets.register_synthetic import register_synthetic_datasets
+
+    name = f"{EVAL_PREFIX}_panoptic_val"
+    if name not in DatasetCatalog.list():
+        register_synthetic_datasets(data_root, {"val": 7}, image_size=64, prefix=EVAL_PREFIX)
+    cfg = load_config(
+        REPO_ROOT / "configs/synthetic/panoptic/knet_R18_tiny.yaml",
+        ["DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)",
+         "INPUT.MIN_SIZE_TEST", "64", "MODEL.KNET.NUM_PROPOSALS", "8",
+         "MODEL.KNET.TEST.INSTANCE_SCORE_THRESH", "0.0", "OUTPUT_DIR", str(out_dir)],
+    )
+    cfg.freeze()
+    return cfg
+
+
+def _eval_worker(data_root, out_dir, weights):
+    import train_net
+    from knet_d2.engine import KNetCheckpointer
+
+    torch.set_num_threads(1)
+    cfg = _eval_cfg(data_root, out_dir)
+    model = train_net.Trainer.build_model(cfg)
+    KNetCheckpointer(model).load(weights)
+    results = train_net.Trainer.test(cfg, model)
+    if comm.is_main_process():
+        flat = {f"{g}/{k}": float(v) for g, r in results.items() for k, v in r.items()}
+        torch.save(flat, os.path.join(out_dir, f"results_{comm.get_world_size()}.pt"))
+
+
+def _saved_predictions(inference_dir):
+    """The predictions the evaluators wrote (gathered from all ranks), in a canonical order."""
+    import json
+
+    def load(name):
+        with open(os.path.join(inference_dir, name)) as f:
+            return json.load(f)
+
+    panoptic = {
+        a["image_id"]: [(s["category_id"], round(s["score"], 5)) for s in a["segments_info"]]
+        for a in load("predictions.json")["annotations"]
+    }
+    instances = sorted(
+        (r["image_id"], r["category_id"], round(r["score"], 5), r["segmentation"]["counts"])
+        for r in load("coco_instances_results.json")
+    )
+    semantic = sorted(
+        (os.path.basename(r["file_name"]), r["category_id"], r["segmentation"]["counts"])
+        for r in load("sem_seg_predictions.json")
+    )
+    return panoptic, instances, semantic
+
+
+def test_two_process_gloo_evaluation_matches_one_process(tmp_path):
+    import math
+
+    import train_net
+    from knet_d2.data.datasets.register_synthetic import ensure_synthetic_for_datasets
+
+    data_root = tmp_path / "data"
+    cfg = _eval_cfg(data_root, tmp_path)
+    ensure_synthetic_for_datasets(cfg.DATASETS.TEST)
+    # A briefly trained model: its predictions differ per image, so metrics computed from a
+    # subset of the images (a rank's predictions lost in the gather) would differ.
+    train_cfg = cfg.clone()
+    train_cfg.defrost()
+    train_cfg.merge_from_list([
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "12", "SOLVER.STEPS", "(11,)",
+        "SOLVER.WARMUP_ITERS", "1", "SOLVER.BASE_LR", "0.003", "DATALOADER.NUM_WORKERS", "0",
+        "INPUT.MIN_SIZE_TRAIN", "(64,)", "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path / "t"),
+    ])
+    train_cfg.freeze()
+    torch.set_num_threads(1)
+    trainer = train_net.Trainer(train_cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    weights = str(tmp_path / "t" / "model_final.pth")
+
+    for world in (1, 2):
+        out = tmp_path / f"eval{world}"
+        out.mkdir()
+        launch(_eval_worker, world, num_machines=1, machine_rank=0, dist_url="auto",
+               args=(str(data_root), str(out), weights))
+    r1 = torch.load(tmp_path / "eval1" / "results_1.pt", weights_only=True)
+    r2 = torch.load(tmp_path / "eval2" / "results_2.pt", weights_only=True)
+    assert sorted(r1) == sorted(r2)
+    for key in ("panoptic_seg/PQ", "sem_seg/mIoU", "sem_seg/pACC", "segm/AP", "bbox/AP"):
+        assert key in r1
+    assert r1["sem_seg/mIoU"] > 0 and r1["sem_seg/pACC"] > 0
+    # The main process evaluated the predictions of every image, identical to 1 process.
+    pan1, ins1, sem1 = _saved_predictions(tmp_path / "eval1" / "inference")
+    assert _saved_predictions(tmp_path / "eval2" / "inference") == (pan1, ins1, sem1)
+    assert sorted(pan1) == sorted({r[0] for r in ins1}) == list(range(7))
+    assert len(sem1) >= 7 and sum(map(len, pan1.values())) > 0
+    for k in r1:
+        a, b = r1[k], r2[k]
+        assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-6 * max(1.0, abs(a)), (k, a, b)

@@ -1,0 +1,43 @@
+"""Training infrastructure: crash-safe checkpoints, exactly resumable data, start-up checks.
+
+* :class:`KNetCheckpointer` — atomic checkpoint writes, ``weights_only`` / restricted loading.
+* :func:`build_resumable_train_loader` + :class:`IterationRNGHook` — ``EXACT_RESUME``.
+* :mod:`.startup_checks` — configuration mistakes reported before training starts.
+"""
+from .checkpointer import KNetCheckpointer, atomic_write, load_pickle_restricted
+from .hooks import IterationRNGHook, LossCapture, non_finite_loss_message
+from .resumable_sampler import (
+    ResumableTrainingSampler,
+    SeededMapDataset,
+    build_resumable_train_loader,
+    resumable_sampler_of,
+)
+from .startup_checks import (
+    ConfigError,
+    apply_determinism,
+    check_model_weights,
+    check_num_classes,
+    check_output_dir,
+    merge_config,
+    run_startup_checks,
+)
+
+__all__ = [
+    "KNetCheckpointer",
+    "atomic_write",
+    "load_pickle_restricted",
+    "IterationRNGHook",
+    "LossCapture",
+    "non_finite_loss_message",
+    "ResumableTrainingSampler",
+    "SeededMapDataset",
+    "build_resumable_train_loader",
+    "resumable_sampler_of",
+    "ConfigError",
+    "apply_determinism",
+    "check_model_weights",
+    "check_num_classes",
+    "check_output_dir",
+    "merge_config",
+    "run_startup_checks",
+]

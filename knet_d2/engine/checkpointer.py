@@ -1,0 +1,290 @@
+"""Crash-safe saving and code-free loading of checkpoints (:class:`KNetCheckpointer`).
+
+Saving (D2's ``DetectionCheckpointer`` writes ``model_XXXXXXX.pth`` in place, so a process killed
+mid-write leaves a torn file that ``--resume`` then picks up):
+
+1. the checkpoint is written to ``.<name>.pth.<random>.tmp`` in the same directory, flushed and
+   ``fsync``-ed;
+2. it is renamed onto ``<name>.pth`` with ``os.replace`` (atomic on POSIX and Windows), then the
+   directory is ``fsync``-ed;
+3. only then is ``last_checkpoint`` rewritten, through the same temp-file + rename steps.
+
+So ``last_checkpoint`` always names a complete file, and a temporary file is never loaded
+(its name does not end in ``.pth``). :meth:`KNetCheckpointer.remove_stale_temporary_files`
+deletes the leftovers of a killed save (``train_net.Trainer`` calls it when a run resumes; an
+``--eval-only`` run leaves them alone, since a training run may be writing into the directory).
+
+Loading:
+
+* ``.pth`` files (ours, D2's) go through ``torch.load(weights_only=True)``, which rebuilds only
+  tensors and plain containers. A file that needs full unpickling is loaded with a warning
+  that unpickling can execute code (only load files you trust).
+* ``.pkl`` files (D2 / Caffe2 model zoo, ``tools/convert-*.py`` outputs) are read by a
+  restricted unpickler that accepts only numpy arrays/scalars and plain containers; any other
+  object in the file triggers the same warning before a full ``pickle`` load.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+import re
+import secrets
+from typing import IO, Any, Callable, Dict, List
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+__all__ = [
+    "KNetCheckpointer",
+    "atomic_write",
+    "load_pickle_restricted",
+    "TEMP_SUFFIX",
+]
+
+logger = logging.getLogger(__name__)
+
+#: suffix of the temporary files written by :func:`atomic_write`
+TEMP_SUFFIX = ".tmp"
+# The temporary files a KNetCheckpointer writes: ".<name>.pth.<8 hex>.tmp" and the tag's.
+_TEMP_NAME = re.compile(r"\.(?:.+\.pth|last_checkpoint)\.[0-9a-f]{8}" + re.escape(TEMP_SUFFIX))
+
+# Globals a model-zoo pickle (dicts of numpy arrays) may reference: numpy array/scalar/dtype
+# reconstruction (numpy 1.x and 2.x module names), OrderedDict, and ``_codecs.encode`` which
+# Python 3 uses for ``bytes`` in protocol-2 pickles.
+_SAFE_PICKLE_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("_codecs", "encode"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),  # arrays in protocol-5 pickles
+    ("numpy._core.numeric", "_frombuffer"),
+}
+
+_CODE_EXECUTION_WARNING = (
+    "%s needs full unpickling (%s), which can execute arbitrary code: load only files from a "
+    "source you trust."
+)
+
+
+class _DisallowedGlobal(pickle.UnpicklingError):
+    pass
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_PICKLE_GLOBALS or (
+            module.startswith("numpy.dtypes") and name.endswith("DType")
+        ):
+            return super().find_class(module, name)
+        raise _DisallowedGlobal(f"{module}.{name}")
+
+
+def load_pickle_restricted(f: IO[bytes], **kwargs: Any) -> Any:
+    """``pickle.load`` that only rebuilds numpy arrays/scalars and plain Python containers.
+
+    Raises ``pickle.UnpicklingError`` (message: the refused ``module.name``) when the file
+    references any other global.
+    """
+    return _RestrictedUnpickler(f, **kwargs).load()
+
+
+def _fsync_dir(path: str) -> None:
+    """Make a rename in ``path`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a file so that ``path`` is either its old content or the complete new one.
+
+    ``write(f)`` fills a binary file ``<dir>/.<basename>.<random>.tmp``; the temporary file is
+    flushed, fsync-ed and renamed onto ``path`` (``os.replace``), then the directory is
+    fsync-ed. On any error the temporary file is removed and the error re-raised. A process
+    killed in between leaves only the temporary file behind, never a torn ``path``.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(
+        directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    )
+    # O_EXCL: never reuse a file; mode 0o666 (minus umask) as a plain open() would create.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def _is_local_dir(path: str) -> bool:
+    return bool(path) and "://" not in path
+
+
+class KNetCheckpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` with atomic saves and safe loading (see the module docstring).
+
+    Same constructor, ``save`` / ``load`` / ``resume_or_load`` contract and file names as D2's;
+    a non-local ``save_dir`` (a PathManager URL) falls back to D2's plain writes.
+    """
+
+    @classmethod
+    def from_checkpointer(cls, other: DetectionCheckpointer) -> KNetCheckpointer:
+        """A ``KNetCheckpointer`` with ``other``'s model, directory, rank setting and
+        checkpointables (e.g. to replace the one ``DefaultTrainer.__init__`` creates)."""
+        new = cls(other.model, other.save_dir, save_to_disk=other.save_to_disk)
+        for key, obj in other.checkpointables.items():
+            new.add_checkpointable(key, obj)
+        return new
+
+    # ------------------------------------------------------------------ saving
+    def save(self, name: str, **kwargs: Any) -> None:
+        """Write ``<save_dir>/<name>.pth`` (model, checkpointables, ``kwargs``) atomically, then
+        point ``last_checkpoint`` at it. Does nothing on non-saving ranks."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        if not _is_local_dir(self.save_dir):
+            super().save(name, **kwargs)
+            return
+        data: Dict[str, Any] = {"model": self.model.state_dict()}
+        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        path = os.path.join(self.save_dir, basename)
+        if os.path.basename(path) != basename:
+            raise ValueError(f"checkpoint name must be a plain file name, got {name!r}")
+        self.logger.info(f"Saving checkpoint to {path}")
+        atomic_write(path, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Atomically make ``<save_dir>/last_checkpoint`` name ``last_filename_basename``."""
+        if not _is_local_dir(self.save_dir):
+            super().tag_last_checkpoint(last_filename_basename)
+            return
+        text = last_filename_basename.encode("utf-8")
+        atomic_write(os.path.join(self.save_dir, "last_checkpoint"), lambda f: f.write(text))
+
+    # ------------------------------------------------------------------ resuming
+    def stale_temporary_files(self) -> List[str]:
+        """Temporary files of saves that never completed (a process killed mid-save)."""
+        if not _is_local_dir(self.save_dir) or not os.path.isdir(self.save_dir):
+            return []
+        return sorted(
+            os.path.join(self.save_dir, f) for f in os.listdir(self.save_dir)
+            if _TEMP_NAME.fullmatch(f) and os.path.isfile(os.path.join(self.save_dir, f))
+        )
+
+    def remove_stale_temporary_files(self) -> List[str]:
+        """Delete :meth:`stale_temporary_files` (on the saving rank only); returns them."""
+        if not self.save_to_disk:
+            return []
+        removed = []
+        for path in self.stale_temporary_files():
+            logger.warning(
+                f"Removing {path}: the incomplete temporary file of a checkpoint save that was "
+                "interrupted; it was never used."
+            )
+            try:
+                os.remove(path)
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+        return removed
+
+    def get_checkpoint_file(self) -> str:
+        """The checkpoint named by ``last_checkpoint`` ("" if there is no tag file).
+
+        Raises ``FileNotFoundError`` when the tag names a file that does not exist, instead of
+        failing later with a bare assertion.
+        """
+        path = super().get_checkpoint_file()
+        if path and _is_local_dir(self.save_dir) and not os.path.isfile(path):
+            others = sorted(os.path.basename(p) for p in self.get_all_checkpoint_files())
+            raise FileNotFoundError(
+                f"{os.path.join(self.save_dir, 'last_checkpoint')} names {path}, which does not "
+                f"exist (checkpoints present: {others or 'none'}). Write the name of the "
+                "checkpoint to resume from into last_checkpoint, or start a new run without "
+                "--resume."
+            )
+        return path
+
+    # ------------------------------------------------------------------ loading
+    def _load_file(self, filename: str) -> Dict[str, Any]:
+        if filename.endswith(".pkl"):
+            return self._load_pkl(filename)
+        return super()._load_file(filename)
+
+    def _torch_load(self, f: str) -> Any:
+        """``torch.load(weights_only=True)``; full unpickling only with a warning."""
+        try:
+            return torch.load(f, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "weights_only" not in str(e) and "Weights only" not in str(e):
+                raise _corrupt(f, e) from e
+            logger.warning(_CODE_EXECUTION_WARNING, f, _weights_only_reason(e))
+        except (RuntimeError, EOFError) as e:
+            raise _corrupt(f, e) from e
+        try:
+            return torch.load(f, map_location="cpu", weights_only=False)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+            raise _corrupt(f, e) from e
+
+    def _load_pkl(self, filename: str) -> Dict[str, Any]:
+        """A D2 model-zoo (``{"model": ..., "__author__": ...}``) or Caffe2 (``{"blobs": ...}``
+        or a bare name -> array dict) pickle, as D2's ``DetectionCheckpointer`` reads it."""
+        with self.path_manager.open(filename, "rb") as f:
+            raw = f.read()
+        try:
+            data = load_pickle_restricted(io.BytesIO(raw), encoding="latin1")
+        except _DisallowedGlobal as e:
+            logger.warning(_CODE_EXECUTION_WARNING, filename, f"it contains a {e} object")
+            data = pickle.loads(raw, encoding="latin1")
+        except (pickle.UnpicklingError, EOFError, ValueError) as e:
+            raise _corrupt(filename, e) from e
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{filename}: expected a pickled dict of weights, got {type(data).__name__}"
+            )
+        if "model" in data and "__author__" in data:
+            self.logger.info(f"Reading a file from '{data['__author__']}'")
+            return data
+        weights = data.get("blobs", data)
+        weights = {k: v for k, v in weights.items() if not k.endswith("_momentum")}
+        return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
+
+
+def _weights_only_reason(err: BaseException) -> str:
+    """The line of torch's weights_only error that names the refused object."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    for ln in lines:
+        if "WeightsUnpickler error" in ln:
+            return "torch.load(weights_only=True) refused it: " + ln.split(":", 1)[1].strip()
+    return "torch.load(weights_only=True) refused it" + (f": {lines[0]}" if lines else "")
+
+
+def _corrupt(filename: str, err: BaseException) -> ValueError:
+    return ValueError(
+        f"Cannot read checkpoint {filename}: the file is incomplete or corrupt "
+        f"({type(err).__name__}: {err}). Delete it, or resume from an earlier checkpoint by "
+        "writing its file name into last_checkpoint."
+    )
