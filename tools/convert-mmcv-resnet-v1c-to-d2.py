@@ -12,12 +12,10 @@ D2 ``.pkl`` with ``matching_heuristics`` on, so ``res2...`` keys map onto
 overwritten.
 """
 import os
-import pickle
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from knet_d2.checkpoint.io import check_paths, load_state_dict_file, write_d2_pickle  # noqa: E402
 from knet_d2.modeling.semantic.resnet_v1c import convert_mmcv_resnet_v1c_state_dict  # noqa: E402
 
 
@@ -27,27 +25,20 @@ def main(argv=None) -> int:
         print(__doc__)
         return 2
     src, dst = argv
-    if not os.path.isfile(src):
-        print(f"input checkpoint not found: {src}", file=sys.stderr)
-        return 2
-    if os.path.exists(dst):
-        print(f"refusing to overwrite existing file: {dst}", file=sys.stderr)
+    problem = check_paths(src, dst)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     print(f"{src}: loading with torch.load(weights_only=True)")
-    ckpt = torch.load(src, map_location="cpu", weights_only=True)
-    converted = convert_mmcv_resnet_v1c_state_dict(ckpt)
+    try:
+        converted = convert_mmcv_resnet_v1c_state_dict(load_state_dict_file(src))
+    except ValueError as e:
+        print(str(e), file=sys.stderr)
+        return 1
     if not converted:
         print(f"{src}: no ResNetV1c backbone weights found", file=sys.stderr)
         return 1
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    tmp = dst + ".tmp"
-    with open(tmp, "wb") as f:
-        pickle.dump(
-            {"model": {k: v.numpy() for k, v in converted.items()},
-             "__author__": "mmcv-resnet-v1c", "matching_heuristics": True},
-            f,
-        )
-    os.replace(tmp, dst)
+    write_d2_pickle(converted, dst, author="mmcv-resnet-v1c")
     print(f"wrote {len(converted)} tensors to {dst}")
     return 0
 

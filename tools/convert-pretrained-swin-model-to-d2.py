@@ -19,23 +19,12 @@ An existing output file is never overwritten.
 """
 import argparse
 import os
-import pickle
 import sys
 from typing import List, Optional
 
-import torch
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from knet_d2.checkpoint.io import check_paths, load_state_dict_file, write_d2_pickle  # noqa: E402
 from knet_d2.modeling.backbone.swin import convert_swin_state_dict  # noqa: E402
-
-
-def _state_dict(ckpt, src: str):
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{src}: expected a dict, got {type(ckpt).__name__}")
-    for key in ("model", "state_dict"):
-        if isinstance(ckpt.get(key), dict):
-            return ckpt[key]
-    return ckpt
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -46,33 +35,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("output", help="D2 weights to write (.pkl); must not exist")
     args = parser.parse_args(argv)
     src, dst = args.input, args.output
-    if not os.path.isfile(src):
-        print(f"input checkpoint not found: {src}", file=sys.stderr)
-        return 2
-    if os.path.exists(dst):
-        print(f"refusing to overwrite existing file: {dst}", file=sys.stderr)
+    problem = check_paths(src, dst)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     try:
-        ckpt = torch.load(src, map_location="cpu", weights_only=True)
-        state_dict = _state_dict(ckpt, src)
-        converted, dropped = convert_swin_state_dict(state_dict)
-    except (ValueError, RuntimeError, pickle.UnpicklingError, EOFError) as e:
-        print(f"{src}: cannot convert: {e}", file=sys.stderr)
+        converted, dropped = convert_swin_state_dict(load_state_dict_file(src))
+    except ValueError as e:
+        msg = str(e)
+        print(msg if msg.startswith(src) else f"{src}: cannot convert: {msg}", file=sys.stderr)
         return 1
     if dropped:
         heads = [k for k in dropped if k.startswith("head.")]
         others = [k for k in dropped if not k.startswith("head.")]
         print(f"dropped {len(dropped)} keys not used by the backbone: classifier {heads}"
               + (f", other {others}" if others else ""))
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    tmp = dst + ".tmp"
-    with open(tmp, "wb") as f:
-        pickle.dump(
-            {"model": {k: v.detach().cpu().numpy() for k, v in converted.items()},
-             "__author__": "third_party", "matching_heuristics": True},
-            f,
-        )
-    os.replace(tmp, dst)
+    write_d2_pickle(converted, dst, author="third_party")
     print(f"wrote {len(converted)} tensors to {dst}")
     return 0
 

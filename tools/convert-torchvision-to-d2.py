@@ -25,13 +25,13 @@ with (as configs/coco/Base-KNet-R50.yaml has)::
 An existing output file is never overwritten.
 """
 import os
-import pickle
 import sys
 from typing import Dict, List, Tuple
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from knet_d2.checkpoint.io import check_paths, load_state_dict_file, write_d2_pickle  # noqa: E402
 from knet_d2.modeling.backbone.deform_resnet import rename_torchvision_resnet_key  # noqa: E402
 
 
@@ -57,47 +57,25 @@ def convert(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor
     return converted, sorted(unused)
 
 
-def _state_dict_of(obj, src: str) -> Dict[str, torch.Tensor]:
-    if isinstance(obj, dict):
-        for wrapper in ("state_dict", "model"):
-            if isinstance(obj.get(wrapper), dict):
-                obj = obj[wrapper]
-                break
-    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ValueError(f"{src}: expected a state dict of tensors, got {type(obj).__name__}")
-    return obj
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
         print(__doc__)
         return 2
     src, dst = argv
-    if not os.path.isfile(src):
-        print(f"input checkpoint not found: {src}", file=sys.stderr)
-        return 2
-    if os.path.exists(dst):
-        print(f"refusing to overwrite existing file: {dst}", file=sys.stderr)
+    problem = check_paths(src, dst)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     try:
-        state_dict = _state_dict_of(torch.load(src, map_location="cpu", weights_only=True), src)
-        converted, unused = convert(state_dict)
-    except (ValueError, RuntimeError, pickle.UnpicklingError) as e:
+        converted, unused = convert(load_state_dict_file(src))
+    except ValueError as e:
         msg = str(e)
         print(msg if msg.startswith(src) else f"{src}: {msg}", file=sys.stderr)
         return 1
     if unused:
         print(f"unused keys ({len(unused)}): {', '.join(unused)}")
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    tmp = dst + ".tmp"
-    with open(tmp, "wb") as f:
-        pickle.dump(
-            {"model": {k: v.detach().cpu().numpy() for k, v in converted.items()},
-             "__author__": "torchvision", "matching_heuristics": True},
-            f,
-        )
-    os.replace(tmp, dst)
+    write_d2_pickle(converted, dst, author="torchvision")
     print(f"wrote {len(converted)} tensors to {dst}")
     return 0
 
