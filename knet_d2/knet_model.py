@@ -71,6 +71,39 @@ def check_class_counts(cfg, num_thing: int, num_stuff: int) -> None:
             )
 
 
+def downsample_masks(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(masks[:, None].float(), size, "bilinear", align_corners=False)[:, 0]``.
+
+    Exact shortcut for bool masks whose size is an integer multiple ``(sh, sw)`` of ``size``:
+    at scale ``1/s`` output pixel ``i`` samples source position ``s*i + (s-1)/2``, i.e. the
+    mean of pixels ``s/2 - 1`` and ``s/2`` of its ``s``-block for even ``s`` (weights 1/2) and
+    pixel ``(s-1)/2`` for odd ``s`` (weights 1, 0). On 0/1 inputs these means are exact in
+    float32, so the result is bit-identical to the interpolation while reading only 1-byte
+    masks and 1/4 (s even) of their pixels.
+
+    Args:
+        masks: (M, H, W) bool or float masks.
+        size: (h, w) output size.
+
+    Returns:
+        (M, h, w) float32.
+    """
+    m, h, w = masks.shape
+    oh, ow = size
+    if m == 0:
+        return masks.new_zeros((0, oh, ow), dtype=torch.float32)
+    if masks.dtype != torch.bool or h % oh or w % ow:
+        return F.interpolate(
+            masks[:, None].float(), size=(oh, ow), mode="bilinear", align_corners=False
+        )[:, 0]
+    sh, sw = h // oh, w // ow
+    rows = slice(sh // 2 - 1, sh // 2 + 1) if sh % 2 == 0 else slice((sh - 1) // 2, (sh + 1) // 2)
+    cols = slice(sw // 2 - 1, sw // 2 + 1) if sw % 2 == 0 else slice((sw - 1) // 2, (sw + 1) // 2)
+    picked = masks.view(m, oh, sh, ow, sw)[:, :, rows, :, cols]
+    weight = 1.0 / (picked.shape[2] * picked.shape[4])  # 1, 1/2 or 1/4: exact
+    return picked.sum(dim=(2, 4), dtype=torch.float32) * weight
+
+
 @META_ARCH_REGISTRY.register()
 class KNet(nn.Module):
     """K-Net: learnable kernels for instance, panoptic and semantic outputs, trained by matching."""
@@ -191,7 +224,8 @@ class KNet(nn.Module):
 
         Returns:
             rpn: ``{"mask_logits": (B, Np, h4, w4), "seg_logits": (B, T+S, h4, w4)}`` (stage 0,
-                thing kernels only, upsampled to stride 4).
+                thing kernels only, upsampled to stride 4); empty in eval mode (only the
+                losses use it).
             stages: per stage ``{"mask_logits": (B, N, h4, w4), "cls_logits": (B, N, T+S)}``
                 with N = Np + S.
         """
@@ -201,10 +235,13 @@ class KNet(nn.Module):
         feats = head_out["features"]
         up = self.update_heads[0].mask_upsample_stride if len(self.update_heads) else 2
         # Stage-0 losses see the thing kernels only; stuff kernels join before stage 1.
-        rpn = {
-            "mask_logits": upsample_masks(head_out["mask_logits"], up),
-            "seg_logits": upsample_masks(head_out["seg_logits"], up),
-        }
+        # Only the losses read them: inference skips their upsampling.
+        rpn = {}
+        if self.training:
+            rpn = {
+                "mask_logits": upsample_masks(head_out["mask_logits"], up),
+                "seg_logits": upsample_masks(head_out["seg_logits"], up),
+            }
         kernels, masks = self.kernel_head.append_stuff(head_out)
         stages = []
         for i, head in enumerate(self.update_heads):
@@ -237,6 +274,9 @@ class KNet(nn.Module):
 
         Masks of every image are padded to the batch size ``(Hp, Wp)`` and bilinearly
         downsampled to ``(Hp/4, Wp/4)`` in one call; values stay soft (not re-binarised).
+        Boolean masks (BitMasks) travel to the device as 1-byte masks and take the exact
+        shortcut of :func:`downsample_masks`; things are split from stuff by the classes on
+        the host (no device synchronisation).
 
         Returns:
             per image: ``labels`` (M,), ``masks`` (M, h4, w4) float for things; ``stuff_labels``
@@ -244,31 +284,40 @@ class KNet(nn.Module):
         """
         hp, wp = images.tensor.shape[-2:]
         out_size = (hp // self.mask_assign_stride, wp // self.mask_assign_stride)
-        padded, classes, counts = [], [], []
+        masks_per_image, classes, num_things = [], [], []
         for x in batched_inputs:
             inst = x["instances"]
             gt_masks = inst.gt_masks
             m = gt_masks.tensor if isinstance(gt_masks, BitMasks) else torch.as_tensor(gt_masks)
-            m = m.to(self.device, dtype=torch.float32)
-            padded.append(F.pad(m, (0, wp - m.shape[-1], 0, hp - m.shape[-2])))
-            classes.append(inst.gt_classes.to(self.device))
-            counts.append(m.shape[0])
-        all_masks = torch.cat(padded, dim=0)
-        if all_masks.shape[0] > 0:
-            all_masks = F.interpolate(
-                all_masks[:, None], size=out_size, mode="bilinear", align_corners=False
-            )[:, 0]
-        else:
-            all_masks = all_masks.new_zeros((0,) + out_size)
-        targets = []
-        for masks, labels in zip(all_masks.split(counts), classes):
+            labels = inst.gt_classes.to("cpu")
             is_thing = labels < self.num_thing_classes
+            n_thing = int(is_thing.sum())
+            if not bool(is_thing[:n_thing].all()):  # things first, keeping their order
+                order = torch.argsort((~is_thing).to(torch.uint8), stable=True)
+                m, labels = m[order.to(m.device)], labels[order]
+            masks_per_image.append(m.to(self.device))
+            classes.append(labels.to(self.device))
+            num_things.append(n_thing)
+        binary = all(m.dtype == torch.bool for m in masks_per_image)
+        full = torch.zeros(
+            (sum(m.shape[0] for m in masks_per_image), hp, wp),
+            dtype=torch.bool if binary else torch.float32,
+            device=self.device,
+        )
+        start = 0
+        for m in masks_per_image:
+            full[start : start + m.shape[0], : m.shape[-2], : m.shape[-1]] = m
+            start += m.shape[0]
+        all_masks = downsample_masks(full, out_size)
+        targets = []
+        counts = [m.shape[0] for m in masks_per_image]
+        for masks, labels, n in zip(all_masks.split(counts), classes, num_things):
             targets.append(
                 {
-                    "labels": labels[is_thing],
-                    "masks": masks[is_thing],
-                    "stuff_labels": labels[~is_thing],
-                    "stuff_masks": masks[~is_thing],
+                    "labels": labels[:n],
+                    "masks": masks[:n],
+                    "stuff_labels": labels[n:],
+                    "stuff_masks": masks[n:],
                 }
             )
         return targets

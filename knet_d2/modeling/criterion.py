@@ -213,17 +213,13 @@ class KNetCriterion(nn.Module):
         """
         np_, t = self.num_proposals, self.num_thing_classes
         thing_targets = [{"labels": x["labels"], "masks": x["masks"]} for x in targets]
-        first = self.matcher(rpn["mask_logits"][:, :np_].detach(), None, thing_targets)
-        matches = [first, first] if stages else [first]
-        for prev in stages[:-1]:
-            matches.append(
-                self.matcher(
-                    prev["mask_logits"][:, :np_].detach(),
-                    prev["cls_logits"][:, :np_, :t].detach(),
-                    thing_targets,
-                )
-            )
-        return matches
+        predictions = [(rpn["mask_logits"][:, :np_].detach(), None)] + [
+            (prev["mask_logits"][:, :np_].detach(), prev["cls_logits"][:, :np_, :t].detach())
+            for prev in stages[:-1]
+        ]
+        # every prediction set is available now: one host round trip for all of them
+        first, *rest = self.matcher.match_many(predictions, thing_targets)
+        return ([first, first] if stages else [first]) + rest
 
     # ------------------------------------------------------------------ targets
     def _positives(
@@ -345,7 +341,7 @@ class KNetCriterion(nn.Module):
 
     def _num_pos_avg(self, num_pos: int, device: torch.device) -> Tensor:
         """``reduce_mean(num_pos)`` over all ranks, clamped to >= 1."""
-        n = torch.tensor(float(num_pos), device=device)
+        n = torch.full((), float(num_pos), device=device)  # a fill, no host-to-device copy
         world = comm.get_world_size()
         if world > 1:
             dist.all_reduce(n)

@@ -14,9 +14,10 @@ with, for ``p`` = sigmoid of the predicted mask logits and ``t`` the soft target
 
 All cost matrices of a batch are computed with batched matrix products on the predictions'
 device; the batch is moved to the CPU in one transfer and only
-``scipy.optimize.linear_sum_assignment`` runs per image.
+``scipy.optimize.linear_sum_assignment`` runs per image. :meth:`HungarianMatcher.match_many`
+does the same for several prediction sets (K-Net's stages) with one transfer for all.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -161,35 +162,67 @@ class HungarianMatcher(nn.Module):
             B tuples ``(pred_idx, tgt_idx)`` of (min(N, M_b),) long tensors on the device of
             ``mask_logits``; ``pred_idx`` is sorted ascending.
         """
-        assert len(targets) == mask_logits.shape[0], "one target dict per image"
-        device = mask_logits.device
-        hw = mask_logits.shape[-2] * mask_logits.shape[-1]
+        return self.match_many([(mask_logits, cls_logits)], targets)[0]
+
+    @torch.no_grad()
+    def match_many(
+        self,
+        predictions: Sequence[Tuple[Tensor, Optional[Tensor]]],
+        targets: List[Dict[str, Tensor]],
+    ) -> List[List[Tuple[Tensor, Tensor]]]:
+        """:meth:`forward` for several prediction sets against the same targets at once.
+
+        The targets are padded once, every cost matrix is computed on the device, then all of
+        them move to the host in one transfer and all indices come back in one transfer (one
+        device synchronisation for all sets instead of one per set).
+
+        Args:
+            predictions: ``(mask_logits (B, N, H, W), cls_logits (B, N, K) or None)`` pairs,
+                all with the same B, N, H, W.
+            targets: as in :meth:`forward`.
+
+        Returns:
+            per prediction set, the B ``(pred_idx, tgt_idx)`` tuples of :meth:`forward`.
+        """
+        if not predictions:
+            return []
+        first = predictions[0][0]
+        assert all(p[0].shape == first.shape for p in predictions), "same (B, N, H, W)"
+        assert len(targets) == first.shape[0], "one target dict per image"
+        device = first.device
+        hw = first.shape[-2] * first.shape[-1]
         tgt_masks, tgt_labels, sizes = _pad_targets(targets, hw, device)
-        cost = batched_match_costs(
-            mask_logits,
-            cls_logits,
-            tgt_masks,
-            tgt_labels,
-            cost_class=self.cost_class,
-            cost_mask=self.cost_mask,
-            cost_dice=self.cost_dice,
-            focal_alpha=self.focal_alpha,
-            focal_gamma=self.focal_gamma,
-        )
-        cost_cpu = cost.cpu().numpy()  # one host transfer for the whole batch
+        costs = [
+            batched_match_costs(
+                mask_logits,
+                cls_logits,
+                tgt_masks,
+                tgt_labels,
+                cost_class=self.cost_class,
+                cost_mask=self.cost_mask,
+                cost_dice=self.cost_dice,
+                focal_alpha=self.focal_alpha,
+                focal_gamma=self.focal_gamma,
+            )
+            for mask_logits, cls_logits in predictions
+        ]
+        cost_cpu = torch.stack(costs).cpu().numpy()  # (P, B, N, M): one host transfer
         rows, cols = [], []
-        for b, m in enumerate(sizes):
-            if m == 0 or cost_cpu.shape[1] == 0:
-                r = c = np.zeros((0,), dtype=np.int64)
-            else:
-                r, c = linear_sum_assignment(cost_cpu[b, :, :m])
-            rows.append(np.asarray(r, dtype=np.int64))
-            cols.append(np.asarray(c, dtype=np.int64))
+        for cost_set in cost_cpu:
+            for b, m in enumerate(sizes):
+                if m == 0 or cost_set.shape[1] == 0:
+                    r = c = np.zeros((0,), dtype=np.int64)
+                else:
+                    r, c = linear_sum_assignment(cost_set[b, :, :m])
+                rows.append(np.asarray(r, dtype=np.int64))
+                cols.append(np.asarray(c, dtype=np.int64))
         counts = [len(r) for r in rows]
         # one host-to-device transfer for all indices
         flat = torch.from_numpy(np.concatenate(rows + cols)).to(device)
         pred_flat, tgt_flat = flat[: sum(counts)], flat[sum(counts):]
-        return list(zip(pred_flat.split(counts), tgt_flat.split(counts)))
+        pairs = list(zip(pred_flat.split(counts), tgt_flat.split(counts)))
+        b = len(sizes)
+        return [pairs[i * b : (i + 1) * b] for i in range(len(predictions))]
 
     def extra_repr(self) -> str:
         return (

@@ -7,7 +7,7 @@ Pure functions on the final-stage outputs of one image:
 * :func:`panoptic_inference`: thing/stuff merge -> D2 ``(panoptic_seg, segments_info)``;
 * :func:`semantic_inference`: per-class score maps for D2's ``sem_seg`` output.
 """
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -23,28 +23,69 @@ __all__ = [
 ]
 
 
+def _is_power_of_two_ratio(big: int, small: int) -> bool:
+    ratio = big // small if small else 0
+    return small > 0 and big == ratio * small and ratio & (ratio - 1) == 0
+
+
 def rescale_masks(
     mask_logits: Tensor,
     padded_size: Tuple[int, int],
     image_size: Tuple[int, int],
     output_size: Tuple[int, int],
+    chunk_size: Optional[int] = None,
 ) -> Tensor:
     """Official ``rescale_masks``: sigmoid -> resize to the padded input -> crop -> resize.
+
+    Two exact economies (the result is bit-identical to the three steps above):
+
+    * when the padded size is a power-of-two multiple of the mask size (x4 in K-Net), the first
+      resize computes only the pixels inside the image: ``upsample_bilinear2d`` to ``image_size``
+      with the padded size's scale factors samples the same source positions with the same
+      weights as resizing to ``padded_size`` and cropping, without the padding columns and
+      without a strided copy of the crop;
+    * masks go through both resizes ``chunk_size`` at a time, so the padded-resolution
+      intermediate never exists for all N masks at once (peak memory); on the CPU a chunk
+      whose intermediate stays in the cache (one 800x1333 mask) is also about 2x faster.
 
     Args:
         mask_logits: (N, h4, w4) mask logits at stride 4 of the padded batch.
         padded_size: (Hp, Wp) size of the padded network input.
         image_size: (h, w) size of the (resized, unpadded) image inside the padded input.
         output_size: (H, W) requested output size (the original image size).
+        chunk_size: masks per chunk; default: an intermediate of at most 4 MiB on the CPU
+            (cache-sized), 256 MiB on other devices (few kernel launches).
 
     Returns:
         (N, H, W) float mask probabilities; bilinear interpolation, ``align_corners=False``.
     """
-    probs = mask_logits[None].float().sigmoid()
-    probs = F.interpolate(probs, size=tuple(padded_size), mode="bilinear", align_corners=False)
-    probs = probs[:, :, : image_size[0], : image_size[1]]
-    probs = F.interpolate(probs, size=tuple(output_size), mode="bilinear", align_corners=False)
-    return probs[0]
+    n, h4, w4 = mask_logits.shape
+    (hp, wp), (h, w) = tuple(padded_size), tuple(image_size)
+    output_size = tuple(output_size)
+    # 1 / scale must equal h4 / Hp exactly in float: true for power-of-two ratios
+    fused = _is_power_of_two_ratio(hp, h4) and _is_power_of_two_ratio(wp, w4)
+    out = mask_logits.new_empty((n,) + output_size, dtype=torch.float32)
+    if chunk_size is None:
+        budget = 4 * 2**20 if mask_logits.device.type == "cpu" else 256 * 2**20
+        chunk_size = budget // (4 * max(h * w, 1))
+    chunk_size = max(chunk_size, 1)
+    # sigmoid of all masks in one call: vectorised kernels round their tail elements
+    # differently, so per-chunk calls could differ from the reference in the last bit
+    all_probs = mask_logits[None].float().sigmoid()
+    for start in range(0, n, chunk_size):
+        probs = all_probs[:, start : start + chunk_size]
+        if fused:
+            probs = torch.ops.aten.upsample_bilinear2d(
+                probs, [h, w], False, float(hp // h4), float(wp // w4)
+            )
+        else:
+            probs = F.interpolate(probs, size=(hp, wp), mode="bilinear", align_corners=False)
+            probs = probs[:, :, :h, :w]
+        # = F.interpolate(probs, output_size, "bilinear"), written in place (no copy)
+        torch.ops.aten.upsample_bilinear2d.out(
+            probs, list(output_size), False, None, None, out=out[None, start : start + chunk_size]
+        )
+    return out
 
 
 def masks_to_boxes(masks: Tensor) -> Boxes:
@@ -103,7 +144,10 @@ def instance_inference(
     top_scores, top_idx = scores.flatten().topk(k, sorted=True)
     kernel_idx = torch.div(top_idx, num_classes, rounding_mode="floor")
     classes = top_idx % num_classes
-    masks = mask_probs[kernel_idx] > mask_threshold
+    if k >= mask_probs.shape[0]:  # threshold first: the gather then copies 1-byte masks
+        masks = (mask_probs > mask_threshold)[kernel_idx]
+    else:
+        masks = mask_probs[kernel_idx] > mask_threshold
     result = Instances(tuple(mask_probs.shape[-2:]))
     result.pred_masks = masks
     result.scores = top_scores

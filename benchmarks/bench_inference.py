@@ -1,0 +1,340 @@
+#!/usr/bin/env python
+"""Inference speed and peak memory of K-Net vs Detectron2's own models, in one process run.
+
+Models (random weights, FrozenBN statistics calibrated on the first image so that activations
+are finite, see ``_bench_common.calibrate_frozen_bn``):
+
+* K-Net R50 instance (``configs/coco/instance-segmentation/knet_R50_1x.yaml``) vs D2 Mask R-CNN
+  R50-FPN and Cascade Mask R-CNN R50-FPN (model-zoo 3x configs);
+* K-Net R50 panoptic (``configs/coco/panoptic-segmentation/knet_R50_1x.yaml``) vs D2
+  PanopticFPN R50.
+
+Inputs: the first ``--num-images`` coco_tiny val2017 images, resized by D2's test resize
+(short side ``--min-size`` 800, long side <= ``--max-size`` 1333), batch 1; outputs at the
+original image size (``height``/``width`` given), as in D2's evaluation.
+
+Workload: D2's detectors keep ``TEST.DETECTIONS_PER_IMAGE 100`` with ``SCORE_THRESH_TEST 0``
+(and the cascade's last stage, which reads the same key), the workload of a trained detector
+(random weights would otherwise change how many detections survive); the table prints the mean
+number of instances per image so that this can be checked. K-Net always returns its top 100.
+
+Usage::
+
+    python benchmarks/bench_inference.py --device cpu --threads 1 --num-images 3 --warmup 1
+    python benchmarks/bench_inference.py --device cuda --amp none bf16 --channels-last \
+        --compile --cuda-graphs --num-images 20 --warmup 5 --iters 5
+
+Timing: all models are built first; after the warm-up each model's peak memory is measured
+over one call on the largest image, then the models take turns image by image (every timed
+call between two device synchronisations), so that load changes of a shared machine hit all
+models alike. Prints the environment, one row per (model, precision, variant) and the ratios
+with their targets (GPU targets on cuda, the CPU target on cpu).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench_common as bc  # noqa: E402
+
+INSTANCE_MODELS = ["knet_instance", "mask_rcnn", "cascade_mask_rcnn"]
+PANOPTIC_MODELS = ["knet_panoptic", "panoptic_fpn"]
+ALL_MODELS = INSTANCE_MODELS + PANOPTIC_MODELS
+
+# (numerator, denominator, GPU target, CPU target): images/s ratios of the same run
+RATIO_TARGETS = [
+    ("knet_instance", "cascade_mask_rcnn", 2.0, 1.0),
+    ("knet_instance", "mask_rcnn", 1.5, None),
+    ("knet_panoptic", "panoptic_fpn", 1.5, None),
+]
+BF16_TARGET = 1.5  # K-Net bf16 / fp32 images/s on GPU
+FAST_PATH_TARGET = 150.0  # img/s of K-Net R50 instance through compile / CUDA graphs on H100
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    bc.add_common_args(p)
+    p.add_argument("--num-images", type=int, default=3, help="coco_tiny val images")
+    p.add_argument("--models", nargs="+", default=ALL_MODELS, choices=ALL_MODELS)
+    p.add_argument("--compile", action="store_true",
+                   help="also time K-Net with torch.compile on backbone + heads")
+    p.add_argument("--compile-mode", default="default",
+                   help="torch.compile mode of --compile (e.g. max-autotune-no-cudagraphs)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="also time K-Net with backbone + heads replayed as CUDA graphs")
+    p.add_argument("--profile", action="store_true",
+                   help="print a torch.profiler table of one K-Net call per K-Net model")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args(argv)
+    if args.cuda_graphs and args.device != "cuda":
+        p.error("--cuda-graphs needs --device cuda (CUDA graphs do not exist on the CPU)")
+    if args.json is not None and args.json.exists():
+        p.error(f"--json {args.json} already exists; not overwriting it")
+    if min(args.num_images, args.iters) < 1 or args.warmup < 0:
+        p.error("--num-images and --iters must be >= 1, --warmup >= 0")
+    return args
+
+
+# ---------------------------------------------------------------------------- fast K-Net paths
+class CompiledKernels:
+    """``KNet.forward_kernels`` through ``torch.compile`` (static shapes, one graph per
+    padded input size); post-processing stays eager. Install with :meth:`install`."""
+
+    def __init__(self, model, mode: str = "default"):
+        import torch._dynamo
+        from detectron2.structures import ImageList
+
+        # one graph per padded input size: keep them all instead of falling back to eager
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        self.model = model
+        orig = model.forward_kernels
+
+        def kernels(tensor: torch.Tensor):
+            return orig(ImageList(tensor, [tuple(tensor.shape[-2:])] * tensor.shape[0]))
+
+        self.fn = torch.compile(kernels, dynamic=False, mode=mode)
+
+    def __call__(self, images):
+        return self.fn(images.tensor)
+
+    def install(self) -> None:
+        self.model.forward_kernels = self
+
+    def uninstall(self) -> None:
+        del self.model.forward_kernels
+
+
+class CudaGraphKernels:
+    """``KNet.forward_kernels`` captured once per padded input shape as a CUDA graph.
+
+    Backbone, neck, kernel head and update stages have static shapes for a given padded size and
+    no host synchronisation, so they replay as one graph; the returned tensors are the graph's
+    static outputs (valid until the next call), which post-processing consumes right away.
+    Autocast runs with its weight cache disabled during capture, as graphs require.
+    """
+
+    def __init__(self, model, device: torch.device, amp: str):
+        self.model = model
+        self.device = device
+        self.amp = amp
+        self.orig = model.forward_kernels
+        self.graphs: Dict[tuple, tuple] = {}
+
+    def _capture(self, images):
+        from detectron2.structures import ImageList
+
+        static_in = images.tensor.clone()
+        static_images = ImageList(static_in, list(images.image_sizes))
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream), bc.autocast(self.device, self.amp, cache_enabled=False):
+            for _ in range(3):  # warm up cudnn / allocator outside the capture
+                self.orig(static_images)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), bc.autocast(self.device, self.amp, cache_enabled=False):
+            static_out = self.orig(static_images)
+        return graph, static_in, static_out
+
+    def __call__(self, images):
+        key = (tuple(images.tensor.shape), tuple(map(tuple, images.image_sizes)))
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(images)
+        graph, static_in, static_out = self.graphs[key]
+        static_in.copy_(images.tensor)
+        graph.replay()
+        return static_out
+
+    def install(self) -> None:
+        self.model.forward_kernels = self
+
+    def uninstall(self) -> None:
+        del self.model.forward_kernels
+
+
+# ---------------------------------------------------------------------------- measurement
+class Runner:
+    """One measured configuration: ``runner(i)`` runs the model on image ``i`` (batch 1)."""
+
+    def __init__(self, key: str, model, inputs: List[dict], device: torch.device, amp: str,
+                 variant: str, compile_mode: str = "default"):
+        self.key, self.model, self.inputs = key, model, inputs
+        self.device, self.amp, self.variant = device, amp, variant
+        if variant == "eager":
+            self.path = None
+        elif variant == "compile":
+            self.path = CompiledKernels(model, compile_mode)
+        else:
+            self.path = CudaGraphKernels(model, device, amp)
+
+    def __call__(self, i: int) -> list:
+        if self.path is not None:
+            self.path.install()
+        try:
+            with torch.no_grad(), bc.autocast(self.device, self.amp):
+                return self.model([self.inputs[i % len(self.inputs)]])
+        finally:
+            if self.path is not None:
+                self.path.uninstall()
+
+
+def profile_once(runner: Runner, name: str) -> None:
+    """Print the top operators of one call (after the warm-up)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = runner.device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts, record_shapes=False) as prof:
+        runner(0)
+        bc.synchronize(runner.device)
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    print(f"\n### torch.profiler: {name}, {runner.amp}, {runner.variant}\n")
+    print(prof.key_averages().table(sort_by=key, row_limit=25))
+
+
+def variants_for(key: str, args) -> List[str]:
+    out = ["eager"]
+    if key.startswith("knet"):
+        if args.compile:
+            out.append("compile")
+        if args.cuda_graphs:
+            out.append("cuda-graphs")
+    return out
+
+
+def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> List[dict]:
+    """Build every model, warm up, measure memory per model, then time them taking turns."""
+    device = bc.setup_run(args)
+    for line in bc.environment(args, argv, Path(__file__).name):
+        print_fn(line)
+    images = bc.coco_tiny_inputs(args.data_root, args.num_images, args.min_size, args.max_size)
+    sizes = [tuple(x["image"].shape[-2:]) for x in images]
+    print_fn(f"inputs: {len(images)} coco_tiny val2017 images, batch 1, resized sizes "
+             f"{sorted(set(sizes))}")
+    runners: Dict[str, Runner] = {}
+    for key in args.models:
+        torch.manual_seed(args.seed)
+        model = bc.build_model_from_cfg(bc.build_cfg(key, args.device), args.channels_last)
+        inputs = bc.inputs_for(key, images, device, args.channels_last)
+        bc.calibrate_frozen_bn(model, inputs[:1])
+        for amp in args.amp:
+            for variant in variants_for(key, args):
+                runners[f"{key}|{amp}|{variant}"] = Runner(key, model, inputs, device, amp,
+                                                           variant, args.compile_mode)
+    # warm-up; fast paths need one call per distinct input shape (compile / capture)
+    for runner in runners.values():
+        n = args.warmup if runner.path is None else max(args.warmup, len(images))
+        for i in range(n):
+            runner(i)
+    # peak memory: one call per runner on the largest image, alone
+    largest = max(range(len(images)), key=lambda i: sizes[i][0] * sizes[i][1])
+    memory = {}
+    for name, runner in runners.items():
+        with bc.PeakMemory(device) as mem:
+            runner(largest)
+        memory[name] = mem
+    counts: Dict[str, List[dict]] = {name: [] for name in runners}
+    seconds = bc.time_interleaved(
+        runners, list(range(args.iters * len(images))), device,
+        on_result=lambda name, out: counts[name].extend(out),
+    )
+    results = []
+    for name, runner in runners.items():
+        mem = memory[name]
+        results.append({
+            "model": runner.key, "amp": runner.amp, "variant": runner.variant,
+            "s_per_img": seconds[name], "img_per_s": 1.0 / seconds[name],
+            "peak_mib": mem.peak_mib, "extra_mib": mem.extra_mib, "mem_method": mem.method,
+            **bc.count_outputs(counts[name]),
+        })
+    if args.profile:
+        for runner in runners.values():
+            if runner.key.startswith("knet"):
+                profile_once(runner, bc.MODEL_NAMES[runner.key])
+    report(results, args, print_fn)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"argv": list(argv), "results": results}, indent=1))
+    return results
+
+
+def _find(results: List[dict], key: str, amp: str, variant: str = "eager") -> Optional[dict]:
+    for r in results:
+        if (r["model"], r["amp"], r["variant"]) == (key, amp, variant):
+            return r
+    return None
+
+
+def report(results: List[dict], args, print_fn: Callable[[str], None] = print) -> None:
+    """Print the results table and the ratio table."""
+    gpu = args.device == "cuda"
+    rows = [
+        [bc.MODEL_NAMES[r["model"]], r["amp"], r["variant"], r["img_per_s"],
+         r["s_per_img"] * 1000, r["peak_mib"], r["extra_mib"],
+         r.get("instances", "-"), r.get("segments", "-")]
+        for r in results
+    ]
+    print_fn("\n## Inference results\n")
+    print_fn(bc.format_table(
+        ["model", "precision", "variant", "img/s", "ms/img", "peak MiB", "extra MiB",
+         "instances/img", "segments/img"], rows))
+    methods = sorted({r["mem_method"] for r in results})
+    print_fn(f"\nmemory (one call on the largest image): {'; '.join(methods)}")
+    bad = [r for r in results if r["model"] in bc.D2_CONFIGS and r.get("instances") != 100]
+    if bad:
+        print_fn("WARNING: D2 models below the forced 100 detections/image: "
+                 + ", ".join(f"{bc.MODEL_NAMES[r['model']]} {r['instances']}" for r in bad))
+    elif any(r["model"] in bc.D2_CONFIGS for r in results):
+        print_fn("workload check: every D2 model returned 100 instances per image")
+
+    ratio_rows = []
+    for amp in args.amp:
+        for num, den, gpu_t, cpu_t in RATIO_TARGETS:
+            target = gpu_t if gpu else cpu_t
+            d = _find(results, den, amp)
+            for variant in ("eager", "compile", "cuda-graphs"):
+                n = _find(results, num, amp, variant)
+                if n is None or d is None:
+                    continue
+                label = f"{bc.MODEL_NAMES[num]} ({variant}) / {bc.MODEL_NAMES[den]} (eager)"
+                ratio_rows.append([amp, label, *bc.fmt_ratio(
+                    n["img_per_s"] / d["img_per_s"], target)])
+    fp32 = "none"
+    for amp in [a for a in args.amp if a != fp32]:
+        for key in ("knet_instance", "knet_panoptic"):
+            lo, hi = _find(results, key, fp32), _find(results, key, amp)
+            if lo is not None and hi is not None:
+                ratio_rows.append([amp, f"{bc.MODEL_NAMES[key]}: {amp} / fp32 img/s",
+                                   *bc.fmt_ratio(hi["img_per_s"] / lo["img_per_s"],
+                                                 BF16_TARGET if gpu else None)])
+    for r in results:
+        if r["model"] == "knet_instance" and r["variant"] != "eager":
+            ratio_rows.append([r["amp"], f"{bc.MODEL_NAMES[r['model']]} ({r['variant']}) img/s",
+                               f"{r['img_per_s']:.1f}",
+                               f">= {FAST_PATH_TARGET:g} (H100)" if gpu else "-",
+                               ("yes" if r["img_per_s"] >= FAST_PATH_TARGET else "**no**")
+                               if gpu else "-"])
+    for amp in args.amp:
+        for num, den, _, _ in RATIO_TARGETS:
+            n, d = _find(results, num, amp), _find(results, den, amp)
+            if n is not None and d is not None:
+                ratio_rows.append([amp, f"peak memory (extra) {bc.MODEL_NAMES[num]} / "
+                                   f"{bc.MODEL_NAMES[den]}",
+                                   f"{n['extra_mib'] / max(d['extra_mib'], 1e-9):.2f}", "-", "-"])
+    if ratio_rows:
+        print_fn(f"\n## Ratios (same run; {'GPU' if gpu else 'CPU'} targets)\n")
+        print_fn(bc.format_table(["precision", "ratio", "value", "target", "met"], ratio_rows))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run(parse_args(argv), argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Smoke tests of benchmarks/bench_inference.py and bench_train.py (tiny inputs, 1 iteration)
+and unit tests of their shared helpers (benchmarks/_bench_common.py)."""
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from detectron2.layers import FrozenBatchNorm2d
+from detectron2.structures import BitMasks, Boxes, Instances
+from torch import nn
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+import _bench_common as bc  # noqa: E402
+import bench_inference  # noqa: E402
+import bench_train  # noqa: E402
+
+TINY = ["--threads", "1", "--warmup", "0", "--iters", "1", "--min-size", "64",
+        "--max-size", "96"]
+
+
+def _ratio_value(text: str, label: str) -> float:
+    row = next(line for line in text.splitlines() if label in line)
+    return float(row.split("|")[3])
+
+
+def test_bench_inference_smoke(shared_data, capsys):
+    argv = TINY + ["--num-images", "1", "--data-root", str(shared_data),
+                   "--models", "knet_instance", "cascade_mask_rcnn"]
+    results = bench_inference.main(argv)
+    out = capsys.readouterr().out
+    assert [(r["model"], r["amp"], r["variant"]) for r in results] == [
+        ("knet_instance", "none", "eager"), ("cascade_mask_rcnn", "none", "eager")]
+    for r in results:
+        assert r["img_per_s"] > 0 and r["peak_mib"] > 0
+        assert r["instances"] == 100  # D2 forced to the workload of a trained model
+    assert "| K-Net R50 instance | none | eager |" in out
+    assert "| D2 Cascade Mask R-CNN R50-FPN | none | eager |" in out
+    assert "workload check: every D2 model returned 100 instances per image" in out
+    label = "K-Net R50 instance (eager) / D2 Cascade Mask R-CNN R50-FPN (eager)"
+    expected = results[0]["img_per_s"] / results[1]["img_per_s"]
+    assert _ratio_value(out, label) == pytest.approx(expected, abs=0.006)
+    assert re.search(r"\| >= 1 \| (yes|\*\*no\*\*) \|", out)  # the CPU target
+    assert "command: python benchmarks/bench_inference.py" in out and "torch " in out
+
+
+def test_bench_train_smoke(shared_data, capsys):
+    argv = TINY + ["--data-root", str(shared_data), "--models", "knet_panoptic",
+                   "panoptic_fpn"]
+    results = bench_train.main(argv)
+    out = capsys.readouterr().out
+    assert [r["model"] for r in results] == ["knet_panoptic", "panoptic_fpn"]
+    knet, pfpn = results
+    assert all(torch.isfinite(torch.tensor(list(r["losses"].values()))).all() for r in results)
+    assert "loss_rpn_seg" in knet["losses"] and "loss_sem_seg" in pfpn["losses"]
+    for k in ("targets_s", "matching_s", "loss_fwd_s", "loss_bwd_s", "breakdown_step_s"):
+        assert knet[k] > 0
+    assert 0 < knet["share"] < 1
+    assert "batch: 2 coco_panoptic_sample images" in out
+    assert "| K-Net R50 panoptic | none |" in out and "| D2 PanopticFPN R50 | none |" in out
+    label = "step-time speed-up (D2 s/step / K-Net s/step)"
+    assert _ratio_value(out, label) == pytest.approx(
+        pfpn["s_per_step"] / knet["s_per_step"], abs=0.006)
+    assert "| <= 10% |" in out
+
+
+def test_cli_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        bench_inference.parse_args(["--device", "cpu", "--cuda-graphs"])
+    assert "--cuda-graphs needs --device cuda" in capsys.readouterr().err
+    existing = tmp_path / "r.json"
+    existing.write_text("{}")
+    with pytest.raises(SystemExit):
+        bench_train.parse_args(["--json", str(existing)])
+    assert "already exists" in capsys.readouterr().err
+    assert existing.read_text() == "{}"
+
+
+def test_calibrate_frozen_bn_normalises():
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = FrozenBatchNorm2d(8)
+
+        def forward(self, batched):
+            return self.bn(self.conv(batched[0]["image"] * 50 + 7))
+
+    net = Net()
+    inputs = [{"image": torch.rand(2, 3, 16, 16)}]
+    assert bc.calibrate_frozen_bn(net, inputs) == 1
+    y = net(inputs)
+    assert y.mean(dim=(0, 2, 3)).abs().max() < 1e-3
+    assert torch.allclose(y.var(dim=(0, 2, 3)), torch.ones(8), atol=1e-2)
+    assert not net.bn._forward_pre_hooks  # hooks removed
+
+
+def test_peak_memory_cpu_sees_allocation():
+    with bc.PeakMemory(torch.device("cpu")) as mem:
+        x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        del x
+    assert mem.method
+    if mem.method.startswith("peak RSS"):
+        assert 60 <= mem.extra_mib < 1024
+
+
+def test_section_timer_wraps_and_restores():
+    class A:
+        def f(self, x):
+            return x + 1
+
+    a = A()
+    timer = bc.SectionTimer(torch.device("cpu"))
+    timer.wrap(a, "f", "f")
+    assert a.f(1) == 2 and a.f(2) == 3
+    assert timer.counts == {"f": 2} and timer.totals["f"] >= 0
+    timer.restore()
+    assert "f" not in vars(a) and a.f(1) == 2
+
+
+def test_d2_batch_layout():
+    inst = Instances((4, 4))
+    inst.gt_classes = torch.tensor([3, 79, 80, 132])
+    inst.gt_masks = BitMasks(torch.eye(4, dtype=torch.bool)[:, None].expand(4, 4, 4).clone())
+    inst.gt_boxes = Boxes(torch.arange(16, dtype=torch.float32).view(4, 4))
+    sem = torch.tensor([[3, 79, 80, 132], [255, 0, 81, 255]] * 2)
+    image = torch.arange(3 * 16, dtype=torch.uint8).view(3, 4, 4)
+    batch = [{"image": image, "instances": inst, "sem_seg": sem, "height": 4, "width": 4}]
+    (mrcnn,) = bench_train.d2_batch(batch, "mask_rcnn")
+    (pfpn,) = bench_train.d2_batch(batch, "panoptic_fpn")
+    assert "sem_seg" not in mrcnn
+    assert mrcnn["instances"].gt_classes.tolist() == [3, 79]
+    assert torch.equal(mrcnn["instances"].gt_boxes.tensor, inst.gt_boxes.tensor[:2])
+    assert torch.equal(mrcnn["image"], image.flip(0))  # RGB -> BGR
+    assert pfpn["sem_seg"].tolist() == [[0, 0, 1, 53], [255, 0, 2, 255]] * 2
