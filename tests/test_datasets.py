@@ -212,6 +212,32 @@ def test_existing_and_incomplete_splits(tmp_path):
         generate_synthetic_dataset(tmp_path, "y", 0)
 
 
+def test_stale_split_is_regenerated(tmp_path, caplog):
+    """A split written with other settings (an older, smaller train split) is rebuilt."""
+    split = generate_synthetic_dataset(tmp_path, "train", 2)
+    first = (split / "images" / "000000.jpg").read_bytes()
+    spec = register_synthetic._SplitSpec(tmp_path, "train", 3, 128)
+    assert "2 images of 128 px" in spec.stale_reason()
+    with caplog.at_level("WARNING"):
+        assert spec.ensure() == split
+    assert "Regenerating synthetic split" in caplog.text and str(split) in caplog.text
+    assert spec.stale_reason() is None
+    assert len(_load_json(split / "instances.json")["images"]) == 3
+    assert (split / "images" / "000000.jpg").read_bytes() == first  # deterministic
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]  # no leftovers
+    info = _load_json(split / "info.json")
+    (split / "info.json").write_text(json.dumps(dict(info, version=info["version"] - 1)))
+    assert "generator version" in spec.stale_reason()
+
+
+def test_regeneration_keeps_a_split_another_process_rebuilt(tmp_path):
+    split = generate_synthetic_dataset(tmp_path, "train", 2)
+    mtime = (split / "info.json").stat().st_mtime_ns
+    out = generate_synthetic_dataset(tmp_path, "train", 3, overwrite=True, keep_if=lambda: True)
+    assert out == split and (split / "info.json").stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]
+
+
 def test_lost_race_keeps_the_other_split(tmp_path, monkeypatch):
     real_write = synthetic._write_split
 

@@ -17,11 +17,11 @@ Dataset category ids are deliberately non-contiguous (things 1, 3, 5, 7; stuff 1
 107) so that the dataset-id -> contiguous-id mapping is exercised. Contiguous ids put the
 things first, then the stuff, each in dataset-id order (the D2 COCO panoptic convention).
 
-Image ``i`` of a split depends only on ``(seed, i)``: generating 8 or 500 images gives the
+Image ``i`` of a split depends only on ``(seed, i)``: generating 8 or 2000 images gives the
 same first 8 images. A split is written into a temporary directory that is renamed into
 place at the end, so an interrupted run never leaves a split that looks complete.
 
-CLI: ``python -m knet_d2.data.synthetic --root datasets --num-train 500 --num-val 60``
+CLI: ``python -m knet_d2.data.synthetic --root datasets --num-train 2000 --num-val 60``
 writes ``datasets/knet_synth/{train,val}``.
 """
 
@@ -35,6 +35,7 @@ import shutil
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -404,6 +405,7 @@ def generate_synthetic_dataset(
     image_size: int = 128,
     seed: int | None = None,
     overwrite: bool = False,
+    keep_if: Callable[[], bool] | None = None,
 ) -> Path:
     """Write one split of the synthetic dataset to ``<root>/<split>`` and return that path.
 
@@ -418,6 +420,9 @@ def generate_synthetic_dataset(
         image_size: image height = width in pixels (>= 64).
         seed: random seed; defaults to a stable hash of ``split``.
         overwrite: replace an existing split instead of raising FileExistsError.
+        keep_if: with ``overwrite``, called once the new split is rendered, just before the
+            existing one would be replaced: True keeps the existing split (e.g. another
+            process regenerated it meanwhile) and discards the new one.
     """
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
@@ -435,6 +440,9 @@ def generate_synthetic_dataset(
     start = time.perf_counter()
     try:
         _write_split(tmp, num_images, image_size, seed)
+        if overwrite and keep_if is not None and is_complete_split(dest) and keep_if():
+            logger.info("Synthetic split %s was regenerated concurrently; keeping it.", dest)
+            return dest
         if overwrite and dest.exists():
             trash = root / f".{split}.old-{uuid.uuid4().hex[:8]}"
             os.rename(dest, trash)
@@ -460,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"),
                         help="datasets root (DETECTRON2_DATASETS); data goes to ROOT/knet_synth")
-    parser.add_argument("--num-train", type=int, default=500)
+    parser.add_argument("--num-train", type=int, default=2000)
     parser.add_argument("--num-val", type=int, default=60)
     parser.add_argument("--size", type=int, default=128, help="image height = width")
     parser.add_argument("--seed", type=int, default=None,
