@@ -20,7 +20,11 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Optional
 
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog, build_detection_train_loader
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import (
     COCOEvaluator,
@@ -35,7 +39,7 @@ from detectron2.utils.logger import setup_logger
 
 import knet_d2  # noqa: F401  (registers datasets and model parts)
 from knet_d2 import get_knet_cfg
-from knet_d2.data.dataset_mappers import build_knet_train_mapper
+from knet_d2.data.dataset_mappers import build_knet_test_mapper, build_knet_train_mapper
 from knet_d2.data.skip_bad_samples import SkipBadSamples
 from knet_d2.engine import (
     ConfigError,
@@ -151,6 +155,12 @@ class Trainer(DefaultTrainer):
                 "replay the same data order."
             )
         return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """D2's test loader with the K-Net mapper in evaluation mode (same image reading as
+        in training: 16-bit / CMYK images converted, unreadable files named)."""
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_knet_test_mapper(cfg))
 
     @classmethod
     def build_optimizer(cls, cfg, model):

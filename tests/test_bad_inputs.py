@@ -699,3 +699,38 @@ def test_pil_pixel_limit_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 250)  # 600 px > 2 x limit: "bomb"
     with pytest.raises(ImageReadError, match=r"big\.png.*MAX_IMAGE_PIXELS"):
         read_image(p, format="RGB")
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_evaluation_loader_reads_images_like_training(tmp_path, task):
+    """train_net's test loader maps with the K-Net mapper in evaluation mode: a 16-bit grey
+    PNG is scaled to 8 bits (D2's reader would clip it to near white), annotation fields are
+    dropped, and an unreadable file is an error naming it."""
+    import train_net
+
+    path, expected = _make_mode(tmp_path, "16bit")
+    h, w = expected.shape[:2]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    name = f"_eval_reader_{task}"
+    _unregister(name)
+    dicts = [
+        {"file_name": str(path), "image_id": 0, "height": h, "width": w, "annotations": [],
+         "sem_seg_file_name": str(tmp_path / "unused.png")},
+        {"file_name": str(bad), "image_id": 1, "height": h, "width": w},
+    ]
+    DatasetCatalog.register(name, lambda: dicts)
+    try:
+        cfg = load_config(REPO_ROOT / CONFIGS[task])
+        cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = min(h, w), 4 * max(h, w)
+        cfg.DATALOADER.NUM_WORKERS = 0
+        loader = iter(train_net.Trainer.build_test_loader(cfg, name))
+        (out,) = next(loader)
+        assert set(out) == {"file_name", "image_id", "height", "width", "image"}
+        assert out["image"].dtype == torch.uint8 and tuple(out["image"].shape) == (3, h, w)
+        # RGB and BGR are the same for a grey image
+        assert torch.equal(out["image"], torch.from_numpy(expected).permute(2, 0, 1))
+        with pytest.raises(ImageReadError, match="broken.jpg"):
+            next(loader)
+    finally:
+        _unregister(name)
