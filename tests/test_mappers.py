@@ -682,3 +682,20 @@ def test_semantic_property(h, w, seed, short, flip, crop, pad, bits16):
         else:
             ref = np.asarray(Image.fromarray(lab).resize((ow, oh), Image.NEAREST))
         np.testing.assert_array_equal(sem.numpy(), ref[:, ::-1] if flip else ref)
+
+
+def test_instance_flipped_rle_one_pixel_wide():
+    """Regression (found by test_instance_property): a 2x2 image resized to 1x1 and flipped
+    gave a negative-stride RLE mask that D2's annotations_to_instances could not stack."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write_image(Path(tmp) / "img.png", 2, 2, seed=2)
+        rle = {"size": [2, 2], "counts": b"013"}
+        d = {"file_name": str(Path(tmp) / "img.png"), "height": 2, "width": 2, "image_id": 3,
+             "annotations": [{"category_id": 0, "iscrowd": 0, "segmentation": dict(rle)},
+                             {"category_id": 0, "iscrowd": 1, "segmentation": dict(rle)}]}
+        out = inst_mapper([T.ResizeShortestEdge(1, 10_000), T.RandomFlip(prob=1.0)])(d)
+    assert tuple(out["image"].shape) == (3, 1, 1)
+    inst = out["instances"]
+    ref = np.asarray(Image.fromarray(mask_util.decode(rle)).resize((1, 1), Image.NEAREST))
+    assert inst.gt_masks.tensor.shape[1:] == (1, 1)
+    assert len(inst) == int(ref.any()) and inst.gt_classes.tolist() == [0] * int(ref.any())

@@ -70,6 +70,12 @@ class KNetInstanceDatasetMapper(KNetDatasetMapperBase):
                     rles = mask_util.frPyObjects([list(p) for p in a["segmentation"]], h0, w0)
                     a["segmentation"] = mask_util.merge(rles)
         annos = [utils.transform_instance_annotations(a, transforms, image_size) for a in annos]
+        for a in annos:
+            # a flipped RLE mask is a negative-stride view; np.ascontiguousarray (used by D2's
+            # annotations_to_instances) keeps such strides when an axis has size 1, and
+            # torch.from_numpy then fails: give it a C-ordered copy
+            if isinstance(a["segmentation"], np.ndarray):
+                a["segmentation"] = np.array(a["segmentation"], order="C", copy=True)
         raw = utils.annotations_to_instances(annos, image_size, mask_format="bitmask")
         if len(annos):
             masks = list(raw.gt_masks.tensor.numpy().astype(bool))
