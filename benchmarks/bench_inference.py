@@ -198,6 +198,37 @@ def profile_once(runner: Runner, name: str) -> None:
     print(prof.key_averages().table(sort_by=key, row_limit=25))
 
 
+def output_agreement(out: dict, ref: dict) -> Dict[str, float]:
+    """How far one K-Net output (one image) is from the fp32 eager output of the same model.
+
+    Instance: the largest absolute score difference, the fraction of the top-100 pairs with the
+    same class, the fraction of mask pixels that differ. Panoptic: the fraction of pixels whose
+    segment id differs.
+    """
+    res: Dict[str, float] = {}
+    if "instances" in ref and "instances" in out:
+        a, b = out["instances"].to("cpu"), ref["instances"].to("cpu")
+        if len(a) != len(b):
+            raise ValueError(f"{len(a)} instances vs {len(b)} in the fp32 eager output")
+        if len(b):
+            res["score_max_abs_diff"] = float((a.scores.float() - b.scores.float()).abs().max())
+            res["same_class"] = float((a.pred_classes == b.pred_classes).float().mean())
+            res["mask_px_differ"] = float((a.pred_masks != b.pred_masks).float().mean())
+    if "panoptic_seg" in ref and "panoptic_seg" in out:
+        a, b = out["panoptic_seg"][0].cpu(), ref["panoptic_seg"][0].cpu()
+        res["panoptic_px_differ"] = float((a != b).float().mean())
+    return res
+
+
+def check_agreement(runners: Dict[str, Runner]) -> Dict[str, Dict[str, float]]:
+    """Run every K-Net runner that is not fp32 eager on image 0 and compare its output with
+    the fp32 eager runner of the same model (absent from the run: not compared)."""
+    refs = {r.key: r(0)[0] for r in runners.values()
+            if r.key.startswith("knet") and (r.amp, r.variant) == ("none", "eager")}
+    return {name: output_agreement(r(0)[0], refs[r.key]) for name, r in runners.items()
+            if r.key in refs and (r.amp, r.variant) != ("none", "eager")}
+
+
 def variants_for(key: str, args) -> List[str]:
     out = ["eager"]
     if key.startswith("knet"):
@@ -232,6 +263,7 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
         n = args.warmup if runner.path is None else max(args.warmup, len(images))
         for i in range(n):
             runner(i)
+    agreement = check_agreement(runners)
     # peak memory: one call per runner on the largest image, alone
     largest = max(range(len(images)), key=lambda i: sizes[i][0] * sizes[i][1])
     memory = {}
@@ -252,6 +284,7 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
             "s_per_img": seconds[name], "img_per_s": 1.0 / seconds[name],
             "peak_mib": mem.peak_mib, "extra_mib": mem.extra_mib, "mem_method": mem.method,
             **bc.count_outputs(counts[name]),
+            "agreement_with_fp32_eager": agreement.get(name),
         })
     if args.profile:
         for runner in runners.values():
@@ -291,6 +324,18 @@ def report(results: List[dict], args, print_fn: Callable[[str], None] = print) -
                  + ", ".join(f"{bc.MODEL_NAMES[r['model']]} {r['instances']}" for r in bad))
     elif any(r["model"] in bc.D2_CONFIGS for r in results):
         print_fn("workload check: every D2 model returned 100 instances per image")
+
+    agree = [r for r in results if r.get("agreement_with_fp32_eager")]
+    if agree:
+        print_fn("\n## Output agreement with fp32 eager (image 0)\n")
+        keys = ["score_max_abs_diff", "same_class", "mask_px_differ", "panoptic_px_differ"]
+        print_fn(bc.format_table(
+            ["model", "precision", "variant", "max |score diff|", "same class",
+             "mask pixels differ", "panoptic pixels differ"],
+            [[bc.MODEL_NAMES[r["model"]], r["amp"], r["variant"],
+              *(f"{r['agreement_with_fp32_eager'][k]:.3g}"
+                if k in r["agreement_with_fp32_eager"] else "-" for k in keys)]
+             for r in agree]))
 
     ratio_rows = []
     for amp in args.amp:

@@ -47,6 +47,45 @@ def test_bench_inference_smoke(shared_data, capsys):
     assert "command: python benchmarks/bench_inference.py" in out and "torch " in out
 
 
+def test_bench_inference_bf16_agreement(shared_data, capsys):
+    """A non-fp32 K-Net path is compared with fp32 eager on the same image and printed."""
+    argv = TINY + ["--num-images", "1", "--data-root", str(shared_data),
+                   "--models", "knet_instance", "--amp", "none", "bf16"]
+    results = bench_inference.main(argv)
+    out = capsys.readouterr().out
+    fp32, bf16 = results
+    assert fp32["agreement_with_fp32_eager"] is None
+    agree = bf16["agreement_with_fp32_eager"]
+    assert set(agree) == {"score_max_abs_diff", "same_class", "mask_px_differ"}
+    assert 0 <= agree["score_max_abs_diff"] < 0.5 and 0 <= agree["mask_px_differ"] <= 1
+    assert "## Output agreement with fp32 eager (image 0)" in out
+    assert "| K-Net R50 instance | bf16 | eager |" in out
+    assert "K-Net R50 instance: bf16 / fp32 img/s" in out
+
+
+def _instances(scores, classes, masks) -> Instances:
+    inst = Instances((2, 3))
+    inst.scores = torch.tensor(scores)
+    inst.pred_classes = torch.tensor(classes)
+    inst.pred_masks = torch.tensor(masks)
+    return inst
+
+
+def test_output_agreement_values():
+    ref = _instances([0.9, 0.5], [1, 2], [[[1, 0, 0], [0, 0, 0]], [[0, 0, 0], [0, 0, 0]]])
+    out = _instances([0.8, 0.5], [1, 3], [[[1, 1, 0], [0, 0, 0]], [[0, 0, 0], [0, 0, 0]]])
+    pan_ref, pan_out = torch.tensor([[1, 1], [2, 2]]), torch.tensor([[1, 1], [2, 1]])
+    got = bench_inference.output_agreement(
+        {"instances": out, "panoptic_seg": (pan_out, [])},
+        {"instances": ref, "panoptic_seg": (pan_ref, [])})
+    assert got["score_max_abs_diff"] == pytest.approx(0.1, abs=1e-6)
+    assert got["same_class"] == 0.5
+    assert got["mask_px_differ"] == pytest.approx(1 / 12)
+    assert got["panoptic_px_differ"] == 0.25
+    with pytest.raises(ValueError, match="1 instances vs 2"):
+        bench_inference.output_agreement({"instances": out[:1]}, {"instances": ref})
+
+
 def test_bench_train_smoke(shared_data, capsys):
     argv = TINY + ["--data-root", str(shared_data), "--models", "knet_panoptic",
                    "panoptic_fpn"]
