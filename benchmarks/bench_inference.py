@@ -263,6 +263,18 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
         n = args.warmup if runner.path is None else max(args.warmup, len(images))
         for i in range(n):
             runner(i)
+    compiled = [r for r in runners.values() if r.variant == "compile"]
+    if compiled:
+        from torch._dynamo.utils import counters
+
+        def padded(r, x):  # graphs are per padded input size
+            d = r.model.size_divisibility
+            return tuple(-(-n // d) * d for n in x["image"].shape[-2:])
+
+        pairs = len({(r.key, r.amp, padded(r, x)) for r in compiled for x in r.inputs})
+        graphs = counters["stats"]["unique_graphs"]
+        print_fn(f"torch.compile: {graphs} graphs for {pairs} (model, precision, input size) "
+                 f"combinations ({'no graph breaks' if graphs == pairs else 'graph breaks'})")
     agreement = check_agreement(runners)
     # peak memory: one call per runner on the largest image, alone
     largest = max(range(len(images)), key=lambda i: sizes[i][0] * sizes[i][1])
