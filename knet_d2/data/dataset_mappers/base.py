@@ -34,6 +34,7 @@ __all__ = [
     "mask_boxes",
     "image_to_tensor",
     "array_to_tensor",
+    "c_ordered",
 ]
 
 logger = logging.getLogger(__name__)
@@ -92,12 +93,18 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.array(image.transpose(2, 0, 1), order="C", copy=True))
 
 
-def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
-    """``torch.as_tensor`` without a copy when ``arr`` is C-contiguous, writable and has no
-    negative stride (``np.ascontiguousarray`` alone misses the last two), else of a copy."""
+def c_ordered(arr: np.ndarray) -> np.ndarray:
+    """``arr`` itself when it is C-contiguous, writable and has no negative stride, else a
+    C-ordered copy. ``np.ascontiguousarray`` alone misses the last two: it keeps the negative
+    stride of a flipped array with a size-1 axis, which ``torch.from_numpy`` rejects."""
     if not (arr.flags.c_contiguous and arr.flags.writeable) or any(x < 0 for x in arr.strides):
         arr = np.array(arr, order="C", copy=True)
-    return torch.as_tensor(arr)
+    return arr
+
+
+def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
+    """``torch.as_tensor`` of :func:`c_ordered` ``(arr)``: no copy when none is needed."""
+    return torch.as_tensor(c_ordered(arr))
 
 
 def masks_to_instances(

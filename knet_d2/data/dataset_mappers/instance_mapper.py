@@ -26,7 +26,13 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
-from .base import KNetDatasetMapperBase, image_to_tensor, masks_to_instances, register_mapper
+from .base import (
+    KNetDatasetMapperBase,
+    c_ordered,
+    image_to_tensor,
+    masks_to_instances,
+    register_mapper,
+)
 
 __all__ = ["KNetInstanceDatasetMapper"]
 
@@ -71,16 +77,13 @@ class KNetInstanceDatasetMapper(KNetDatasetMapperBase):
                     a["segmentation"] = mask_util.merge(rles)
         annos = [utils.transform_instance_annotations(a, transforms, image_size) for a in annos]
         for a in annos:
-            # a flipped RLE mask is a negative-stride view; np.ascontiguousarray (used by D2's
-            # annotations_to_instances) keeps such strides when an axis has size 1, and
-            # torch.from_numpy then fails: give it a C-ordered copy
+            # a flipped RLE mask is a negative-stride view, which D2's annotations_to_instances
+            # cannot stack when an axis has size 1 (see c_ordered)
             if isinstance(a["segmentation"], np.ndarray):
-                a["segmentation"] = np.array(a["segmentation"], order="C", copy=True)
+                a["segmentation"] = c_ordered(a["segmentation"])
         raw = utils.annotations_to_instances(annos, image_size, mask_format="bitmask")
-        if len(annos):
-            masks = list(raw.gt_masks.tensor.numpy().astype(bool))
-        else:
-            masks = []
+        # BitMasks holds bool (N, H, W): masks_to_instances uses that array without a copy
+        masks = raw.gt_masks.tensor.numpy() if len(annos) else []
         instances = masks_to_instances(masks, raw.gt_classes.tolist(), image_size)
 
         dataset_dict["image"] = image_to_tensor(image)
