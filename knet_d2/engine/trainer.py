@@ -1,0 +1,162 @@
+"""K-Net's Detectron2 trainer: D2's ``DefaultTrainer`` with K-Net's mappers, evaluators and
+optimizer, atomic checkpoints, exact resume and a named non-finite-loss stop.
+
+``train_net.py`` parses the command line and calls :func:`detectron2.engine.launch`; everything
+that trains or evaluates lives here so that it can be imported (tests, notebooks, launchers).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from typing import Dict, List, Optional
+
+from detectron2.config import CfgNode
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
+from detectron2.engine import DefaultTrainer
+from detectron2.evaluation import (
+    COCOEvaluator,
+    COCOPanopticEvaluator,
+    DatasetEvaluator,
+    DatasetEvaluators,
+    SemSegEvaluator,
+)
+
+from ..data.dataset_mappers import build_knet_test_mapper, build_knet_train_mapper
+from ..data.skip_bad_samples import SkipBadSamples
+from ..solver import build_knet_optimizer
+from .checkpointer import KNetCheckpointer
+from .hooks import IterationRNGHook, LossCapture, non_finite_loss_message
+from .resumable_sampler import build_resumable_train_loader, resumable_sampler_of
+
+__all__ = ["Trainer", "build_knet_evaluator"]
+
+logger = logging.getLogger("knet_d2")
+
+
+def _task_flags(cfg: CfgNode) -> Dict[str, bool]:
+    t = cfg.MODEL.KNET.TEST
+    if cfg.MODEL.META_ARCHITECTURE != "KNet":  # semantic K-Net runs in D2's SemanticSegmentor
+        return {"semantic": True, "instance": False, "panoptic": False}
+    return {"semantic": t.SEMANTIC_ON, "instance": t.INSTANCE_ON, "panoptic": t.PANOPTIC_ON}
+
+
+def build_knet_evaluator(
+    cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None
+) -> DatasetEvaluator:
+    """D2 evaluators for ``dataset_name``, chosen by its ``evaluator_type`` and the task flags."""
+    if output_folder is None:
+        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+    meta = MetadataCatalog.get(dataset_name)
+    evaluator_type = getattr(meta, "evaluator_type", None)
+    flags = _task_flags(cfg)
+    evaluators: List[DatasetEvaluator] = []
+    if evaluator_type == "sem_seg" or (
+        evaluator_type == "coco_panoptic_seg" and flags["semantic"]
+        and getattr(meta, "sem_seg_root", None)
+    ):
+        evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+    if evaluator_type == "coco_panoptic_seg" and flags["panoptic"]:
+        evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
+    if evaluator_type == "coco" or (evaluator_type == "coco_panoptic_seg" and flags["instance"]
+                                    and getattr(meta, "json_file", None)):
+        evaluators.append(
+            COCOEvaluator(dataset_name, tasks=("bbox", "segm"), output_dir=output_folder)
+        )
+    if not evaluators:
+        raise NotImplementedError(
+            f"No evaluator for dataset '{dataset_name}' (evaluator_type={evaluator_type!r}) with "
+            f"task flags {flags}: register the dataset with an evaluator_type of 'sem_seg', "
+            "'coco' or 'coco_panoptic_seg', or enable the matching MODEL.KNET.TEST.*_ON flag."
+        )
+    return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with K-Net's mappers, evaluators and optimizer, plus:
+
+    * checkpoints written atomically and loaded safely (:class:`KNetCheckpointer`);
+    * ``EXACT_RESUME``: a resumable data stream and per-iteration RNG seeds, so ``--resume``
+      continues exactly where the interrupted run was;
+    * a non-finite loss stops the run naming the iteration and the NaN/Inf loss terms.
+    """
+
+    def __init__(self, cfg: CfgNode):
+        super().__init__(cfg)
+        self._loss_capture = LossCapture(self._trainer.model)
+
+    def build_hooks(self):
+        # DefaultTrainer.__init__ creates a DetectionCheckpointer just before calling this:
+        # swap it (same model, directory and checkpointables) so that the PeriodicCheckpointer
+        # hook built below saves through the atomic one.
+        self.checkpointer = KNetCheckpointer.from_checkpointer(self.checkpointer)
+        hooks = super().build_hooks()
+        sampler = resumable_sampler_of(self._trainer.data_loader)
+        if sampler is not None:
+            self.checkpointer.add_checkpointable("data_sampler", sampler)
+            hooks.insert(0, IterationRNGHook(lambda: sampler.seed))
+        return hooks
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        if resume:  # temporary files of a save that was killed (never used, see checkpointer)
+            self.checkpointer.remove_stale_temporary_files()
+        super().resume_or_load(resume=resume)
+        sampler = resumable_sampler_of(self._trainer.data_loader)
+        if sampler is not None:  # the loader's iterator is created lazily, at the first step
+            sampler.set_start_iter(self.start_iter)
+
+    def run_step(self):
+        try:
+            super().run_step()
+        except FloatingPointError as e:
+            raise FloatingPointError(
+                non_finite_loss_message(self.iter, self._loss_capture.last)
+            ) from e
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_knet_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        mapper = build_knet_train_mapper(cfg)
+        if cfg.DATALOADER.SKIP_BAD_SAMPLES:
+            mapper = SkipBadSamples(mapper)
+        if cfg.EXACT_RESUME:
+            if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
+                return build_resumable_train_loader(cfg, mapper)
+            logger.warning(
+                f"EXACT_RESUME needs DATALOADER.SAMPLER_TRAIN 'TrainingSampler' (got "
+                f"'{cfg.DATALOADER.SAMPLER_TRAIN}'): using D2's loader; --resume will not "
+                "replay the same data order."
+            )
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """D2's test loader with the K-Net mapper in evaluation mode (same image reading as
+        in training: 16-bit / CMYK images converted, unreadable files named)."""
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_knet_test_mapper(cfg))
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_knet_optimizer(cfg, model)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        from ..test_time_augmentation import SemanticSegmentorWithTTA
+
+        logger.info("Running inference with test-time augmentation ...")
+        model = SemanticSegmentorWithTTA(cfg, model)
+        evaluators = [
+            cls.build_evaluator(
+                cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA")
+            )
+            for name in cfg.DATASETS.TEST
+        ]
+        res = cls.test(cfg, model, evaluators)
+        return OrderedDict({k + "_TTA": v for k, v in res.items()})
