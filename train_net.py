@@ -26,8 +26,10 @@ import knet_d2  # noqa: F401  (registers datasets and model parts)
 from knet_d2 import get_knet_cfg
 from knet_d2.engine import (
     ConfigError,
+    IncompatibleWeightsError,
     KNetCheckpointer,
     apply_determinism,
+    check_inference_weights,
     check_output_dir,
     run_startup_checks,
 )
@@ -70,9 +72,15 @@ def main(args) -> Any:
         raise SystemExit(f"train_net.py: {e}") from None
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        KNetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        checkpointer = KNetCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        try:  # a checkpoint that leaves parameters random is refused by name
+            check_inference_weights(
+                checkpointer.last_load_report, strict=cfg.MODEL.WEIGHTS_STRICT,
+                weights=cfg.MODEL.WEIGHTS,
+            )
+        except IncompatibleWeightsError as e:
+            raise SystemExit(f"train_net.py --eval-only: {e}") from None
         res = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:
             res.update(Trainer.test_with_TTA(cfg, model))

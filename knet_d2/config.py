@@ -34,6 +34,10 @@ def add_knet_config(cfg: CN) -> None:
     cfg.DETERMINISTIC = False
     # Allow a new run (no --resume) to overwrite the checkpoints already in OUTPUT_DIR.
     cfg.OUTPUT_OVERWRITE = False
+    # Inference (--eval-only, demo, export, knet_d2.Predictor) and --resume refuse MODEL.WEIGHTS
+    # / the resumed checkpoint when a model tensor is missing from it or has another shape
+    # (knet_d2.engine.check_inference_weights). False: warn and run with those parts random.
+    cfg.MODEL.WEIGHTS_STRICT = True
 
     # ---------------------------------------------------------------- solver
     cfg.SOLVER.OPTIMIZER = "ADAMW"

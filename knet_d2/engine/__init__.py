@@ -3,6 +3,8 @@
 * :class:`KNetCheckpointer` — atomic checkpoint writes, ``weights_only`` / restricted loading.
 * :func:`build_resumable_train_loader` + :class:`IterationRNGHook` — ``EXACT_RESUME``.
 * :mod:`.startup_checks` — configuration mistakes reported before training starts.
+* :mod:`.weights_report` — what a checkpoint filled; :func:`check_inference_weights` refuses
+  one that leaves model parameters missing or of another shape.
 """
 from .checkpointer import KNetCheckpointer, atomic_write, load_pickle_restricted
 from .hooks import IterationRNGHook, LossCapture, non_finite_loss_message
@@ -20,6 +22,11 @@ from .startup_checks import (
     check_output_dir,
     merge_config,
     run_startup_checks,
+)
+from .weights_report import (
+    IncompatibleWeightsError,
+    WeightsLoadReport,
+    check_inference_weights,
 )
 
 __all__ = [
@@ -40,4 +47,7 @@ __all__ = [
     "check_output_dir",
     "merge_config",
     "run_startup_checks",
+    "IncompatibleWeightsError",
+    "WeightsLoadReport",
+    "check_inference_weights",
 ]

@@ -31,10 +31,13 @@ import os
 import pickle
 import re
 import secrets
-from typing import IO, Any, Callable, Dict, List
+from typing import IO, Any, Callable, Dict, List, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+
+from ..checkpoint.official_loading import convert_if_official
+from .weights_report import WeightsLoadReport, report_from_incompatible_keys
 
 __all__ = [
     "KNetCheckpointer",
@@ -145,7 +148,20 @@ class KNetCheckpointer(DetectionCheckpointer):
 
     Same constructor, ``save`` / ``load`` / ``resume_or_load`` contract and file names as D2's;
     a non-local ``save_dir`` (a PathManager URL) falls back to D2's plain writes.
+
+    As D2's checkpointer converts Caffe2 / pycls files on load, this one converts official K-Net
+    releases (mmdet / mmseg layout, :func:`knet_d2.checkpoint.convert_if_official`) in memory,
+    so a downloaded release (local path, ``https://`` URL or ``detectron2://`` name) can be
+    ``MODEL.WEIGHTS`` directly. D2's own ``DetectionCheckpointer`` (used inside
+    ``DefaultPredictor``) does not: build models through this class, ``knet_d2.Predictor`` or
+    ``knet_d2.model_zoo.get``, or convert the file once with ``tools/convert_knet_to_d2.py``.
+
+    Attributes:
+        last_load_report: :class:`WeightsLoadReport` of the last :meth:`load` (None when it
+            loaded nothing); pass it to :func:`~knet_d2.engine.check_inference_weights`.
     """
+
+    last_load_report: Optional[WeightsLoadReport] = None
 
     @classmethod
     def from_checkpointer(cls, other: DetectionCheckpointer) -> KNetCheckpointer:
@@ -229,10 +245,38 @@ class KNetCheckpointer(DetectionCheckpointer):
         return path
 
     # ------------------------------------------------------------------ loading
+    def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
+        """D2's ``load``; afterwards :attr:`last_load_report` says what the file filled (None
+        when ``path`` is empty). Official K-Net releases are converted on load."""
+        self.last_load_report = None
+        self._loading = path
+        try:
+            return super().load(path, checkpointables)
+        finally:
+            self._loading = None
+
     def _load_file(self, filename: str) -> Dict[str, Any]:
         if filename.endswith(".pkl"):
             return self._load_pkl(filename)
-        return super()._load_file(filename)
+        loaded = super()._load_file(filename)
+        converted = convert_if_official(loaded, getattr(self, "_loading", None) or filename)
+        return loaded if converted is None else converted
+
+    def _load_model(self, checkpoint: Dict[str, Any]) -> Any:
+        """D2's ``_load_model``, recording a :class:`WeightsLoadReport` (before the tensors are
+        consumed, for the model's key list)."""
+        model_keys = list(self.model.state_dict())
+        source = checkpoint.get("knet_source", "")
+        incompatible = super()._load_model(checkpoint)
+        self.last_load_report = report_from_incompatible_keys(
+            getattr(self, "_loading", None) or "<checkpoint>",
+            model_keys,
+            incompatible.missing_keys,
+            incompatible.unexpected_keys,
+            incompatible.incorrect_shapes,
+            source=source,
+        )
+        return incompatible
 
     def _torch_load(self, f: str) -> Any:
         """``torch.load(weights_only=True)``; full unpickling only with a warning."""

@@ -32,6 +32,7 @@ from ..solver import build_knet_optimizer
 from .checkpointer import KNetCheckpointer
 from .hooks import IterationRNGHook, LossCapture, non_finite_loss_message
 from .resumable_sampler import build_resumable_train_loader, resumable_sampler_of
+from .weights_report import check_inference_weights
 
 __all__ = ["Trainer", "build_knet_evaluator"]
 
@@ -104,7 +105,13 @@ class Trainer(DefaultTrainer):
     def resume_or_load(self, resume: bool = True) -> None:
         if resume:  # temporary files of a save that was killed (never used, see checkpointer)
             self.checkpointer.remove_stale_temporary_files()
+        resuming = resume and self.checkpointer.has_checkpoint()
         super().resume_or_load(resume=resume)
+        report = self.checkpointer.last_load_report
+        if resuming:  # our own checkpoint of this run: every parameter must fit
+            check_inference_weights(report, strict=self.cfg.MODEL.WEIGHTS_STRICT)
+        elif report is not None:  # initial weights (ImageNet: heads missing by design)
+            logger.info(f"Initial weights {report.summary()}.")
         sampler = resumable_sampler_of(self._trainer.data_loader)
         if sampler is not None:  # the loader's iterator is created lazily, at the first step
             sampler.set_start_iter(self.start_iter)

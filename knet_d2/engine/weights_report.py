@@ -1,0 +1,194 @@
+"""What a checkpoint filled in a model, and the refusal of a checkpoint that does not fit.
+
+:class:`~knet_d2.engine.KNetCheckpointer` records a :class:`WeightsLoadReport` for every file it
+loads (``checkpointer.last_load_report``). Inference (``train_net.py --eval-only``, the demo,
+``tools/export_model.py``, :class:`knet_d2.Predictor`) calls :func:`check_inference_weights`,
+which raises :class:`IncompatibleWeightsError` when any model tensor is missing from the
+checkpoint or has another shape: running such a model would silently use randomly initialised
+parts. ``MODEL.WEIGHTS_STRICT False`` turns the error into a warning. Training from ImageNet
+weights (heads missing by design) only logs :meth:`WeightsLoadReport.summary`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+__all__ = [
+    "IncompatibleWeightsError",
+    "WeightsLoadReport",
+    "check_inference_weights",
+    "report_from_incompatible_keys",
+]
+
+logger = logging.getLogger(__name__)
+
+#: how many parameter names an error message lists
+MAX_LISTED_NAMES = 10
+# Model tensors that a checkpoint need not provide: set from the config (pixel statistics) or
+# not used at inference (BatchNorm step counters).
+_NOT_REQUIRED_SUFFIXES = ("num_batches_tracked", "pixel_mean", "pixel_std")
+_BACKBONE_PREFIX = "backbone."
+
+Shape = Tuple[int, ...]
+
+
+class IncompatibleWeightsError(ValueError):
+    """A checkpoint that leaves model tensors missing or of another shape (named in the text)."""
+
+
+@dataclass
+class WeightsLoadReport:
+    """How the tensors of one checkpoint matched the model.
+
+    Attributes:
+        filename: the checkpoint as given (path, URL or ``detectron2://`` name).
+        total: model tensors that a checkpoint must provide (``state_dict`` entries except
+            ``pixel_mean`` / ``pixel_std`` / BatchNorm ``num_batches_tracked``).
+        missing: model tensors the checkpoint does not have.
+        mismatched: ``(name, checkpoint shape, model shape)`` of tensors with another shape
+            (not loaded).
+        unexpected: checkpoint tensors the model has no place for (not loaded).
+        source: what the file was converted from ("" when it was loaded as it is).
+    """
+
+    filename: str
+    total: int
+    missing: List[str] = field(default_factory=list)
+    mismatched: List[Tuple[str, Shape, Shape]] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def matched(self) -> int:
+        """Model tensors filled from the checkpoint."""
+        return self.total - len(self.missing) - len(self.mismatched)
+
+    @property
+    def complete(self) -> bool:
+        """Every required model tensor was filled."""
+        return not self.missing and not self.mismatched
+
+    def summary(self) -> str:
+        """One line: the file, what it was converted from, and the counts."""
+        what = f" (converted from {self.source})" if self.source else ""
+        return (
+            f"{self.filename}{what}: {self.matched} of {self.total} model tensors matched, "
+            f"{len(self.missing)} missing, {len(self.mismatched)} with another shape, "
+            f"{len(self.unexpected)} checkpoint tensors unused"
+        )
+
+    def likely_causes(self) -> List[str]:
+        """Sentences naming what probably went wrong (empty when :attr:`complete`)."""
+        if self.complete:
+            return []
+        causes = []
+        head_mismatch = [m for m in self.mismatched if not m[0].startswith(_BACKBONE_PREFIX)]
+        backbone_missing = [k for k in self.missing if k.startswith(_BACKBONE_PREFIX)]
+        backbone_mismatch = [m for m in self.mismatched if m[0].startswith(_BACKBONE_PREFIX)]
+        head_missing = [k for k in self.missing if not k.startswith(_BACKBONE_PREFIX)]
+        matched_fraction = self.matched / max(self.total, 1)
+        if matched_fraction < 0.1:
+            causes.append(
+                f"an unconverted file of an unknown layout or another model: only "
+                f"{self.matched} of the model's {self.total} tensors have a name in it "
+                "(official K-Net releases of mmdet / mmseg are converted automatically; "
+                "other files need converting to knet_d2 names first)"
+            )
+            return causes
+        if head_mismatch:
+            name, ckpt, model = head_mismatch[0]
+            causes.append(
+                f"a checkpoint of another task or class count: {name} is "
+                f"{list(ckpt)} in the checkpoint but {list(model)} in this config (e.g. an "
+                "instance model (80 classes) for a panoptic config (133), or a model trained on "
+                "another dataset)"
+            )
+        if backbone_missing or backbone_mismatch:
+            causes.append(
+                "a checkpoint of another backbone (e.g. ResNet-101 weights in a ResNet-50 "
+                "config, or with / without DCN): check MODEL.BACKBONE, MODEL.RESNETS and "
+                "MODEL.SWIN against the checkpoint"
+            )
+        if head_missing and not backbone_missing and not self.mismatched:
+            causes.append(
+                "an ImageNet-only (backbone) file: the backbone matched but "
+                f"{len(head_missing)} head tensors are missing; inference needs trained K-Net "
+                "weights (MODEL_ZOO.md, or a model_final.pth of your own run)"
+            )
+        if not causes:
+            causes.append("a checkpoint written for another configuration of this model")
+        return causes
+
+    def error_message(self) -> str:
+        """The text of :class:`IncompatibleWeightsError`."""
+        listed: List[str] = [
+            f"{k} (checkpoint {list(c)}, model {list(m)})" for k, c, m in self.mismatched
+        ]
+        listed += [f"{k} (missing)" for k in self.missing]
+        shown = ", ".join(listed[:MAX_LISTED_NAMES])
+        extra = len(listed) - MAX_LISTED_NAMES
+        more = f" and {extra} more" if extra > 0 else ""
+        return (
+            f"MODEL.WEIGHTS {self.summary()}. Parameters not filled: {shown}{more}. "
+            f"Likely cause: {'; or '.join(self.likely_causes())}. Inference would use randomly "
+            "initialised parameters. Use the checkpoint released for this config "
+            "(MODEL_ZOO.md) or one trained with it; set MODEL.WEIGHTS_STRICT False to run anyway."
+        )
+
+
+def _required(name: str) -> bool:
+    return not name.endswith(_NOT_REQUIRED_SUFFIXES)
+
+
+def report_from_incompatible_keys(
+    filename: str,
+    model_keys: Sequence[str],
+    missing_keys: Sequence[str],
+    unexpected_keys: Sequence[str],
+    incorrect_shapes: Sequence[Tuple[str, Shape, Shape]],
+    source: str = "",
+) -> WeightsLoadReport:
+    """A report from fvcore's ``_IncompatibleKeys`` (whose ``missing_keys`` also hold the
+    tensors skipped for their shape)."""
+    mismatched = [(k, tuple(c), tuple(m)) for k, c, m in incorrect_shapes if _required(k)]
+    skipped = {k for k, _, _ in mismatched}
+    return WeightsLoadReport(
+        filename=filename,
+        total=sum(1 for k in model_keys if _required(k)),
+        missing=[k for k in missing_keys if _required(k) and k not in skipped],
+        mismatched=mismatched,
+        unexpected=list(unexpected_keys),
+        source=source,
+    )
+
+
+def check_inference_weights(
+    report: Optional[WeightsLoadReport], *, strict: bool = True, weights: str = ""
+) -> None:
+    """Refuse weights that do not fill the whole model, for inference.
+
+    Args:
+        report: the checkpointer's ``last_load_report``; None = nothing was loaded.
+        strict: raise (True, ``MODEL.WEIGHTS_STRICT``) or only log a warning (False).
+        weights: ``MODEL.WEIGHTS``, for the message when nothing was loaded.
+
+    Raises:
+        IncompatibleWeightsError: with ``strict``, when no checkpoint was loaded or a model
+            tensor is missing from it or has another shape. The message names the file, the
+            counts, up to :data:`MAX_LISTED_NAMES` parameters and the likely cause.
+    """
+    if report is None:
+        msg = (
+            f"no checkpoint was loaded (MODEL.WEIGHTS {weights!r}): inference would run a "
+            "randomly initialised model. Set MODEL.WEIGHTS to trained weights (MODEL_ZOO.md), "
+            "or MODEL.WEIGHTS_STRICT False to run anyway."
+        )
+    elif report.complete:
+        logger.info(f"Loaded {report.summary()}.")
+        return
+    else:
+        msg = report.error_message()
+    if strict:
+        raise IncompatibleWeightsError(msg)
+    logger.warning(f"MODEL.WEIGHTS_STRICT is False, going on: {msg}")

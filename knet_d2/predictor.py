@@ -1,0 +1,164 @@
+"""``knet_d2.Predictor``: a K-Net model for Python code outside the command-line tools.
+
+>>> from knet_d2 import Predictor
+>>> predictor = Predictor("coco/panoptic-segmentation/knet_R50_1x.yaml")  # official weights
+>>> outputs = predictor("photo.jpg")            # {"panoptic_seg": ..., "instances": ...}
+>>> outputs = predictor([bgr_array, pil_image])  # a list of output dicts
+
+It runs what Detectron2's ``DefaultPredictor`` runs (test-time ``ResizeShortestEdge``, one image
+per forward, outputs at the input resolution) and gives the same results, but loads the weights
+through :class:`~knet_d2.engine.KNetCheckpointer` (official K-Net releases are converted on
+load) and refuses weights that leave model parameters random
+(:func:`~knet_d2.engine.check_inference_weights`, ``MODEL.WEIGHTS_STRICT``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from PIL import Image, ImageOps
+
+from . import model_zoo
+from .config import get_knet_cfg
+from .data.image_io import read_image
+from .engine.checkpointer import KNetCheckpointer
+from .engine.weights_report import check_inference_weights
+
+__all__ = ["Predictor", "ImageInput"]
+
+#: one input image: a file path, an (H, W, 3) uint8 array or a PIL image
+ImageInput = Union[str, os.PathLike, np.ndarray, Image.Image]
+_CHANNEL_ORDERS = ("BGR", "RGB")
+
+
+def _config(config_or_zoo_name: Union[str, os.PathLike, CfgNode]) -> tuple:
+    """(config not frozen, zoo name or None) from a CfgNode, a YAML file or a zoo name."""
+    if isinstance(config_or_zoo_name, CfgNode):
+        cfg = config_or_zoo_name.clone()
+        cfg.defrost()
+        return cfg, None
+    text = str(config_or_zoo_name)
+    if os.path.isfile(text):
+        return get_knet_cfg(text, freeze=False), None
+    try:
+        path = model_zoo.get_config_file(text)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"{text!r} is neither a config file nor a knet_d2 model zoo name ({e})"
+        ) from None
+    return get_knet_cfg(path, freeze=False), text
+
+
+class Predictor:
+    """Run a K-Net model on images: ``predictor(image)`` or ``predictor([images])``.
+
+    Input images:
+
+    * a **path** (``str`` / ``Path``): read with EXIF orientation applied (16-bit and CMYK files
+      converted, unreadable files named);
+    * a **numpy array** (H, W, 3) ``uint8`` in ``channel_order`` (default "BGR", what
+      ``cv2.imread`` returns and what D2's ``DefaultPredictor`` takes; pass
+      ``channel_order="RGB"`` for arrays from PIL / imageio / matplotlib);
+    * a **PIL image** (any mode; converted to RGB, EXIF orientation applied as for paths).
+
+    Outputs: D2's output dicts (``"panoptic_seg"``, ``"instances"``, ``"sem_seg"`` by task) at
+    the input image's size, on the model's device; one dict for one image, a list for a list.
+    """
+
+    def __init__(
+        self,
+        config_or_zoo_name: Union[str, os.PathLike, CfgNode],
+        weights: Optional[str] = None,
+        device: Optional[str] = None,
+        *,
+        channel_order: str = "BGR",
+        strict: Optional[bool] = None,
+    ) -> None:
+        """
+        Args:
+            config_or_zoo_name: a config (``CfgNode``, not modified), a YAML file, or a model
+                zoo name such as ``"coco/panoptic-segmentation/knet_R50_1x.yaml"``.
+            weights: checkpoint path / URL (official releases are converted on load). Default:
+                for a zoo name its official checkpoint, else the config's ``MODEL.WEIGHTS``.
+            device: e.g. "cpu", "cuda:0"; default: the config's (CPU without CUDA).
+            channel_order: "BGR" or "RGB", the channel order of numpy array inputs.
+            strict: refuse weights that leave parameters missing or of another shape;
+                default: the config's ``MODEL.WEIGHTS_STRICT`` (True).
+
+        Raises:
+            FileNotFoundError: unknown config / zoo name.
+            knet_d2.engine.IncompatibleWeightsError: the weights do not fit the model.
+        """
+        if channel_order not in _CHANNEL_ORDERS:
+            raise ValueError(
+                f"channel_order must be one of {_CHANNEL_ORDERS}, got {channel_order!r}"
+            )
+        cfg, zoo_name = _config(config_or_zoo_name)
+        if weights is not None:
+            cfg.MODEL.WEIGHTS = str(weights)
+        elif zoo_name is not None:
+            cfg.MODEL.WEIGHTS = model_zoo.get_checkpoint_url(zoo_name)
+        if device is not None:
+            cfg.MODEL.DEVICE = device
+        elif not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
+            cfg.MODEL.DEVICE = "cpu"
+        cfg.freeze()
+        self.cfg = cfg
+        self.channel_order = channel_order
+        self.model = build_model(cfg).eval()
+        checkpointer = KNetCheckpointer(self.model)
+        checkpointer.load(cfg.MODEL.WEIGHTS)
+        check_inference_weights(
+            checkpointer.last_load_report,
+            strict=cfg.MODEL.WEIGHTS_STRICT if strict is None else strict,
+            weights=cfg.MODEL.WEIGHTS,
+        )
+        self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else None
+        self.aug = T.ResizeShortestEdge(
+            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
+        )
+        self.input_format = cfg.INPUT.FORMAT  # what the model takes: "BGR" or "RGB"
+
+    def _to_model_format(self, image: ImageInput) -> np.ndarray:
+        """(H, W, 3) uint8 in the model's ``INPUT.FORMAT``."""
+        if isinstance(image, (str, os.PathLike)):
+            return read_image(str(Path(image).expanduser()), format=self.input_format)
+        if isinstance(image, Image.Image):
+            rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+            return rgb if self.input_format == "RGB" else rgb[:, :, ::-1]
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(
+                    f"expected an (H, W, 3) uint8 array in {self.channel_order} order, got "
+                    f"shape {image.shape} dtype {image.dtype}"
+                )
+            same = self.channel_order == self.input_format
+            return image if same else image[:, :, ::-1]
+        raise TypeError(
+            f"expected an image path, numpy array or PIL image, got {type(image).__name__}"
+        )
+
+    @torch.no_grad()
+    def predict_one(self, image: ImageInput) -> dict:
+        """The model's output dict for one image (see the class docstring for inputs)."""
+        original = self._to_model_format(image)
+        height, width = original.shape[:2]
+        resized = self.aug.get_transform(original).apply_image(original)
+        tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
+        tensor = tensor.to(self.cfg.MODEL.DEVICE)
+        return self.model([{"image": tensor, "height": height, "width": width}])[0]
+
+    def __call__(
+        self, images: Union[ImageInput, Sequence[ImageInput]]
+    ) -> Union[dict, List[dict]]:
+        """One output dict for one image; a list of them, in order, for a list / tuple."""
+        if isinstance(images, (list, tuple)):
+            return [self.predict_one(image) for image in images]
+        return self.predict_one(images)
