@@ -48,7 +48,6 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
-from detectron2.engine.defaults import DefaultPredictor
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.colormap import colormap
 from detectron2.utils.video_visualizer import VideoVisualizer
@@ -56,6 +55,7 @@ from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 from tqdm import tqdm
 
 import knet_d2  # noqa: F401  (registers KNet, its heads and the project's datasets)
+from knet_d2 import Predictor  # D2's DefaultPredictor + official checkpoints + weights check
 from knet_d2.data.image_io import read_image  # D2's, with clear errors and 16-bit
 from knet_d2.modeling.postprocessing import masks_to_boxes
 
@@ -315,7 +315,7 @@ class AsyncPredictor:
         self,
         cfg: CfgNode,
         num_gpus: int = 1,
-        predictor_factory: Callable[[CfgNode], Callable] = DefaultPredictor,
+        predictor_factory: Callable[[CfgNode], Callable] = Predictor,
         result_timeout: Optional[float] = None,
     ) -> None:
         """
@@ -323,7 +323,7 @@ class AsyncPredictor:
             cfg: the config; each worker gets a copy with its own ``MODEL.DEVICE``.
             num_gpus: workers on ``cuda:0..num_gpus-1``; 0 = one worker on the CPU.
             predictor_factory: ``cfg -> callable(bgr image) -> outputs`` (default:
-                D2's ``DefaultPredictor``).
+                ``knet_d2.Predictor``, which runs as D2's ``DefaultPredictor``).
             result_timeout: give up waiting for one result after this many seconds
                 (``None``: wait as long as the workers are alive).
         """
@@ -441,7 +441,7 @@ class VisualizationDemo:
             parallel: use an :class:`AsyncPredictor` with one worker per visible GPU.
             task: one of :data:`TASKS`.
             confidence_threshold: instances / thing segments scoring below it are not drawn.
-            predictor: callable ``bgr image -> outputs``; default: D2's ``DefaultPredictor``
+            predictor: callable ``bgr image -> outputs``; default: ``knet_d2.Predictor``
                 (or an :class:`AsyncPredictor` with ``parallel=True``).
             metadata: dataset metadata; default: that of ``cfg.DATASETS.TEST[0]``.
         """
@@ -459,10 +459,12 @@ class VisualizationDemo:
         if predictor is None:
             if parallel:
                 predictor = AsyncPredictor(
-                    cfg, num_gpus=torch.cuda.device_count(), predictor_factory=DefaultPredictor
+                    cfg, num_gpus=torch.cuda.device_count(), predictor_factory=Predictor
                 )
             else:
-                predictor = DefaultPredictor(cfg)
+                # as D2's DefaultPredictor, plus official checkpoints converted on load and
+                # weights that leave parameters random refused (MODEL.WEIGHTS_STRICT)
+                predictor = Predictor(cfg)
         self.predictor = predictor
 
     # ------------------------------------------------------------ preparation
@@ -869,7 +871,7 @@ def render_predictions(
 ) -> List[Path]:
     """Draw a model's predictions on images and save them into ``output_dir``.
 
-    Meant for scripts (``make quickstart``): builds D2's ``DefaultPredictor`` from ``cfg`` with
+    Meant for scripts (``make quickstart``): builds a ``knet_d2.Predictor`` from ``cfg`` with
     ``MODEL.WEIGHTS = model_weights``, draws each image as ``demo/demo.py`` does and writes
     ``output_dir/<input name>`` (created when missing).
 
@@ -880,7 +882,7 @@ def render_predictions(
         output_dir: directory for the drawings.
         confidence_threshold: instances / thing segments below it are not drawn.
         task: one of :data:`TASKS`.
-        predictor: use this callable instead of building ``DefaultPredictor``.
+        predictor: use this callable instead of building ``knet_d2.Predictor``.
         strict: raise if any image fails (otherwise failures are only logged).
 
     Returns:

@@ -36,7 +36,7 @@ class FileURLHandler(PathHandler):
     def _get_supported_prefixes(self) -> List[str]:
         return [self.PREFIX]
 
-    def _get_local_path(self, path: str, **kwargs: Any) -> str:
+    def _get_local_path(self, path: str, force: bool = False, **kwargs: Any) -> str:
         self._check_kwargs(kwargs)
         local = file_url_to_path(path)
         if not os.path.exists(local):

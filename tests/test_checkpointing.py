@@ -253,8 +253,12 @@ def test_eval_only_loads_through_knet_checkpointer(tiny_data, tmp_path, monkeypa
 
     import train_net
 
-    weights = tmp_path / "trained.pth"
-    torch.save({"model": {}}, weights)
+    from conftest import load_config
+    from detectron2.modeling import build_model
+
+    weights = tmp_path / "trained.pth"  # complete weights: --eval-only refuses partial ones
+    model = build_model(load_config(CONFIG, tiny_train_opts(tmp_path / "out")))
+    torch.save({"model": model.state_dict()}, weights)
     seen = []
     real = KNetCheckpointer.resume_or_load
 

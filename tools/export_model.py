@@ -118,9 +118,11 @@ def setup_cfg(args: argparse.Namespace):
 
 
 def build_model(cfg) -> torch.nn.Module:
-    """Build the eval-mode model and load ``MODEL.WEIGHTS`` (random init when empty)."""
-    from detectron2.checkpoint import DetectionCheckpointer
+    """Build the eval-mode model and load ``MODEL.WEIGHTS`` (random init when empty; refused
+    unless it fills every parameter, see ``MODEL.WEIGHTS_STRICT``)."""
     from detectron2.modeling import build_model as d2_build_model
+
+    from knet_d2.engine import IncompatibleWeightsError, KNetCheckpointer, check_inference_weights
 
     if not cfg.MODEL.WEIGHTS:
         # reproducible random init (exports of untrained models are for testing the pipeline)
@@ -129,7 +131,15 @@ def build_model(cfg) -> torch.nn.Module:
     if cfg.MODEL.WEIGHTS:
         if not os.path.isfile(cfg.MODEL.WEIGHTS) and "://" not in cfg.MODEL.WEIGHTS:
             raise ExportError(f"MODEL.WEIGHTS file not found: {cfg.MODEL.WEIGHTS}")
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        checkpointer = KNetCheckpointer(model)  # official K-Net releases convert on load
+        checkpointer.load(cfg.MODEL.WEIGHTS)
+        try:  # a checkpoint that leaves parameters random is refused by name
+            check_inference_weights(
+                checkpointer.last_load_report, strict=cfg.MODEL.WEIGHTS_STRICT,
+                weights=cfg.MODEL.WEIGHTS,
+            )
+        except IncompatibleWeightsError as e:
+            raise ExportError(str(e)) from None
     else:
         logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model")
     return model

@@ -267,6 +267,10 @@ class KNetCheckpointer(DetectionCheckpointer):
         consumed, for the model's key list)."""
         model_keys = list(self.model.state_dict())
         source = checkpoint.get("knet_source", "")
+        provided = None  # names renamed by D2's matching heuristics: trust its missing_keys
+        if not checkpoint.get("matching_heuristics", False):
+            provided = {k[len("module."):] if k.startswith("module.") else k
+                        for k in checkpoint["model"]}
         incompatible = super()._load_model(checkpoint)
         self.last_load_report = report_from_incompatible_keys(
             getattr(self, "_loading", None) or "<checkpoint>",
@@ -275,6 +279,7 @@ class KNetCheckpointer(DetectionCheckpointer):
             incompatible.unexpected_keys,
             incompatible.incorrect_shapes,
             source=source,
+            provided_keys=provided,
         )
         return incompatible
 

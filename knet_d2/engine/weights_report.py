@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import AbstractSet, List, Optional, Sequence, Tuple
 
 __all__ = [
     "IncompatibleWeightsError",
@@ -29,6 +29,7 @@ MAX_LISTED_NAMES = 10
 # not used at inference (BatchNorm step counters).
 _NOT_REQUIRED_SUFFIXES = ("num_batches_tracked", "pixel_mean", "pixel_std")
 _BACKBONE_PREFIX = "backbone."
+_BOTTOM_UP_PREFIX = "backbone.bottom_up."
 
 Shape = Tuple[int, ...]
 
@@ -50,6 +51,7 @@ class WeightsLoadReport:
             (not loaded).
         unexpected: checkpoint tensors the model has no place for (not loaded).
         source: what the file was converted from ("" when it was loaded as it is).
+        backbone_prefix: names of the backbone proper (for :meth:`likely_causes`).
     """
 
     filename: str
@@ -58,6 +60,7 @@ class WeightsLoadReport:
     mismatched: List[Tuple[str, Shape, Shape]] = field(default_factory=list)
     unexpected: List[str] = field(default_factory=list)
     source: str = ""
+    backbone_prefix: str = _BACKBONE_PREFIX
 
     @property
     def matched(self) -> int:
@@ -83,10 +86,11 @@ class WeightsLoadReport:
         if self.complete:
             return []
         causes = []
-        head_mismatch = [m for m in self.mismatched if not m[0].startswith(_BACKBONE_PREFIX)]
-        backbone_missing = [k for k in self.missing if k.startswith(_BACKBONE_PREFIX)]
-        backbone_mismatch = [m for m in self.mismatched if m[0].startswith(_BACKBONE_PREFIX)]
-        head_missing = [k for k in self.missing if not k.startswith(_BACKBONE_PREFIX)]
+        prefix = self.backbone_prefix
+        head_mismatch = [m for m in self.mismatched if not m[0].startswith(prefix)]
+        backbone_missing = [k for k in self.missing if k.startswith(prefix)]
+        backbone_mismatch = [m for m in self.mismatched if m[0].startswith(prefix)]
+        head_missing = [k for k in self.missing if not k.startswith(prefix)]
         matched_fraction = self.matched / max(self.total, 1)
         if matched_fraction < 0.1:
             causes.append(
@@ -148,11 +152,22 @@ def report_from_incompatible_keys(
     unexpected_keys: Sequence[str],
     incorrect_shapes: Sequence[Tuple[str, Shape, Shape]],
     source: str = "",
+    provided_keys: Optional[AbstractSet[str]] = None,
 ) -> WeightsLoadReport:
     """A report from fvcore's ``_IncompatibleKeys`` (whose ``missing_keys`` also hold the
-    tensors skipped for their shape)."""
+    tensors skipped for their shape).
+
+    ``provided_keys`` (the checkpoint's names, when they were not renamed by D2's matching
+    heuristics) decide what is missing: ``missing_keys`` alone misses D2's ``FrozenBatchNorm2d``
+    statistics, which it fills with 0 / 1 when a checkpoint lacks them.
+    """
     mismatched = [(k, tuple(c), tuple(m)) for k, c, m in incorrect_shapes if _required(k)]
     skipped = {k for k, _, _ in mismatched}
+    if provided_keys is not None:
+        missing_keys = [k for k in model_keys if k not in provided_keys]
+    backbone = _BACKBONE_PREFIX
+    if any(k.startswith(_BOTTOM_UP_PREFIX) for k in model_keys):  # FPN models: not the FPN
+        backbone = _BOTTOM_UP_PREFIX
     return WeightsLoadReport(
         filename=filename,
         total=sum(1 for k in model_keys if _required(k)),
@@ -160,6 +175,7 @@ def report_from_incompatible_keys(
         mismatched=mismatched,
         unexpected=list(unexpected_keys),
         source=source,
+        backbone_prefix=backbone,
     )
 
 
