@@ -248,13 +248,12 @@ def test_trainer_saves_through_knet_checkpointer(tiny_data, tmp_path):
 
 
 def test_eval_only_loads_through_knet_checkpointer(tiny_data, tmp_path, monkeypatch):
+    from conftest import load_config
     from detectron2.engine import default_argument_parser
+    from detectron2.modeling import build_model
     from test_resume import CONFIG, tiny_train_opts
 
     import train_net
-
-    from conftest import load_config
-    from detectron2.modeling import build_model
 
     weights = tmp_path / "trained.pth"  # complete weights: --eval-only refuses partial ones
     model = build_model(load_config(CONFIG, tiny_train_opts(tmp_path / "out")))
