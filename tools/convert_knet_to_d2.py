@@ -10,6 +10,9 @@ mmsegmentation configs/knet (ADE20K semantic); see MODEL_ZOO.md. OUTPUT: a new `
 False}`` that loads with ``torch.load(weights_only=True)``; pass it as ``MODEL.WEIGHTS`` with
 the matching config. Key mapping: ``knet_d2/checkpoint/knet_converter.py``.
 
+Not needed to run a release: ``MODEL.WEIGHTS`` accepts the released file or URL as it is (it is
+converted when loaded, see MODEL_ZOO.md). This tool is for users who want a converted file.
+
 * The task is read from the keys when ``--task`` is not given (mmseg layout -> semantic;
   mmdet layout -> 80 classes = instance, 133 = panoptic) and printed with the reason.
 * INPUT is loaded with ``torch.load(weights_only=True)``. A file that needs full unpickling
