@@ -100,6 +100,23 @@ def test_release_loads_from_a_file_url(official_panoptic, panoptic_source):
     assert checkpointer.last_load_report.filename == official_panoptic.as_uri()
 
 
+def test_release_loads_from_its_https_url_via_the_pathmanager_cache(
+    official_panoptic, panoptic_source, tmp_path, monkeypatch, info_log
+):
+    """An https:// URL is fetched by D2's PathManager into $FVCORE_CACHE/<url path>; offline,
+    the file is put there first (what a previous download leaves)."""
+    url = ("https://download.openmmlab.com/mim-example/knet/det/knet/knet_s3_r50_fpn_1x_coco-"
+           "panoptic/knet_s3_r50_fpn_1x_coco-panoptic_20211017_151750-395fbcba.pth")
+    cached = tmp_path / "cache" / url.split("://", 1)[1].split("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(official_panoptic.read_bytes())
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    model, checkpointer = _load(PANOPTIC, SMALL_R18, url)
+    _assert_same_state(panoptic_source, model)
+    assert checkpointer.last_load_report.filename == url
+    assert f"{url} is an official K-Net checkpoint" in info_log.text
+
+
 def test_mmseg_release_converts_on_load(tmp_path, info_log):
     source = build(SEMANTIC, SMALL_SEM, seed=3)
     path = tmp_path / "knet_s3_fcn_r50-d8_ade20k.pth"
@@ -193,7 +210,8 @@ def test_weights_strict_config_key_defaults_to_true():
 
 
 def _tiny_instance_release(tmp_path):
-    """An mmdet-layout file of the synthetic tiny instance model (4 thing classes)."""
+    """An mmdet-layout file of the synthetic tiny instance model: 4 thing classes (and a deep
+    stem that the mmdet names do not describe either)."""
     from test_resume import tiny_train_opts
 
     cfg = load_config(REPO_ROOT / "configs/synthetic/instance/knet_R18_tiny.yaml",
@@ -248,7 +266,7 @@ def test_training_logs_one_line_summary_and_resume_is_strict(tiny_data, tmp_path
         trainer.resume_or_load(resume=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     from test_resume import register_tiny
 

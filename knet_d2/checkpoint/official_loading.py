@@ -14,8 +14,6 @@ import logging
 from collections import Counter
 from typing import Any, Dict, Mapping, Optional
 
-import torch
-
 from .knet_converter import (
     _layout,
     convert_detection_state_dict,
@@ -105,7 +103,7 @@ def convert_if_official(loaded: Mapping[str, Any], filename: str) -> Optional[Di
         f"memory{dropped_text}."
     )
     return {
-        "model": {k: v for k, v in result.model.items() if torch.is_tensor(v)},
+        "model": result.model,
         "__author__": f"knet_d2 on-load converter ({source})",
         "matching_heuristics": False,
         "knet_source": source,
