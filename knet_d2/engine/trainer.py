@@ -109,7 +109,9 @@ class Trainer(DefaultTrainer):
         super().resume_or_load(resume=resume)
         report = self.checkpointer.last_load_report
         if resuming:  # our own checkpoint of this run: every parameter must fit
-            check_inference_weights(report, strict=self.cfg.MODEL.WEIGHTS_STRICT)
+            check_inference_weights(
+                report, strict=self.cfg.MODEL.WEIGHTS_STRICT, what="--resume checkpoint"
+            )
         elif report is not None:  # initial weights (ImageNet: heads missing by design)
             logger.info(f"Initial weights {report.summary()}.")
         sampler = resumable_sampler_of(self._trainer.data_loader)

@@ -124,8 +124,8 @@ class WeightsLoadReport:
             causes.append("a checkpoint written for another configuration of this model")
         return causes
 
-    def error_message(self) -> str:
-        """The text of :class:`IncompatibleWeightsError`."""
+    def error_message(self, what: str = "MODEL.WEIGHTS") -> str:
+        """The text of :class:`IncompatibleWeightsError`; ``what`` names the checkpoint's role."""
         listed: List[str] = [
             f"{k} (checkpoint {list(c)}, model {list(m)})" for k, c, m in self.mismatched
         ]
@@ -134,9 +134,9 @@ class WeightsLoadReport:
         extra = len(listed) - MAX_LISTED_NAMES
         more = f" and {extra} more" if extra > 0 else ""
         return (
-            f"MODEL.WEIGHTS {self.summary()}. Parameters not filled: {shown}{more}. "
-            f"Likely cause: {'; or '.join(self.likely_causes())}. Inference would use randomly "
-            "initialised parameters. Use the checkpoint released for this config "
+            f"{what} {self.summary()}. Parameters not filled: {shown}{more}. "
+            f"Likely cause: {'; or '.join(self.likely_causes())}. The model would run with "
+            "randomly initialised parameters. Use the checkpoint released for this config "
             "(MODEL_ZOO.md) or one trained with it; set MODEL.WEIGHTS_STRICT False to run anyway."
         )
 
@@ -180,7 +180,11 @@ def report_from_incompatible_keys(
 
 
 def check_inference_weights(
-    report: Optional[WeightsLoadReport], *, strict: bool = True, weights: str = ""
+    report: Optional[WeightsLoadReport],
+    *,
+    strict: bool = True,
+    weights: str = "",
+    what: str = "MODEL.WEIGHTS",
 ) -> None:
     """Refuse weights that do not fill the whole model, for inference.
 
@@ -188,6 +192,7 @@ def check_inference_weights(
         report: the checkpointer's ``last_load_report``; None = nothing was loaded.
         strict: raise (True, ``MODEL.WEIGHTS_STRICT``) or only log a warning (False).
         weights: ``MODEL.WEIGHTS``, for the message when nothing was loaded.
+        what: the checkpoint's role, first word of the message (e.g. "--resume checkpoint").
 
     Raises:
         IncompatibleWeightsError: with ``strict``, when no checkpoint was loaded or a model
@@ -204,7 +209,7 @@ def check_inference_weights(
         logger.info(f"Loaded {report.summary()}.")
         return
     else:
-        msg = report.error_message()
+        msg = report.error_message(what)
     if strict:
         raise IncompatibleWeightsError(msg)
     logger.warning(f"MODEL.WEIGHTS_STRICT is False, going on: {msg}")
