@@ -265,10 +265,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"{tuple(images.tensor.shape)} -> {paths['model']}")
         if args.format == "onnx":
             meta = export_onnx(
-                model, images.tensor, paths["model"], opset=args.opset, dynamic=args.dynamic
+                model, images.tensor, paths["model"], opset=args.opset, dynamic=args.dynamic,
+                cfg=cfg,
             )
         else:
-            meta = export_torchscript(model, images.tensor, paths["model"])
+            meta = export_torchscript(model, images.tensor, paths["model"], cfg=cfg)
         paths["meta"].write_text(json.dumps(meta, indent=2) + "\n")
         print(f"[export] wrote {paths['model']} and {paths['meta']}")
         print(f"[export] inputs: {meta['input_name']} {meta['input_shape']} (dynamic: "

@@ -17,6 +17,7 @@ from .knet_export import (
     preprocess_params,
     reference_outputs,
 )
+from .deploy_info import class_table, deployment_info
 from .predictor import ExportedKNetPredictor, read_onnx_metadata, read_torchscript_metadata
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "SemSegExportWrapper",
     "UnsupportedModelError",
     "build_export_wrapper",
+    "class_table",
+    "deployment_info",
     "export_metadata",
     "export_onnx",
     "export_torchscript",
