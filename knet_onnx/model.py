@@ -52,7 +52,7 @@ class KNetOnnxModel:
         *,
         providers: Optional[Sequence[str]] = None,
         session_options: Optional[ort.SessionOptions] = None,
-    ) -> "KNetOnnxModel":
+    ) -> KNetOnnxModel:
         """Open ``path`` (a ``.onnx`` file, or the export directory holding ``model.onnx``).
 
         Args:

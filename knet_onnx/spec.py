@@ -64,12 +64,14 @@ class ExportSpec:
         return [task for key, task in names if post[key]]
 
     @classmethod
-    def from_json(cls, text: str, path: str) -> "ExportSpec":
+    def from_json(cls, text: str, path: str) -> ExportSpec:
         """Parse and check the metadata JSON of the model file ``path`` (named in errors)."""
         try:
             meta = json.loads(text)
         except json.JSONDecodeError as e:
-            raise SpecError(f"{path}: the '{METADATA_KEY}' metadata is not valid JSON: {e}")
+            raise SpecError(
+                f"{path}: the '{METADATA_KEY}' metadata is not valid JSON: {e}"
+            ) from None
         version = meta.get("version")
         if version != _SUPPORTED_VERSION or "input" not in meta or "classes" not in meta:
             raise SpecError(
@@ -113,7 +115,7 @@ class ExportSpec:
         )
 
     @classmethod
-    def from_session(cls, session: Any, path: str) -> "ExportSpec":
+    def from_session(cls, session: Any, path: str) -> ExportSpec:
         """Metadata of an ``onnxruntime.InferenceSession`` opened on ``path``."""
         text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if text is None:

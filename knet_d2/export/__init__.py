@@ -1,5 +1,6 @@
 """Export of knet_d2 models to ONNX / TorchScript and D2-format inference on the exported
 graphs (docs/EXPORT.md). ``onnx`` / ``onnxruntime`` are imported only when used."""
+from .deploy_info import class_table, deployment_info
 from .knet_export import (
     MAX_OPSET,
     MIN_OPSET,
@@ -17,7 +18,6 @@ from .knet_export import (
     preprocess_params,
     reference_outputs,
 )
-from .deploy_info import class_table, deployment_info
 from .predictor import ExportedKNetPredictor, read_onnx_metadata, read_torchscript_metadata
 
 __all__ = [
