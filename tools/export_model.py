@@ -279,6 +279,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.format == "onnx":
             print(f"[export] without PyTorch: python -m knet_onnx IMAGE_OR_DIR --model "
                   f"{paths['model'].parent} --output OUT_DIR  (docs/EXPORT.md)")
+            if not meta["dynamic"]:
+                print(f"[export] note: a static graph takes only {meta['input_shape']} "
+                      "batches; export with --dynamic to run it on images of any size")
         if args.check and not run_check(
             model, paths["model"], sample, meta, args.tolerance, args.rtol
         ):
