@@ -447,3 +447,16 @@ def test_rle_encoding_is_cocos():
             mask = rng.random(shape) < p
             ref = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
             assert rle_encode(mask) == {"size": list(shape), "counts": ref["counts"].decode()}
+
+
+def test_runner_on_a_semantic_model_writes_label_maps(runtime, image_files, tmp_path, capsys):
+    rt = runtime("semantic")
+    out = tmp_path / "out"
+    assert runner_main([str(image_files[0]), "--model", rt.spec.path, "--output", str(out)]) == 0
+    assert "photo: " in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["sem_seg", "vis"]  # no panoptic/instances
+    image = read_image(image_files[0])
+    labels = cv2.imread(str(out / "sem_seg" / "photo.png"), cv2.IMREAD_UNCHANGED)
+    assert labels.dtype == np.uint8
+    assert np.array_equal(labels, rt.predict(image)["sem_seg"].argmax(0))
+    assert cv2.imread(str(out / "vis" / "photo.jpg")).shape == image.shape
