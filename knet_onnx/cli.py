@@ -178,11 +178,11 @@ def run(args: argparse.Namespace) -> int:
     for path in images:
         try:
             image = read_image(path)
+            pred = model.predict(image)  # ValueError: a static graph and another image size
         except (OSError, ValueError) as e:
             print(f"skipped {path}: {e}", file=sys.stderr)
             failed += 1
             continue
-        pred = model.predict(image)
         print(_save_image_outputs(model, pred, image, path.stem, out_dir, task,
                                   args.confidence_threshold, records))
     classes = model.spec.classes

@@ -139,7 +139,7 @@ def normalize_and_pad(
         (B, 3, Hp, Wp) float32 batch (Hp, Wp = largest size, rounded up), and the (H_i, W_i).
     """
     constraints = padding_constraints or {}
-    if constraints.get("size_divisibility", 0) > 0:
+    if "size_divisibility" in constraints:  # as D2: the constraint wins when present
         size_divisibility = constraints["size_divisibility"]
     sizes = [(int(im.shape[0]), int(im.shape[1])) for im in images]
     hp, wp = max(s[0] for s in sizes), max(s[1] for s in sizes)
