@@ -13,8 +13,8 @@ Writes into ``--output`` (only the parts the model produces):
 * ``vis/NAME.jpg``: a picture of one output (``--task``).
 
 Existing files are never replaced unless ``--overwrite`` is given. Needs only onnxruntime,
-numpy and OpenCV. Exit status: 0, 1 if an input image could not be read (the others are
-written), 2 for errors before any prediction.
+numpy and OpenCV. Exit status: 0, 1 if an input image could not be read or run (the others
+are written), 2 for errors before any prediction.
 """
 from __future__ import annotations
 
