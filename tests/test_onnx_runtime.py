@@ -44,6 +44,7 @@ from test_export import (  # noqa: E402
 
 from knet_d2.data.synthetic import render_sample, split_default_seed  # noqa: E402
 from knet_d2.export import (  # noqa: E402
+    class_table,
     export_onnx,
     preprocess_batch,
     preprocess_params,
@@ -460,3 +461,19 @@ def test_runner_on_a_semantic_model_writes_label_maps(runtime, image_files, tmp_
     assert labels.dtype == np.uint8
     assert np.array_equal(labels, rt.predict(image)["sem_seg"].argmax(0))
     assert cv2.imread(str(out / "vis" / "photo.jpg")).shape == image.shape
+
+
+def test_class_table_reads_dataset_metadata_or_says_it_is_missing(caplog):
+    table = class_table("knet_synth_instance_val", 4, 4)  # instance: the thing classes
+    assert [c["name"] for c in table] == ["circle", "square", "triangle", "star"]
+    assert [c["dataset_id"] for c in table] == [1, 3, 5, 7] and all(c["isthing"] for c in table)
+    panoptic = class_table("knet_synth_panoptic_val", 8, 4)  # panoptic: all classes
+    assert [c["dataset_id"] for c in panoptic][4:] == [101, 103, 105, 107]
+    assert [c["isthing"] for c in panoptic] == [True] * 4 + [False] * 4
+    assert panoptic[4]["color"] == list(MetadataCatalog.get("knet_synth_panoptic_val")
+                                        .stuff_colors[4])
+    with caplog.at_level("WARNING"):
+        unnamed = class_table(None, 3, 1)
+    assert "has no metadata listing 3 classes" in caplog.text
+    assert [(c["name"], c["dataset_id"], c["isthing"]) for c in unnamed] == [
+        ("class 0", 0, True), ("class 1", 1, False), ("class 2", 2, False)]

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
+from detectron2.config import CfgNode
 from detectron2.modeling import SemanticSegmentor
 from detectron2.structures import ImageList
 from torch import Tensor, nn
@@ -226,7 +227,7 @@ def preprocess_params(model: nn.Module) -> dict:
 
 def export_metadata(
     model: nn.Module, *, fmt: str, input_shape: Sequence[int], dynamic: bool,
-    opset: Optional[int] = None, cfg=None,
+    opset: Optional[int] = None, cfg: Optional[CfgNode] = None,
 ) -> dict:
     """Everything :class:`~knet_d2.export.predictor.ExportedKNetPredictor` needs besides the
     graph: pre-processing, output names, post-processing parameters and the export settings.
@@ -393,7 +394,7 @@ def export_onnx(
     *,
     opset: int = MIN_OPSET,
     dynamic: bool = False,
-    cfg=None,
+    cfg: Optional[CfgNode] = None,
 ) -> dict:
     """Export ``model`` to an ONNX file traced with ``images``; returns the metadata.
 
@@ -449,7 +450,7 @@ def export_onnx(
 
 
 def export_torchscript(
-    model: nn.Module, images: Tensor, path: Union[str, Path], cfg=None
+    model: nn.Module, images: Tensor, path: Union[str, Path], cfg: Optional[CfgNode] = None
 ) -> dict:
     """Trace ``model`` with ``images`` (``torch.jit.trace``) and save it; returns the metadata.
 
