@@ -6,8 +6,10 @@
         MODEL.WEIGHTS output/synthetic_panoptic_knet_R18_tiny/model_final.pth
 
 Writes ``DIR/model.onnx`` (or ``DIR/model.ts``) and ``DIR/model.onnx.json`` (or
-``DIR/model.ts.json``): the export metadata (pre-processing, output names, post-processing
-parameters), which is also stored inside the model file.
+``DIR/model.ts.json``): the export metadata (channel order, test resize, normalisation,
+padding, output names, post-processing thresholds, class names and colours), which is also
+stored inside the model file. ``python -m knet_onnx IMAGE --model DIR --output OUT`` runs an
+ONNX export with onnxruntime, numpy and OpenCV only.
 Existing files are never overwritten without ``--overwrite``. The graph maps the normalised,
 padded image batch to the final-stage tensors; normalisation, padding and all post-processing
 stay in Python (``knet_d2.export.ExportedKNetPredictor``). See docs/EXPORT.md.
@@ -275,14 +277,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"{tuple(images.tensor.shape)} -> {paths['model']}")
         if args.format == "onnx":
             meta = export_onnx(
-                model, images.tensor, paths["model"], opset=args.opset, dynamic=args.dynamic
+                model, images.tensor, paths["model"], opset=args.opset, dynamic=args.dynamic,
+                cfg=cfg,
             )
         else:
-            meta = export_torchscript(model, images.tensor, paths["model"])
+            meta = export_torchscript(model, images.tensor, paths["model"], cfg=cfg)
         paths["meta"].write_text(json.dumps(meta, indent=2) + "\n")
         print(f"[export] wrote {paths['model']} and {paths['meta']}")
         print(f"[export] inputs: {meta['input_name']} {meta['input_shape']} (dynamic: "
               f"{meta['dynamic']}); outputs: {', '.join(meta['output_names'])}")
+        if args.format == "onnx":
+            print(f"[export] without PyTorch: python -m knet_onnx IMAGE_OR_DIR --model "
+                  f"{paths['model'].parent} --output OUT_DIR  (docs/EXPORT.md)")
+            if not meta["dynamic"]:
+                print(f"[export] note: a static graph takes only {meta['input_shape']} "
+                      "batches; export with --dynamic to run it on images of any size")
         if args.check and not run_check(
             model, paths["model"], sample, meta, args.tolerance, args.rtol
         ):

@@ -1,5 +1,6 @@
 """Export of knet_d2 models to ONNX / TorchScript and D2-format inference on the exported
 graphs (docs/EXPORT.md). ``onnx`` / ``onnxruntime`` are imported only when used."""
+from .deploy_info import class_table, deployment_info
 from .knet_export import (
     MAX_OPSET,
     MIN_OPSET,
@@ -28,6 +29,8 @@ __all__ = [
     "SemSegExportWrapper",
     "UnsupportedModelError",
     "build_export_wrapper",
+    "class_table",
+    "deployment_info",
     "export_metadata",
     "export_onnx",
     "export_torchscript",

@@ -32,11 +32,13 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
+from detectron2.config import CfgNode
 from detectron2.modeling import SemanticSegmentor
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
 from ..knet_model import KNet
+from .deploy_info import deployment_info
 
 __all__ = [
     "EXPORT_META_VERSION",
@@ -63,7 +65,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Version of the metadata dict written next to / into the exported file.
-EXPORT_META_VERSION = 1
+EXPORT_META_VERSION = 2  # 2: adds the ``input`` / ``dataset`` / ``classes`` sections
 INPUT_NAME = "images"
 #: The issue asks for opset >= 17; 20 is the newest the TorchScript-based exporter writes.
 MIN_OPSET = 17
@@ -225,7 +227,7 @@ def preprocess_params(model: nn.Module) -> dict:
 
 def export_metadata(
     model: nn.Module, *, fmt: str, input_shape: Sequence[int], dynamic: bool,
-    opset: Optional[int] = None,
+    opset: Optional[int] = None, cfg: Optional[CfgNode] = None,
 ) -> dict:
     """Everything :class:`~knet_d2.export.predictor.ExportedKNetPredictor` needs besides the
     graph: pre-processing, output names, post-processing parameters and the export settings.
@@ -236,6 +238,9 @@ def export_metadata(
         input_shape: (B, 3, Hp, Wp) of the tracing input.
         dynamic: whether the graph accepts other batch sizes / spatial sizes.
         opset: ONNX opset (None for TorchScript).
+        cfg: the model's config; when given, the metadata also records the input channel
+            order, the test resize and the class table (:func:`deployment_info`), which the
+            torch-free runtime ``knet_onnx`` needs.
     """
     wrapper = build_export_wrapper(model)
     meta = {
@@ -265,6 +270,8 @@ def export_metadata(
         }
     else:
         meta["postprocess"] = {"num_classes": int(getattr(model.sem_seg_head, "num_classes", -1))}
+    if cfg is not None:
+        meta.update(deployment_info(cfg, meta["postprocess"]))
     return meta
 
 
@@ -387,6 +394,7 @@ def export_onnx(
     *,
     opset: int = MIN_OPSET,
     dynamic: bool = False,
+    cfg: Optional[CfgNode] = None,
 ) -> dict:
     """Export ``model`` to an ONNX file traced with ``images``; returns the metadata.
 
@@ -397,6 +405,8 @@ def export_onnx(
         opset: ONNX opset, ``MIN_OPSET``..``MAX_OPSET``.
         dynamic: make batch, height and width dynamic axes; otherwise the graph only accepts
             ``images.shape``.
+        cfg: the model's config, to record what the torch-free runtime needs
+            (:func:`export_metadata`).
 
     The metadata dict (:func:`export_metadata`) is also stored as JSON in the model's
     ``metadata_props`` under :data:`ONNX_METADATA_KEY`.
@@ -406,7 +416,7 @@ def export_onnx(
         raise ValueError(f"opset must be in [{MIN_OPSET}, {MAX_OPSET}], got {opset}")
     _check_images(images)
     meta = export_metadata(
-        model, fmt="onnx", input_shape=images.shape, dynamic=dynamic, opset=opset
+        model, fmt="onnx", input_shape=images.shape, dynamic=dynamic, opset=opset, cfg=cfg
     )
     if dynamic:
         _check_shape_generic_trace(model, images)
@@ -439,7 +449,9 @@ def export_onnx(
     return meta
 
 
-def export_torchscript(model: nn.Module, images: Tensor, path: Union[str, Path]) -> dict:
+def export_torchscript(
+    model: nn.Module, images: Tensor, path: Union[str, Path], cfg: Optional[CfgNode] = None
+) -> dict:
     """Trace ``model`` with ``images`` (``torch.jit.trace``) and save it; returns the metadata.
 
     The traced module maps ``images (B, 3, Hp, Wp)`` to the same outputs as the ONNX graph
@@ -448,7 +460,9 @@ def export_torchscript(model: nn.Module, images: Tensor, path: Union[str, Path])
     JSON is saved inside the file as the extra file :data:`TS_EXTRA_FILE`.
     """
     _check_images(images)
-    meta = export_metadata(model, fmt="torchscript", input_shape=images.shape, dynamic=True)
+    meta = export_metadata(
+        model, fmt="torchscript", input_shape=images.shape, dynamic=True, cfg=cfg
+    )
     _check_shape_generic_trace(model, images)
     wrapper = build_export_wrapper(copy.deepcopy(model).eval()).eval()
     with _tracing_context():

@@ -94,10 +94,10 @@ class ExportedKNetPredictor:
     """
 
     def __init__(self, backend: Any, meta: dict, device: Union[str, torch.device] = "cpu"):
-        if meta.get("version") != EXPORT_META_VERSION:
+        if meta.get("version") not in range(1, EXPORT_META_VERSION + 1):
             raise ValueError(
                 f"export metadata version {meta.get('version')!r} is not supported "
-                f"(expected {EXPORT_META_VERSION}); re-export with tools/export_model.py"
+                f"(expected 1..{EXPORT_META_VERSION}); re-export with tools/export_model.py"
             )
         self.backend = backend
         self.meta = meta

@@ -1,0 +1,203 @@
+"""K-Net's inference post-processing in numpy, for one image.
+
+The same rules as the PyTorch model (``knet_d2/modeling/postprocessing.py``) with the same
+thresholds and tie rules:
+
+* :func:`rescale_masks`: sigmoid, bilinear resize to the padded input size, crop to the
+  resized image, bilinear resize to the output size (``align_corners=False``);
+* :func:`instance_inference`: the top-k (kernel, class) pairs by sigmoid class probability
+  over the thing kernels and thing classes; no score threshold, no NMS; tight boxes of the
+  thresholded masks;
+* :func:`panoptic_inference`: per-pixel argmax of ``score * mask_prob`` over all kernels,
+  then kernels visited by descending score (stable); things below ``instance_score_thresh``
+  and kernels whose visible area is below ``overlap_thresh`` of their own mask are dropped;
+* :func:`semantic_inference`: ``sum_n sigmoid(cls[n, c]) * mask_prob[n]``;
+* :func:`semantic_segmentor_postprocess`: crop the padding, resize the logits to the output.
+
+Differences to PyTorch are float rounding (``exp``, summation order: about 1e-6) and, in
+:func:`instance_inference`, the order of pairs with exactly equal scores (numpy: lower index
+first; ``torch.topk`` does not specify it).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Tuple, Union
+
+import numpy as np
+
+from .image_ops import bilinear_resize
+
+__all__ = [
+    "sigmoid",
+    "rescale_masks",
+    "masks_to_boxes",
+    "instance_inference",
+    "panoptic_inference",
+    "semantic_inference",
+    "semantic_segmentor_postprocess",
+]
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """float32 logistic function, without overflow warnings for large negative inputs."""
+    x = np.asarray(x, dtype=np.float32)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def _is_power_of_two_ratio(big: int, small: int) -> bool:
+    ratio = big // small if small else 0
+    return small > 0 and big == ratio * small and ratio & (ratio - 1) == 0
+
+
+def rescale_masks(
+    mask_logits: np.ndarray,
+    padded_size: Tuple[int, int],
+    image_size: Tuple[int, int],
+    output_size: Tuple[int, int],
+) -> np.ndarray:
+    """Stride-4 mask logits (N, h4, w4) -> (N, H, W) float32 probabilities at ``output_size``.
+
+    Args:
+        padded_size: (Hp, Wp) of the padded network input.
+        image_size: (h, w) of the resized image inside it.
+        output_size: (H, W), the original image size.
+    """
+    h4, w4 = mask_logits.shape[-2:]
+    probs = sigmoid(mask_logits)
+    # PyTorch's model resizes with the exact scale factor when it is a power of two (same
+    # source positions as in / out; see knet_d2's rescale_masks)
+    scale = None
+    if _is_power_of_two_ratio(padded_size[0], h4) and _is_power_of_two_ratio(padded_size[1], w4):
+        scale = (h4 / padded_size[0], w4 / padded_size[1])
+    probs = bilinear_resize(probs, padded_size, crop=image_size, scale=scale)
+    return bilinear_resize(probs, output_size)
+
+
+def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
+    """(n, H, W) bool -> (n, 4) float32 tight XYXY boxes (x1, y1 exclusive), zeros if empty."""
+    n, h, w = masks.shape
+    boxes = np.zeros((n, 4), dtype=np.float32)
+    if n == 0:
+        return boxes
+    x_any, y_any = masks.any(axis=1), masks.any(axis=2)  # (n, W), (n, H)
+    nonempty = x_any.any(axis=1)
+    boxes[:, 0] = x_any.argmax(axis=1)
+    boxes[:, 1] = y_any.argmax(axis=1)
+    boxes[:, 2] = w - x_any[:, ::-1].argmax(axis=1)
+    boxes[:, 3] = h - y_any[:, ::-1].argmax(axis=1)
+    return boxes * nonempty[:, None]
+
+
+def instance_inference(
+    cls_logits: np.ndarray,
+    mask_probs: np.ndarray,
+    num_classes: int,
+    max_per_image: int = 100,
+    mask_threshold: float = 0.5,
+) -> Dict[str, np.ndarray]:
+    """Top-k (kernel, class) pairs of the thing kernels.
+
+    Args:
+        cls_logits: (Np, K) class logits of the thing kernels.
+        mask_probs: (Np, H, W) their mask probabilities.
+        num_classes: T, only the first T classes are considered.
+
+    Returns:
+        D2's field names: ``pred_masks`` (n, H, W) bool, ``scores`` (n,) float32 descending,
+        ``pred_classes`` (n,) int64 contiguous ids, ``pred_boxes`` (n, 4) float32 XYXY;
+        n = min(max_per_image, Np * T).
+    """
+    scores = sigmoid(cls_logits[:, :num_classes]).reshape(-1)
+    k = min(max_per_image, scores.size)
+    top = np.argsort(-scores, kind="stable")[:k]
+    kernel = top // num_classes
+    masks = mask_probs[kernel] > mask_threshold
+    return {
+        "pred_masks": masks,
+        "scores": scores[top],
+        "pred_classes": (top % num_classes).astype(np.int64),
+        "pred_boxes": masks_to_boxes(masks),
+    }
+
+
+def panoptic_inference(
+    cls_logits: np.ndarray,
+    mask_probs: np.ndarray,
+    num_things: int,
+    num_stuff: int,
+    num_proposals: int,
+    instance_score_thresh: float = 0.3,
+    overlap_thresh: float = 0.6,
+    mask_threshold: float = 0.5,
+) -> Tuple[np.ndarray, List[Dict[str, Union[int, float, bool]]]]:
+    """Thing/stuff merge into a segment-id map.
+
+    Args:
+        cls_logits: (Np + S, T + S) class logits (thing kernels first).
+        mask_probs: (Np + S, H, W) mask probabilities.
+
+    Returns:
+        (H, W) int32 segment ids (0 = void) and one dict per segment in id order:
+        ``id``, ``category_id`` (contiguous), ``isthing``, ``score``.
+    """
+    n = num_proposals + num_stuff
+    if cls_logits.shape != (n, num_things + num_stuff) or mask_probs.shape[0] != n:
+        raise ValueError(
+            f"expected ({n}, {num_things + num_stuff}) class logits and {n} masks, got "
+            f"{cls_logits.shape} and {mask_probs.shape}"
+        )
+    probs = sigmoid(cls_logits)
+    thing_probs = probs[:num_proposals, :num_things]
+    scores = np.concatenate([
+        thing_probs.max(axis=1), np.diagonal(probs[num_proposals:, num_things:])
+    ]).astype(np.float32)
+    labels = np.concatenate([
+        thing_probs.argmax(axis=1), np.arange(num_stuff) + num_things
+    ]).astype(np.int64)
+    is_thing = np.arange(n) < num_proposals
+
+    ids = (scores[:, None, None] * mask_probs).argmax(axis=0)  # first maximum, like torch
+    area = np.bincount(ids.reshape(-1), minlength=n)
+    orig = (mask_probs >= mask_threshold).reshape(n, -1).sum(axis=1)
+    ratio_ok = (
+        area.astype(np.float32) / np.maximum(orig, 1).astype(np.float32)
+        >= np.float32(overlap_thresh)
+    )
+    keep = (
+        (area > 0) & (orig > 0) & ratio_ok
+        & (~is_thing | (scores >= np.float32(instance_score_thresh)))
+    )
+    order = np.argsort(-scores, kind="stable")
+    kept = order[keep[order]]
+    segment_of_kernel = np.zeros(n, dtype=np.int32)
+    segment_of_kernel[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
+    segments_info = [
+        {
+            "id": i + 1,
+            "category_id": int(labels[k]),
+            "isthing": bool(labels[k] < num_things),
+            "score": float(scores[k]),
+        }
+        for i, k in enumerate(kept)
+    ]
+    return segment_of_kernel[ids], segments_info
+
+
+def semantic_inference(cls_logits: np.ndarray, mask_probs: np.ndarray) -> np.ndarray:
+    """(N, K) logits, (N, H, W) probabilities -> (K, H, W) float32 class scores."""
+    weights = sigmoid(cls_logits)  # (N, K)
+    n, h, w = mask_probs.shape
+    return (weights.T @ mask_probs.reshape(n, h * w)).reshape(-1, h, w)
+
+
+def semantic_segmentor_postprocess(
+    logits: np.ndarray, image_size: Tuple[int, int], output_size: Tuple[int, int]
+) -> np.ndarray:
+    """D2's ``sem_seg_postprocess``: (K, Hp, Wp) logits cropped to ``image_size`` and resized
+    to ``output_size`` -> (K, H, W) float32."""
+    h, w = image_size
+    return bilinear_resize(np.ascontiguousarray(logits[:, :h, :w]), output_size)
