@@ -419,6 +419,11 @@ class AsyncPredictor:
         return len(self.procs) * 5
 
 
+def _threshold_below(score: float) -> float:
+    """A two-decimal threshold at or below ``score`` (0.2137 -> 0.21)."""
+    return max(0.0, int(score * 100) / 100)
+
+
 # ------------------------------------------------------------------------------------ demo
 class VisualizationDemo:
     """Run a predictor on images or video frames and draw the result with D2's visualizers."""
@@ -492,6 +497,42 @@ class VisualizationDemo:
             infos = payload[1]
             return "panoptic segments" if infos is None else f"{len(infos)} panoptic segments"
         return f"{len(torch.unique(payload))} semantic classes"
+
+    def nothing_drawn_hint(self, predictions: Predictions, key: str, payload: Any) -> Optional[str]:
+        """When the threshold left no instance / thing segment to draw: the best score the
+        model gave and a ``--confidence-threshold`` that would draw it; else ``None``."""
+        if key == "instances":
+            if len(payload):
+                return None
+            inst = predictions["instances"]
+            scores = inst.scores if inst.has("scores") else None
+        elif key == "panoptic_seg":
+            infos = payload[1]
+            if infos is None or any(s.get("isthing") for s in infos):
+                return None
+            dropped = [float(s["score"]) for s in predictions["panoptic_seg"][1] or []
+                       if s.get("isthing") and s.get("score") is not None]
+            if not dropped and "instances" in predictions:
+                inst = predictions["instances"]
+                if not inst.has("scores") or len(inst) == 0:
+                    return None
+                best = float(inst.scores.max())
+                return (
+                    f"no thing segment drawn: the panoptic merge kept no instance (it needs "
+                    f"MODEL.KNET.TEST.INSTANCE_SCORE_THRESH); best instance score {best:.3f}, try "
+                    f"--task instance --confidence-threshold {_threshold_below(best):.2f}"
+                )
+            scores = torch.tensor(dropped) if dropped else None
+        else:
+            return None
+        if scores is None or len(scores) == 0:
+            return None
+        best = float(scores.max())
+        return (
+            f"nothing drawn: best score {best:.3f} is below --confidence-threshold "
+            f"{self.confidence_threshold:g}; try --confidence-threshold "
+            f"{_threshold_below(best):.2f}"
+        )
 
     # ------------------------------------------------------------ images
     def draw(self, image_rgb: np.ndarray, key: str, payload: Any) -> VisImage:
@@ -840,6 +881,9 @@ def run_on_images(
             "%s: %s drawn in %.2fs", path, demo.describe(key, payload),
             time.perf_counter() - start,
         )
+        hint = demo.nothing_drawn_hint(predictions, key, payload)
+        if hint:
+            logger.warning("%s: %s", path, hint)
         if outputs is None:
             if show is not None and not show(path, drawing):
                 break
