@@ -13,7 +13,6 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import REPO_ROOT
 
 # What `import mask2former` registers (its data/datasets/register_*.py), as plain names.

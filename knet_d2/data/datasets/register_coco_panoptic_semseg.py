@@ -2,7 +2,9 @@
 
 The names carry the ``knet_`` prefix so that knet_d2 can be imported together with other
 Detectron2 projects (Mask2Former registers the same data as ``coco_2017_*_panoptic_with_sem_seg``;
-D2's catalogs refuse a second registration of a name). COCO panoptic with, in addition, ``sem_seg_file_name`` in every dict pointing at
+D2's catalogs refuse a second registration of a name).
+
+COCO panoptic with, in addition, ``sem_seg_file_name`` in every dict pointing at
 ``coco/panoptic_semseg_{train,val}2017/*.png``: all 133 categories with contiguous ids 0..132
 (80 things, then 53 stuff, each in id order), 255 = unlabeled. Those PNGs are made by
 ``datasets/prepare_coco_semantic_annos_from_panoptic_annos.py``; with them a COCO panoptic
