@@ -19,13 +19,15 @@ import copy
 import logging
 from typing import Any
 
+import knet_d2  # noqa: F401  (first: hides named third-party import warnings; registers parts)
+
+# isort: split
 from detectron2.config import CfgNode
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-import knet_d2  # noqa: F401  (registers datasets and model parts)
 from knet_d2 import get_knet_cfg
 from knet_d2.data.check_data import check_datasets
 from knet_d2.data.datasets.cli import add_dataset_argument
@@ -36,7 +38,8 @@ from knet_d2.engine import (
     check_output_dir,
     run_startup_checks,
 )
-from knet_d2.engine.trainer import Trainer, build_knet_evaluator
+from knet_d2.engine.plain_logs import setup_d2_loggers, strip_ansi_in_log_files
+from knet_d2.engine.trainer import EvaluationDataError, Trainer, build_knet_evaluator
 
 __all__ = [
     "Trainer", "build_knet_evaluator", "setup", "prepare_datasets", "check_data", "main",
@@ -52,11 +55,13 @@ def setup(args) -> CfgNode:
         cfg = get_knet_cfg(args.config_file, args.opts, datasets=getattr(args, "dataset", []))
         # Before default_setup writes config.yaml / log.txt into OUTPUT_DIR.
         check_output_dir(cfg, resume=args.resume, eval_only=args.eval_only)
+        setup_d2_loggers(cfg.OUTPUT_DIR, comm.get_rank())  # log.txt without colour codes
         default_setup(cfg, args)
         apply_determinism(cfg)
     except (FileNotFoundError, ConfigError) as e:
         raise SystemExit(f"train_net.py: {e}") from None
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="knet_d2")
+    strip_ansi_in_log_files()
     return cfg
 
 
@@ -96,15 +101,21 @@ def main(args) -> Any:
         KNetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
-        res = Trainer.test(cfg, model)
-        if cfg.TEST.AUG.ENABLED:
-            res.update(Trainer.test_with_TTA(cfg, model))
+        try:
+            res = Trainer.test(cfg, model)
+            if cfg.TEST.AUG.ENABLED:
+                res.update(Trainer.test_with_TTA(cfg, model))
+        except EvaluationDataError as e:
+            raise SystemExit(f"train_net.py: {e}") from None
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    try:
+        return trainer.train()
+    except EvaluationDataError as e:
+        raise SystemExit(f"train_net.py: {e}") from None
 
 
 def argument_parser():

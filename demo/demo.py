@@ -26,6 +26,9 @@ for _p in (str(_DEMO_DIR.parent), str(_DEMO_DIR)):  # runnable from any working 
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+import knet_d2  # noqa: E402,F401  (first: hides named third-party warnings; registers)
+
+# isort: split
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from detectron2.config import CfgNode  # noqa: E402
@@ -46,7 +49,6 @@ from predictor import (  # noqa: E402
 )
 from tqdm import tqdm  # noqa: E402
 
-import knet_d2  # noqa: E402,F401  (registers the model parts and datasets)
 from knet_d2 import get_knet_cfg  # noqa: E402
 from knet_d2.data.datasets.cli import add_dataset_argument  # noqa: E402
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import bisect
+import contextlib
 import copy
 import glob
 import logging
@@ -756,6 +757,20 @@ def _codec_works(fourcc: str, suffix: str, frame_size: Tuple[int, int]) -> bool:
         return bool(ok) and frame is not None and frame.shape[:2] == (h, w)
 
 
+@contextlib.contextmanager
+def _opencv_log_silenced() -> Iterator[None]:
+    """Silence OpenCV's own log (its FFMPEG "Could not find encoder" ERROR lines) inside."""
+    if not (hasattr(cv2, "getLogLevel") and hasattr(cv2, "setLogLevel")):
+        yield  # an OpenCV build without the log-level bindings
+        return
+    previous = cv2.getLogLevel()
+    cv2.setLogLevel(0)  # cv::utils::logging::LOG_LEVEL_SILENT
+    try:
+        yield
+    finally:
+        cv2.setLogLevel(previous)
+
+
 def probe_video_codec(
     frame_size: Tuple[int, int] = (64, 64),
     candidates: Sequence[Tuple[str, str]] = VIDEO_CODEC_CANDIDATES,
@@ -779,14 +794,17 @@ def probe_video_codec(
     order = list(candidates)
     if prefer_suffix:
         order.sort(key=lambda c: c[1].lower() != prefer_suffix.lower())
-    for i, (fourcc, suffix) in enumerate(order):
-        if _codec_works(fourcc, suffix, frame_size):
-            if i > 0:
-                logger.warning(
-                    "Video codec %s unusable with this OpenCV; using %s (%s)",
-                    "/".join(f"{c}{s}" for c, s in order[:i]), fourcc, suffix,
-                )
-            return fourcc, suffix
+    with _opencv_log_silenced():  # a failing candidate is expected, not an error
+        for i, (fourcc, suffix) in enumerate(order):
+            if _codec_works(fourcc, suffix, frame_size):
+                if i > 0:
+                    logger.info(
+                        "Video codec %s unusable with this OpenCV; using %s (%s)",
+                        "/".join(f"{c}{s}" for c, s in order[:i]), fourcc, suffix,
+                    )
+                return fourcc, suffix
+    logger.error("No video codec works; OpenCV's own messages for %s follow", order[0][0])
+    _codec_works(order[0][0], order[0][1], frame_size)  # again, with OpenCV's log on
     raise RuntimeError(
         "demo/predictor.py: OpenCV cannot write video with any of "
         f"{', '.join(f'{c} ({s})' for c, s in order)}; install an OpenCV build with FFMPEG"

@@ -38,6 +38,9 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:  # runnable from any working directory
     sys.path.insert(0, str(_REPO_ROOT))
 
+import knet_d2  # noqa: E402,F401  (first: hides named third-party warnings; registers)
+
+# isort: split
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -50,7 +53,6 @@ from detectron2.structures import BitMasks, PolygonMasks  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.visualizer import Visualizer  # noqa: E402
 
-import knet_d2  # noqa: E402,F401  (registers the model parts and datasets)
 from knet_d2 import get_knet_cfg  # noqa: E402
 from knet_d2.data.datasets.cli import add_dataset_argument  # noqa: E402
 
