@@ -142,7 +142,8 @@ def test_missing_evaluation_image_is_one_line(shared_data, tmp_path, workers):
     name = f"own_eval_missing_{workers}"
     cfg = get_knet_cfg(
         str(SYNTH_INSTANCE),
-        ["DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)", "MODEL.KNET.NUM_THING_CLASSES", "80",
+        ["DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)",
+         "MODEL.KNET.NUM_THING_CLASSES", "80",
          "DATALOADER.NUM_WORKERS", str(workers), "OUTPUT_DIR", str(tmp_path / "out")],
         datasets=[f"{name}=coco_instance:{tmp_path / 'val.json'}:{images}"],
     )
