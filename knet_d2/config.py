@@ -98,14 +98,18 @@ def add_knet_config(cfg: CN) -> None:
     k.MATCHER.COST_MASK = 1.0
     k.MATCHER.COST_DICE = 4.0
 
-    # Inference.
+    # Inference (every key is described in docs/INFERENCE.md).
     k.TEST = CN()
+    # Which outputs the model returns: "sem_seg", "instances", "panoptic_seg".
     k.TEST.SEMANTIC_ON = False
     k.TEST.INSTANCE_ON = True
     k.TEST.PANOPTIC_ON = True
+    # Mask probability above which a pixel belongs to an instance / counts as mask area.
     k.TEST.MASK_THRESHOLD = 0.5
+    # Instances: the top-k (kernel, class) pairs by class probability, no score threshold.
     k.TEST.DETECTIONS_PER_IMAGE = 100
-    # Panoptic merge: thing segments need score >= INSTANCE_SCORE_THRESH and
+    # Panoptic merge only (instance outputs are NOT filtered by it, so that COCO AP sees the
+    # low-score detections it needs): thing segments need score >= INSTANCE_SCORE_THRESH and
     # (visible area / mask area) >= OVERLAP_THRESHOLD.
     k.TEST.INSTANCE_SCORE_THRESH = 0.3
     k.TEST.OVERLAP_THRESHOLD = 0.6
