@@ -15,6 +15,7 @@ Multi-machine: ``--num-machines N --machine-rank R --dist-url tcp://host:port``.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import logging
 from typing import Any
@@ -118,7 +119,7 @@ def main(args) -> Any:
         raise SystemExit(f"train_net.py: {e}") from None
 
 
-def argument_parser():
+def argument_parser() -> argparse.ArgumentParser:
     """D2's ``default_argument_parser`` plus ``--dataset`` and ``--check-data``."""
     parser = default_argument_parser()
     add_dataset_argument(parser)

@@ -899,7 +899,8 @@ def run_on_images(
             "%s: %s drawn in %.2fs", path, demo.describe(key, payload),
             time.perf_counter() - start,
         )
-        hint = demo.nothing_drawn_hint(predictions, key, payload)
+        hint_of = getattr(demo, "nothing_drawn_hint", None)  # demo-like objects may lack it
+        hint = hint_of(predictions, key, payload) if hint_of is not None else None
         if hint:
             logger.warning("%s: %s", path, hint)
         if outputs is None:
