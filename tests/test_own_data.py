@@ -1,9 +1,8 @@
 """Own COCO-format data from the command line: ``--dataset`` specs and ``DATASETS.REGISTER``."""
 from __future__ import annotations
 
+import importlib.util
 import json
-import subprocess
-import sys
 
 import pytest
 from conftest import REPO_ROOT
@@ -172,14 +171,23 @@ def test_train_net_trains_on_own_data(shared_data, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ tools
-def test_visualize_data_with_dataset_option(shared_data, tmp_path):
+def test_visualize_data_with_dataset_option(shared_data, tmp_path, capsys):
     json_file, images = _small_coco(shared_data, tmp_path, n=2)
-    res = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tools/visualize_data.py"), "--source", "annotation",
-         "--config-file", str(CPU_SMALL), "--output-dir", str(tmp_path / "vis"),
-         "--dataset", f"my_dataset_train=coco_instance:{json_file}:{images}",
-         "--dataset", f"my_dataset_val=coco_instance:{json_file}:{images}"],
-        capture_output=True, text=True, timeout=300,
+    spec = importlib.util.spec_from_file_location(
+        "knet_visualize_data", REPO_ROOT / "tools/visualize_data.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    rc = tool.main(
+        ["--source", "annotation", "--config-file", str(CPU_SMALL),
+         "--output-dir", str(tmp_path / "vis"),
+         "--dataset", f"my_vis_train=coco_instance:{json_file}:{images}",
+         "--opts", "DATASETS.TRAIN", "('my_vis_train',)", "DATASETS.TEST", "()"]
     )
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert rc == 0
     assert len(list((tmp_path / "vis").glob("*.jpg"))) == 2
+    rc = tool.main(["--source", "annotation", "--config-file", str(CPU_SMALL),
+                    "--output-dir", str(tmp_path / "vis2"),
+                    "--opts", "DATASETS.TRAIN", "('my_vis_unregistered',)"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "['my_vis_unregistered']" in err and "--dataset NAME=KIND" in err
