@@ -8,22 +8,30 @@ Usage (as D2's tools/train_net.py)::
         MODEL.DEVICE cpu
     python train_net.py --config-file <cfg> --eval-only MODEL.WEIGHTS <checkpoint>
     python train_net.py --config-file <cfg> --resume          # continue from last_checkpoint
+    python train_net.py --config-file configs/custom/knet_R50_cpu_small.yaml \
+        --dataset my_train=coco_instance:train.json:images/ --check-data   # own data, see README
 
 Multi-machine: ``--num-machines N --machine-rank R --dist-url tcp://host:port``.
 """
 from __future__ import annotations
 
+import argparse
 import copy
+import logging
 from typing import Any
 
+import knet_d2  # noqa: F401  (first: hides named third-party import warnings; registers parts)
+
+# isort: split
 from detectron2.config import CfgNode
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-import knet_d2  # noqa: F401  (registers datasets and model parts)
 from knet_d2 import get_knet_cfg
+from knet_d2.data.check_data import check_datasets
+from knet_d2.data.datasets.cli import add_dataset_argument
 from knet_d2.engine import (
     ConfigError,
     IncompatibleWeightsError,
@@ -33,9 +41,13 @@ from knet_d2.engine import (
     check_output_dir,
     run_startup_checks,
 )
-from knet_d2.engine.trainer import Trainer, build_knet_evaluator
+from knet_d2.engine.plain_logs import setup_d2_loggers, strip_ansi_in_log_files
+from knet_d2.engine.trainer import EvaluationDataError, Trainer, build_knet_evaluator
 
-__all__ = ["Trainer", "build_knet_evaluator", "setup", "prepare_datasets", "main"]
+__all__ = [
+    "Trainer", "build_knet_evaluator", "setup", "prepare_datasets", "check_data", "main",
+    "argument_parser",
+]
 
 
 def setup(args) -> CfgNode:
@@ -43,14 +55,16 @@ def setup(args) -> CfgNode:
     if not args.config_file:
         raise SystemExit("train_net.py: --config-file is required (see configs/)")
     try:
-        cfg = get_knet_cfg(args.config_file, args.opts)
+        cfg = get_knet_cfg(args.config_file, args.opts, datasets=getattr(args, "dataset", []))
         # Before default_setup writes config.yaml / log.txt into OUTPUT_DIR.
         check_output_dir(cfg, resume=args.resume, eval_only=args.eval_only)
+        setup_d2_loggers(cfg.OUTPUT_DIR, comm.get_rank())  # log.txt without colour codes
         default_setup(cfg, args)
         apply_determinism(cfg)
     except (FileNotFoundError, ConfigError) as e:
         raise SystemExit(f"train_net.py: {e}") from None
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="knet_d2")
+    strip_ansi_in_log_files()
     return cfg
 
 
@@ -63,9 +77,24 @@ def prepare_datasets(cfg: CfgNode) -> None:
     comm.synchronize()
 
 
+def check_data(cfg: CfgNode) -> None:
+    """Read every file of DATASETS.TRAIN and TEST (main process); exit listing all problems."""
+    result = None
+    if comm.is_main_process():
+        result = check_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    result = comm.all_gather(result)[0]
+    if not result.ok:
+        raise SystemExit(f"train_net.py: data check failed: {result.summary()}")
+    logging.getLogger("knet_d2").info(f"Data check passed: {result.summary()}")
+
+
 def main(args) -> Any:
     cfg = setup(args)
     prepare_datasets(cfg)
+    if getattr(args, "check_data", False) or cfg.DATASETS.CHECK_DATA:
+        check_data(cfg)
+        if getattr(args, "check_data", False):
+            return None
     try:  # before the model and the data loader are built
         run_startup_checks(cfg, resume=args.resume, eval_only=args.eval_only)
     except ConfigError as e:
@@ -81,19 +110,37 @@ def main(args) -> Any:
             )
         except IncompatibleWeightsError as e:
             raise SystemExit(f"train_net.py --eval-only: {e}") from None
-        res = Trainer.test(cfg, model)
-        if cfg.TEST.AUG.ENABLED:
-            res.update(Trainer.test_with_TTA(cfg, model))
+        try:
+            res = Trainer.test(cfg, model)
+            if cfg.TEST.AUG.ENABLED:
+                res.update(Trainer.test_with_TTA(cfg, model))
+        except EvaluationDataError as e:
+            raise SystemExit(f"train_net.py: {e}") from None
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    try:
+        return trainer.train()
+    except EvaluationDataError as e:
+        raise SystemExit(f"train_net.py: {e}") from None
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """D2's ``default_argument_parser`` plus ``--dataset`` and ``--check-data``."""
+    parser = default_argument_parser()
+    add_dataset_argument(parser)
+    parser.add_argument(
+        "--check-data", action="store_true",
+        help="check that every image / annotation file of DATASETS.TRAIN and TEST exists and "
+        "decodes, report all problems, and exit (DATASETS.CHECK_DATA True: check, then train)",
+    )
+    return parser
 
 
 def invoke_main() -> None:
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     print("Command Line Args:", copy.deepcopy(args))
     launch(
         main,

@@ -5,7 +5,7 @@ Reads  $DETECTRON2_DATASETS/coco/annotations/panoptic_{train,val}2017.json and
        $DETECTRON2_DATASETS/coco/panoptic_{train,val}2017/*.png
 writes $DETECTRON2_DATASETS/coco/panoptic_semseg_{train,val}2017/*.png (L mode, contiguous ids
 0..132 in D2's COCO_CATEGORIES order = 80 things then 53 stuff, 255 = unlabeled), used by
-``coco_2017_{train,val}_panoptic_with_sem_seg``. DETECTRON2_DATASETS defaults to ./datasets.
+``knet_coco_2017_{train,val}_panoptic_with_sem_seg``. DETECTRON2_DATASETS defaults to ./datasets.
 """
 
 import os

@@ -26,9 +26,13 @@ for _p in (str(_DEMO_DIR.parent), str(_DEMO_DIR)):  # runnable from any working 
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+import knet_d2  # noqa: E402,F401  (first: hides named third-party warnings; registers)
+
+# isort: split
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from detectron2.config import CfgNode  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.visualizer import ColorMode  # noqa: E402
 from predictor import (  # noqa: E402
@@ -45,8 +49,8 @@ from predictor import (  # noqa: E402
 )
 from tqdm import tqdm  # noqa: E402
 
-import knet_d2  # noqa: E402,F401  (registers the model parts and datasets)
 from knet_d2 import get_knet_cfg  # noqa: E402
+from knet_d2.data.datasets.cli import add_dataset_argument  # noqa: E402
 
 logger = logging.getLogger("knet_d2.demo")
 
@@ -56,9 +60,50 @@ WINDOW_NAME = "K-Net detections"
 def setup_cfg(args: argparse.Namespace) -> CfgNode:
     """Config as ``train_net.py`` builds it: D2 defaults + DeepLab + K-Net keys, file, opts."""
     try:
-        return get_knet_cfg(args.config_file, args.opts)
-    except FileNotFoundError as e:
+        return get_knet_cfg(args.config_file, args.opts, datasets=args.dataset)
+    except (FileNotFoundError, ValueError) as e:  # ValueError: ConfigError
         raise SystemExit(f"demo/demo.py: {e}") from None
+
+
+def check_model_inputs(cfg: CfgNode, allow_random_weights: bool = False) -> None:
+    """Refuse to run a demo whose pictures would mislead (one-line ``SystemExit`` each).
+
+    * ``DATASETS.TEST[0]`` (where the class names come from) must be registered or have class
+      metadata; otherwise labels would be bare numbers;
+    * ``MODEL.WEIGHTS`` empty means random weights: only with ``allow_random_weights``;
+    * a local ``MODEL.WEIGHTS`` file must exist.
+    """
+    names = list(cfg.DATASETS.TEST)
+    if not names:
+        raise SystemExit(
+            "demo/demo.py: DATASETS.TEST is empty; the demo takes the class names from its "
+            "first dataset (set it, e.g. --opts DATASETS.TEST \"('my_val',)\", and register "
+            "your data with --dataset)"
+        )
+    meta = MetadataCatalog.get(names[0]) if names[0] in MetadataCatalog.list() else None
+    has_classes = meta is not None and (meta.get("thing_classes", None)
+                                        or meta.get("stuff_classes", None))
+    if names[0] not in DatasetCatalog.list() and not has_classes:
+        raise SystemExit(
+            f"demo/demo.py: dataset {names[0]!r} of DATASETS.TEST is not registered, so there "
+            "are no class names; register it with --dataset NAME=KIND:... (README, 'Train on "
+            "your own data') or fix the name"
+        )
+    weights = cfg.MODEL.WEIGHTS
+    if not weights:
+        if allow_random_weights:
+            logger.warning("MODEL.WEIGHTS is empty: drawing the outputs of random weights")
+            return
+        raise SystemExit(
+            "demo/demo.py: MODEL.WEIGHTS is empty, so the model would have random weights; "
+            "pass --opts MODEL.WEIGHTS <checkpoint> (or --allow-random-weights for a smoke test)"
+        )
+    path = weights.split("?", 1)[0]
+    if "://" not in path and not os.path.isfile(path):
+        raise SystemExit(
+            f"demo/demo.py: MODEL.WEIGHTS file not found: {path} "
+            f"(looked in {os.path.abspath(path)})"
+        )
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -92,6 +137,11 @@ def get_parser() -> argparse.ArgumentParser:
         "--parallel", action="store_true",
         help="one inference worker process per GPU (one CPU worker without GPUs)",
     )
+    parser.add_argument(
+        "--allow-random-weights", action="store_true",
+        help="run even though MODEL.WEIGHTS is empty (random weights; for smoke tests only)",
+    )
+    add_dataset_argument(parser)
     parser.add_argument(
         "--opts", default=[], nargs=argparse.REMAINDER, metavar="KEY VALUE",
         help="config overrides, e.g. MODEL.WEIGHTS model_final.pth MODEL.DEVICE cpu",
@@ -200,7 +250,12 @@ def _run_webcam(args: argparse.Namespace, demo_factory) -> RunSummary:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the demo; returns the exit status (0 ok, 1 some input failed, 2 usage error)."""
     args = get_parser().parse_args(argv)
-    cfg = setup_cfg(args)
+    try:
+        cfg = setup_cfg(args)
+        check_model_inputs(cfg, args.allow_random_weights)
+    except SystemExit as e:
+        print(e, file=sys.stderr)
+        return 2
     logger.info("Arguments: %s", args)
 
     def demo_factory() -> VisualizationDemo:

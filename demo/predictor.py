@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import bisect
+import contextlib
 import copy
 import glob
 import logging
@@ -419,6 +420,11 @@ class AsyncPredictor:
         return len(self.procs) * 5
 
 
+def _threshold_below(score: float) -> float:
+    """A two-decimal threshold at or below ``score`` (0.2137 -> 0.21)."""
+    return max(0.0, int(score * 100) / 100)
+
+
 # ------------------------------------------------------------------------------------ demo
 class VisualizationDemo:
     """Run a predictor on images or video frames and draw the result with D2's visualizers."""
@@ -494,6 +500,42 @@ class VisualizationDemo:
             infos = payload[1]
             return "panoptic segments" if infos is None else f"{len(infos)} panoptic segments"
         return f"{len(torch.unique(payload))} semantic classes"
+
+    def nothing_drawn_hint(self, predictions: Predictions, key: str, payload: Any) -> Optional[str]:
+        """When the threshold left no instance / thing segment to draw: the best score the
+        model gave and a ``--confidence-threshold`` that would draw it; else ``None``."""
+        if key == "instances":
+            if len(payload):
+                return None
+            inst = predictions["instances"]
+            scores = inst.scores if inst.has("scores") else None
+        elif key == "panoptic_seg":
+            infos = payload[1]
+            if infos is None or any(s.get("isthing") for s in infos):
+                return None
+            dropped = [float(s["score"]) for s in predictions["panoptic_seg"][1] or []
+                       if s.get("isthing") and s.get("score") is not None]
+            if not dropped and "instances" in predictions:
+                inst = predictions["instances"]
+                if not inst.has("scores") or len(inst) == 0:
+                    return None
+                best = float(inst.scores.max())
+                return (
+                    f"no thing segment drawn: the panoptic merge kept no instance (it needs "
+                    f"MODEL.KNET.TEST.INSTANCE_SCORE_THRESH); best instance score {best:.3f}, try "
+                    f"--task instance --confidence-threshold {_threshold_below(best):.2f}"
+                )
+            scores = torch.tensor(dropped) if dropped else None
+        else:
+            return None
+        if scores is None or len(scores) == 0:
+            return None
+        best = float(scores.max())
+        return (
+            f"nothing drawn: best score {best:.3f} is below --confidence-threshold "
+            f"{self.confidence_threshold:g}; try --confidence-threshold "
+            f"{_threshold_below(best):.2f}"
+        )
 
     # ------------------------------------------------------------ images
     def draw(self, image_rgb: np.ndarray, key: str, payload: Any) -> VisImage:
@@ -717,6 +759,20 @@ def _codec_works(fourcc: str, suffix: str, frame_size: Tuple[int, int]) -> bool:
         return bool(ok) and frame is not None and frame.shape[:2] == (h, w)
 
 
+@contextlib.contextmanager
+def _opencv_log_silenced() -> Iterator[None]:
+    """Silence OpenCV's own log (its FFMPEG "Could not find encoder" ERROR lines) inside."""
+    if not (hasattr(cv2, "getLogLevel") and hasattr(cv2, "setLogLevel")):
+        yield  # an OpenCV build without the log-level bindings
+        return
+    previous = cv2.getLogLevel()
+    cv2.setLogLevel(0)  # cv::utils::logging::LOG_LEVEL_SILENT
+    try:
+        yield
+    finally:
+        cv2.setLogLevel(previous)
+
+
 def probe_video_codec(
     frame_size: Tuple[int, int] = (64, 64),
     candidates: Sequence[Tuple[str, str]] = VIDEO_CODEC_CANDIDATES,
@@ -740,14 +796,17 @@ def probe_video_codec(
     order = list(candidates)
     if prefer_suffix:
         order.sort(key=lambda c: c[1].lower() != prefer_suffix.lower())
-    for i, (fourcc, suffix) in enumerate(order):
-        if _codec_works(fourcc, suffix, frame_size):
-            if i > 0:
-                logger.warning(
-                    "Video codec %s unusable with this OpenCV; using %s (%s)",
-                    "/".join(f"{c}{s}" for c, s in order[:i]), fourcc, suffix,
-                )
-            return fourcc, suffix
+    with _opencv_log_silenced():  # a failing candidate is expected, not an error
+        for i, (fourcc, suffix) in enumerate(order):
+            if _codec_works(fourcc, suffix, frame_size):
+                if i > 0:
+                    logger.info(
+                        "Video codec %s unusable with this OpenCV; using %s (%s)",
+                        "/".join(f"{c}{s}" for c, s in order[:i]), fourcc, suffix,
+                    )
+                return fourcc, suffix
+    logger.error("No video codec works; OpenCV's own messages for %s follow", order[0][0])
+    _codec_works(order[0][0], order[0][1], frame_size)  # again, with OpenCV's log on
     raise RuntimeError(
         "demo/predictor.py: OpenCV cannot write video with any of "
         f"{', '.join(f'{c} ({s})' for c, s in order)}; install an OpenCV build with FFMPEG"
@@ -842,6 +901,10 @@ def run_on_images(
             "%s: %s drawn in %.2fs", path, demo.describe(key, payload),
             time.perf_counter() - start,
         )
+        hint_of = getattr(demo, "nothing_drawn_hint", None)  # demo-like objects may lack it
+        hint = hint_of(predictions, key, payload) if hint_of is not None else None
+        if hint:
+            logger.warning("%s: %s", path, hint)
         if outputs is None:
             if show is not None and not show(path, drawing):
                 break

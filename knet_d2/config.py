@@ -24,6 +24,13 @@ def add_knet_config(cfg: CN) -> None:
     cfg.INPUT.COLOR_AUG_SSD = False
     # Training: skip (and count) samples that fail to load instead of stopping the run.
     cfg.DATALOADER.SKIP_BAD_SAMPLES = True
+    # Your own datasets, registered by get_knet_cfg: "NAME=KIND:FIELD:..." entries as for the
+    # --dataset option (knet_d2/data/datasets/cli.py), e.g.
+    # ["my_train=coco_instance:data/train.json:data/train_images"].
+    cfg.DATASETS.REGISTER = []
+    # train_net.py: check that every image / annotation file of DATASETS.TRAIN and TEST exists
+    # and decodes before the run starts (as --check-data, which checks and exits).
+    cfg.DATASETS.CHECK_DATA = False
 
     # ---------------------------------------------------------------- runs (knet_d2.engine)
     # A run resumed with --resume replays exactly the batches, augmentations and random masks
@@ -95,14 +102,18 @@ def add_knet_config(cfg: CN) -> None:
     k.MATCHER.COST_MASK = 1.0
     k.MATCHER.COST_DICE = 4.0
 
-    # Inference.
+    # Inference (every key is described in docs/INFERENCE.md).
     k.TEST = CN()
+    # Which outputs the model returns: "sem_seg", "instances", "panoptic_seg".
     k.TEST.SEMANTIC_ON = False
     k.TEST.INSTANCE_ON = True
     k.TEST.PANOPTIC_ON = True
+    # Mask probability above which a pixel belongs to an instance / counts as mask area.
     k.TEST.MASK_THRESHOLD = 0.5
+    # Instances: the top-k (kernel, class) pairs by class probability, no score threshold.
     k.TEST.DETECTIONS_PER_IMAGE = 100
-    # Panoptic merge: thing segments need score >= INSTANCE_SCORE_THRESH and
+    # Panoptic merge only (instance outputs are NOT filtered by it, so that COCO AP sees the
+    # low-score detections it needs): thing segments need score >= INSTANCE_SCORE_THRESH and
     # (visible area / mask area) >= OVERLAP_THRESHOLD.
     k.TEST.INSTANCE_SCORE_THRESH = 0.3
     k.TEST.OVERLAP_THRESHOLD = 0.6
@@ -153,10 +164,18 @@ def add_knet_config(cfg: CN) -> None:
     s.USE_CHECKPOINT = False
 
 
-def get_knet_cfg(config_file: str, opts: Sequence[str] = (), freeze: bool = True) -> CN:
+def get_knet_cfg(
+    config_file: str,
+    opts: Sequence[str] = (),
+    freeze: bool = True,
+    datasets: Sequence[str] = (),
+) -> CN:
     """The config ``train_net.py`` / ``demo/demo.py`` build: D2 defaults, DeepLab keys (poly LR,
     deep stem), K-Net keys, then ``config_file`` and the ``KEY VALUE`` ``opts``.
 
+    ``datasets`` (the ``--dataset`` specs) are appended to ``DATASETS.REGISTER``, and every
+    entry of that list is registered (``knet_d2.data.datasets.cli``); a bad entry raises
+    ``ConfigError`` (or ``FileNotFoundError`` naming the missing file).
     Falls back to ``MODEL.DEVICE cpu`` when CUDA is not available.
     """
     import os
@@ -165,7 +184,8 @@ def get_knet_cfg(config_file: str, opts: Sequence[str] = (), freeze: bool = True
     from detectron2.config import get_cfg
     from detectron2.projects.deeplab import add_deeplab_config
 
-    from knet_d2.engine.startup_checks import merge_config
+    from knet_d2.data.datasets.cli import register_dataset_specs
+    from knet_d2.engine.startup_checks import ConfigError, merge_config
 
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file not found: {config_file}")
@@ -176,6 +196,11 @@ def get_knet_cfg(config_file: str, opts: Sequence[str] = (), freeze: bool = True
     merge_config(cfg, config_file, opts)
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
         cfg.MODEL.DEVICE = "cpu"
+    cfg.DATASETS.REGISTER = list(cfg.DATASETS.REGISTER) + list(datasets)
+    try:
+        register_dataset_specs(cfg.DATASETS.REGISTER)
+    except ValueError as e:  # DatasetSpecError, or a bad JSON named by register_custom
+        raise ConfigError(str(e)) from None
     if freeze:
         cfg.freeze()
     return cfg

@@ -349,7 +349,7 @@ def test_import_registers_default_names_without_generating(tmp_path):
             m = MetadataCatalog.get(f"knet_synth_panoptic_{split}")
             assert m.panoptic_json == os.path.join(root, "knet_synth", split, "panoptic.json")
             assert m.json_file.endswith("instances.json") and m.image_root.endswith("images")
-        m = MetadataCatalog.get("coco_2017_val_panoptic_with_sem_seg")
+        m = MetadataCatalog.get("knet_coco_2017_val_panoptic_with_sem_seg")
         assert m.sem_seg_root == os.path.join(root, "coco", "panoptic_semseg_val2017")
         print("OK", sorted(os.listdir(root)))
         """
@@ -363,7 +363,7 @@ def test_import_registers_default_names_without_generating(tmp_path):
 
 
 def test_coco_panoptic_with_sem_seg_matches_d2_ids():
-    ours = MetadataCatalog.get("coco_2017_val_panoptic_with_sem_seg")
+    ours = MetadataCatalog.get("knet_coco_2017_val_panoptic_with_sem_seg")
     d2 = MetadataCatalog.get("coco_2017_val_panoptic")
     assert len(ours.thing_classes) == 80 and len(ours.stuff_classes) == 133
     assert ours.thing_dataset_id_to_contiguous_id == d2.thing_dataset_id_to_contiguous_id

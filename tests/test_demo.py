@@ -141,8 +141,10 @@ def demo_log(caplog):
 @pytest.fixture
 def cfg_file(tmp_path) -> Path:
     path = tmp_path / "demo_cfg.yaml"
+    weights = tmp_path / "model.pth"  # never loaded: fake_model replaces DefaultPredictor
+    weights.write_bytes(b"")
     path.write_text(
-        f'MODEL:\n  META_ARCHITECTURE: "KNet"\n  DEVICE: "cpu"\n'
+        f'MODEL:\n  META_ARCHITECTURE: "KNet"\n  DEVICE: "cpu"\n  WEIGHTS: "{weights}"\n'
         f'DATASETS:\n  TEST: ("{STUFF_FIRST}",)\n'
     )
     return path

@@ -5,10 +5,16 @@
 line, each with an ``iteration`` and the scalars logged at that iteration. This tool writes:
 
 * ``losses.png``: ``total_loss`` and every loss term (keys starting with ``loss`` or containing
-  ``_loss``) against the iteration;
+  ``_loss``) against the iteration, one panel per kind of loss: K-Net's per-stage terms
+  ``s<k>_loss_<kind>`` and the kernel-initialisation term ``loss_rpn_<kind>`` share the panel
+  of ``<kind>`` (cls, mask, dice, ...), one line per stage. Each curve is smoothed with a
+  trailing median over ``--smooth-window`` logged points (default 20, the window of D2's
+  ``CommonMetricPrinter``; the logged values themselves are D2's 20-iteration medians), the
+  raw values drawn faintly behind it;
 * ``eval_metrics.png``: the evaluation results (keys with a ``/``, e.g. ``panoptic_seg/PQ``),
   one panel per task prefix, when the run evaluated (per-class results such as
-  ``segm/AP-person`` only with ``--per-class``);
+  ``segm/AP-person`` only with ``--per-class``). A task evaluated once is drawn as labelled
+  bars (metric and value) rather than a column of unlabelled dots at one iteration;
 * ``lr.png``: the learning rate, when logged.
 
 Lines that are not JSON objects (e.g. a last line cut off by a killed run) are skipped. When an
@@ -26,6 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
+import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -129,30 +137,84 @@ def _new_figure(rows: int = 1, cols: int = 1, size: Tuple[float, float] = (8.0, 
     return fig, [ax for row in axes for ax in row]
 
 
-def plot_losses(series: Series, keys: Sequence[str], path: Path, log_scale: bool) -> None:
-    """One panel with every loss key against the iteration."""
-    from matplotlib import colormaps
+#: D2's ``CommonMetricPrinter`` prints losses as the median over this many values
+D2_SMOOTHING_WINDOW = 20
+_STAGE_LOSS = re.compile(r"^s(\d+)_loss_(\w+)$")
+_RPN_LOSS = re.compile(r"^loss_rpn_(\w+)$")
 
-    fig, (ax,) = _new_figure()
-    ordered = sorted(keys, key=lambda k: (k != "total_loss", k))
-    palette = colormaps["tab10" if len(ordered) <= 10 else "tab20"].colors
-    for i, key in enumerate(ordered):
-        its, values = _sorted_points(series[key])
-        ax.plot(its, values, label=key, linewidth=2.0 if key == "total_loss" else 1.2,
-                color=palette[i % len(palette)], marker="o" if len(its) == 1 else None)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
-    ax.set_title("training losses")
-    if log_scale and all(v > 0 for k in keys for v in series[k].values()):
-        ax.set_yscale("log")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small", ncol=2)
+
+def smooth_median(values: Sequence[float], window: int = D2_SMOOTHING_WINDOW) -> List[float]:
+    """Trailing median: point ``i`` is the median of ``values[max(0, i - window + 1) : i + 1]``
+    (D2's ``HistoryBuffer.median(window)`` at every point); ``window <= 1`` returns a copy."""
+    if window <= 1:
+        return list(values)
+    return [statistics.median(values[max(0, i - window + 1): i + 1]) for i in range(len(values))]
+
+
+def loss_groups(keys: Iterable[str]) -> Dict[str, List[Tuple[str, str]]]:
+    """Panel title -> ``[(key, line label)]``: ``total_loss`` alone, then one panel per loss
+    kind with its stages (``s0_loss_cls`` -> panel ``cls``, label ``stage 0``;
+    ``loss_rpn_mask`` -> panel ``mask``, label ``kernel init``); other keys by their name."""
+    groups: Dict[str, List[Tuple[str, str]]] = defaultdict(list)
+    for key in sorted(keys):
+        stage, rpn = _STAGE_LOSS.match(key), _RPN_LOSS.match(key)
+        if key == "total_loss":
+            groups["total_loss"].append((key, key))
+        elif stage:
+            groups[stage.group(2)].append((key, f"stage {stage.group(1)}"))
+        elif rpn:
+            groups[rpn.group(1)].append((key, "kernel init"))
+        else:
+            kind = key[len("loss_"):] if key.startswith("loss_") else key
+            groups[kind].append((key, key))
+    for lines in groups.values():  # kernel init first, then stages in order
+        lines.sort(key=lambda kl: (kl[1] != "kernel init", len(kl[1]), kl[1]))
+    ordered = sorted(groups, key=lambda g: (g != "total_loss", g))
+    return {g: groups[g] for g in ordered}
+
+
+def plot_losses(
+    series: Series, keys: Sequence[str], path: Path, log_scale: bool,
+    window: int = D2_SMOOTHING_WINDOW,
+):
+    """One panel per loss kind (see :func:`loss_groups`), smoothed; returns the figure."""
+    groups = loss_groups(keys)
+    cols = min(3, len(groups))
+    rows = math.ceil(len(groups) / cols)
+    fig, axes = _new_figure(rows, cols, size=(5.5, 3.8))
+    for ax, (title, lines) in zip(axes, groups.items()):
+        for key, label in lines:
+            its, values = _sorted_points(series[key])
+            if len(its) == 1:
+                ax.plot(its, values, marker="o", label=label)
+                continue
+            smooth = smooth_median(values, window)
+            (line,) = ax.plot(its, smooth, label=label, linewidth=1.6)
+            if window > 1:
+                ax.plot(its, values, color=line.get_color(), alpha=0.2, linewidth=0.8)
+        ax.set_xlabel("iteration")
+        ax.set_title(title if title == "total_loss" else f"loss: {title}")
+        if log_scale and all(v > 0 for k, _ in lines for v in series[k].values()):
+            ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize="small")
+    for ax in axes[len(groups):]:
+        ax.set_visible(False)
+    note = f"median over {window} logged points" if window > 1 else "not smoothed"
+    fig.suptitle(f"training losses ({note})")
     fig.tight_layout()
     fig.savefig(path, format="png")
+    return fig
 
 
-def plot_eval_metrics(series: Series, keys: Sequence[str], path: Path) -> None:
-    """One panel per task prefix (``segm``, ``panoptic_seg``, ...) with its metrics."""
+def plot_eval_metrics(series: Series, keys: Sequence[str], path: Path):
+    """One panel per task prefix (``segm``, ``panoptic_seg``, ...); returns the figure.
+
+    A task evaluated at a single iteration gets labelled horizontal bars (one per metric,
+    value written at the bar); a metric with a single point among several evaluations is
+    labelled with its value.
+    """
     groups: Dict[str, List[str]] = defaultdict(list)
     for key in sorted(keys):
         groups[key.split("/", 1)[0]].append(key)
@@ -160,9 +222,23 @@ def plot_eval_metrics(series: Series, keys: Sequence[str], path: Path) -> None:
     rows = math.ceil(len(groups) / cols)
     fig, axes = _new_figure(rows, cols, size=(7.0, 4.5))
     for ax, (task, task_keys) in zip(axes, groups.items()):
+        iterations = sorted({it for key in task_keys for it in series[key]})
+        if len(iterations) == 1:
+            names = [key.split("/", 1)[1] for key in task_keys]
+            values = [series[key][iterations[0]] for key in task_keys]
+            bars = ax.barh(names, values)
+            ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], padding=3)
+            ax.invert_yaxis()
+            ax.set_title(f"{task} (evaluated once, iteration {iterations[0]})")
+            ax.grid(True, axis="x", alpha=0.3)
+            continue
         for key in task_keys:
             its, values = _sorted_points(series[key])
-            ax.plot(its, values, label=key.split("/", 1)[1], marker="o")
+            name = key.split("/", 1)[1]
+            ax.plot(its, values, label=name, marker="o")
+            if len(its) == 1:
+                ax.annotate(f"{name} {values[0]:.2f}", (its[0], values[0]),
+                            textcoords="offset points", xytext=(5, 5), fontsize="small")
         ax.set_xlabel("iteration")
         ax.set_title(task)
         ax.grid(True, alpha=0.3)
@@ -171,6 +247,7 @@ def plot_eval_metrics(series: Series, keys: Sequence[str], path: Path) -> None:
         ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(path, format="png")
+    return fig
 
 
 def plot_lr(points: Dict[int, float], path: Path) -> None:
@@ -187,7 +264,8 @@ def plot_lr(points: Dict[int, float], path: Path) -> None:
 
 
 def make_plots(
-    metrics_file: Path, output_dir: Path, log_scale: bool = False, per_class: bool = False
+    metrics_file: Path, output_dir: Path, log_scale: bool = False, per_class: bool = False,
+    smooth_window: int = D2_SMOOTHING_WINDOW,
 ) -> List[Path]:
     """Read ``metrics_file`` and write the PNGs into ``output_dir``; returns their paths.
 
@@ -218,7 +296,7 @@ def make_plots(
     written = []
     if loss_keys:
         written.append(output_dir / "losses.png")
-        plot_losses(series, loss_keys, written[-1], log_scale)
+        plot_losses(series, loss_keys, written[-1], log_scale, smooth_window)
     if eval_keys:
         written.append(output_dir / "eval_metrics.png")
         plot_eval_metrics(series, eval_keys, written[-1])
@@ -245,6 +323,10 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-scale", action="store_true", help="logarithmic loss axis")
     parser.add_argument(
+        "--smooth-window", type=int, default=D2_SMOOTHING_WINDOW, metavar="N",
+        help="trailing median over N logged loss values (D2's window); 1 = raw values",
+    )
+    parser.add_argument(
         "--per-class", action="store_true",
         help="also plot per-class evaluation results (keys like 'segm/AP-person')",
     )
@@ -260,7 +342,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if output_dir.exists() and not output_dir.is_dir():
             raise MetricsError(f"--output-dir {output_dir} exists and is not a directory", 2)
         written = make_plots(metrics_file, output_dir, log_scale=args.log_scale,
-                             per_class=args.per_class)
+                             per_class=args.per_class, smooth_window=args.smooth_window)
     except MetricsError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return e.status

@@ -18,6 +18,9 @@ Examples::
         --config-file configs/synthetic/panoptic/knet_R18_tiny.yaml --output-dir out/vis_ann
     python tools/visualize_data.py --source dataloader --config-file <cfg> \
         --output-dir out/vis_aug --num-images 20 --seed 0 --opts INPUT.CROP.ENABLED True
+    python tools/visualize_data.py --source annotation --output-dir out/vis_own \
+        --config-file configs/custom/knet_R50_cpu_small.yaml \
+        --dataset my_dataset_train=coco_instance:train.json:train_images
 
 Exit status: 0 when every sample was drawn, 1 when some failed, 2 on usage / config errors.
 """
@@ -35,6 +38,9 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:  # runnable from any working directory
     sys.path.insert(0, str(_REPO_ROOT))
 
+import knet_d2  # noqa: E402,F401  (first: hides named third-party warnings; registers)
+
+# isort: split
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -47,8 +53,8 @@ from detectron2.structures import BitMasks, PolygonMasks  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.visualizer import Visualizer  # noqa: E402
 
-import knet_d2  # noqa: E402,F401  (registers the model parts and datasets)
 from knet_d2 import get_knet_cfg  # noqa: E402
+from knet_d2.data.datasets.cli import add_dataset_argument  # noqa: E402
 
 logger = logging.getLogger("knet_d2.visualize_data")
 
@@ -87,6 +93,7 @@ def get_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=None,
         help="seed the random augmentations of the 'dataloader' source",
     )
+    add_dataset_argument(parser)
     parser.add_argument(
         "--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
         help="config overrides, 'KEY VALUE' pairs (must come last)",
@@ -99,7 +106,7 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
     if len(args.opts) % 2:
         raise UsageError(f"--opts needs KEY VALUE pairs, got an odd count: {args.opts}")
     try:
-        return get_knet_cfg(args.config_file, args.opts)
+        return get_knet_cfg(args.config_file, args.opts, datasets=args.dataset)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
     except (KeyError, ValueError, AssertionError) as e:
@@ -119,7 +126,7 @@ def train_dataset_names(cfg: CfgNode) -> List[str]:
     if missing:
         raise UsageError(
             f"dataset(s) {missing} of cfg.DATASETS.TRAIN are not registered "
-            "(register them before running this tool, or fix the config)"
+            "(register them with --dataset NAME=KIND:... or DATASETS.REGISTER, or fix the config)"
         )
     from knet_d2.data.datasets.register_synthetic import ensure_synthetic_for_datasets
 

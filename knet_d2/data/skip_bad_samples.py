@@ -4,7 +4,9 @@ D2's ``MapDataset`` retries another index when a mapper returns ``None``. This w
 loading error into ``None`` and counts it:
 
 * the first failure of each file is logged as a WARNING with the file name, the error type and
-  message and the running count (repeats of the same file at DEBUG level);
+  message and the running count (repeats of the same file at DEBUG level). "First" holds
+  across data-loader worker processes and their re-creation (every epoch of a non-persistent
+  loader): a marker file per reported file name in a temporary directory records it;
 * the count is ``num_skipped`` on the wrapper, and, when the mapper runs in the training process
   (``DATALOADER.NUM_WORKERS: 0``), also the event-storage scalar ``data/num_skipped_samples``
   (it then appears in metrics.json / TensorBoard). Data-loader workers are separate processes:
@@ -16,14 +18,19 @@ loading error into ``None`` and counts it:
 """
 from __future__ import annotations
 
+import atexit
 import collections
+import hashlib
 import logging
+import os
+import shutil
+import tempfile
 from typing import Any, Callable, Deque, Optional, Tuple
 
 import torch.utils.data
 from detectron2.utils.events import get_event_storage
 
-__all__ = ["SkipBadSamples", "TooManyBadSamplesError"]
+__all__ = ["SkipBadSamples", "TooManyBadSamplesError", "ReportedOnce"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +38,40 @@ logger = logging.getLogger(__name__)
 DEFAULT_BAD_SAMPLE_ERRORS: Tuple[type, ...] = (
     OSError, ValueError, KeyError, IndexError, AssertionError, RuntimeError, SyntaxError,
 )
+
+
+class ReportedOnce:
+    """Set of keys shared by a process and its (forked or spawned) data-loader workers.
+
+    ``first(key)`` is True exactly once per key over all processes holding a copy: each key is
+    an empty marker file created with ``O_EXCL`` in a temporary directory made by the creating
+    process (removed when that process exits). Without a usable directory it falls back to a
+    per-process set.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set = set()
+        try:
+            self.directory: Optional[str] = tempfile.mkdtemp(prefix="knet_skipped_")
+        except OSError:
+            self.directory = None
+        else:
+            atexit.register(shutil.rmtree, self.directory, True)
+
+    def first(self, key: str) -> bool:
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        if self.directory is None:
+            return True
+        marker = os.path.join(self.directory, hashlib.sha1(key.encode()).hexdigest())
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        except OSError:  # directory gone (creator exited) or unwritable: per-process only
+            return True
+        return True
 
 
 class TooManyBadSamplesError(RuntimeError):
@@ -68,7 +109,7 @@ class SkipBadSamples:
         self.num_skipped = 0
         self.num_consecutive = 0
         self._recent: Deque[str] = collections.deque(maxlen=5)
-        self._reported: set = set()
+        self._reported = ReportedOnce()
 
     def __call__(self, dataset_dict: dict) -> Optional[dict]:
         try:
@@ -94,8 +135,7 @@ class SkipBadSamples:
                 f"probably broken. Last failures:\n  {recent}\n(DATALOADER.SKIP_BAD_SAMPLES only "
                 "skips occasional bad files; set it to False to stop at the first error.)"
             ) from e
-        level = logging.DEBUG if name in self._reported else logging.WARNING
-        self._reported.add(name)
+        level = logging.WARNING if self._reported.first(name) else logging.DEBUG
         logger.log(
             level,
             "Skipping bad training sample %s: %s (%d skipped so far in this %s; set "

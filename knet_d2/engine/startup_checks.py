@@ -8,6 +8,8 @@
 * :func:`check_model_weights` — ``MODEL.WEIGHTS`` does not exist / cannot be fetched (with
   where to get the known ImageNet weights and which ``tools/convert-*.py`` makes them), or
   ``--eval-only`` without weights.
+* :func:`check_dataset_names` — ``DATASETS.TRAIN`` / ``TEST`` names that are not registered
+  (``MetadataCatalog.get`` would silently create empty metadata and skip the class checks).
 * :func:`check_num_classes` — class counts that disagree with the datasets' metadata;
   :func:`check_task_flags` — every ``MODEL.KNET.TEST.*_ON`` flag off.
 * :func:`apply_determinism` — ``DETERMINISTIC`` settings (and their conflicts).
@@ -33,6 +35,7 @@ __all__ = [
     "check_output_dir",
     "check_model_weights",
     "weights_hint",
+    "check_dataset_names",
     "check_num_classes",
     "check_task_flags",
     "apply_determinism",
@@ -277,6 +280,17 @@ def check_model_weights(cfg: CfgNode, *, resume: bool, eval_only: bool = False) 
 
 
 # --------------------------------------------------------------------------- classes
+def check_dataset_names(cfg: CfgNode) -> None:
+    """Every name in ``DATASETS.TRAIN`` and ``DATASETS.TEST`` must be registered."""
+    from knet_d2.data.datasets.cli import DatasetSpecError, check_datasets_registered
+
+    try:
+        check_datasets_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
+        check_datasets_registered(cfg.DATASETS.TEST, "DATASETS.TEST")
+    except DatasetSpecError as e:
+        raise ConfigError(str(e)) from None
+
+
 def check_num_classes(cfg: CfgNode) -> None:
     """Class counts of the model vs. the ``DATASETS.TRAIN`` / ``TEST`` metadata."""
     if cfg.MODEL.META_ARCHITECTURE == "KNet":
@@ -331,7 +345,8 @@ def check_task_flags(cfg: CfgNode) -> None:
 
 
 def run_startup_checks(cfg: CfgNode, *, resume: bool, eval_only: bool = False) -> None:
-    """The checks that need registered datasets: weights, class counts, task flags."""
+    """The checks that need registered datasets: names, weights, class counts, task flags."""
+    check_dataset_names(cfg)
     check_model_weights(cfg, resume=resume, eval_only=eval_only)
     check_num_classes(cfg)
     check_task_flags(cfg)

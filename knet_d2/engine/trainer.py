@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import OrderedDict
 from typing import Dict, List, Optional
 
@@ -27,6 +28,7 @@ from detectron2.evaluation import (
 )
 
 from ..data.dataset_mappers import build_knet_test_mapper, build_knet_train_mapper
+from ..data.image_io import ImageReadError
 from ..data.skip_bad_samples import SkipBadSamples
 from ..solver import build_knet_optimizer
 from .checkpointer import KNetCheckpointer
@@ -34,9 +36,23 @@ from .hooks import IterationRNGHook, LossCapture, non_finite_loss_message
 from .resumable_sampler import build_resumable_train_loader, resumable_sampler_of
 from .weights_report import check_inference_weights
 
-__all__ = ["Trainer", "build_knet_evaluator"]
+__all__ = ["Trainer", "build_knet_evaluator", "EvaluationDataError"]
 
 logger = logging.getLogger("knet_d2")
+
+
+class EvaluationDataError(RuntimeError):
+    """An evaluation image is missing or unreadable; the message is one line naming it."""
+
+
+def _original_message(error: BaseException) -> str:
+    """The error's own message; for one re-raised from a DataLoader worker (whose text is
+    "Caught X in DataLoader worker ... Original Traceback ...") its last line, without the
+    exception name."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return re.sub(r"^[A-Za-z_][\w.]*(Error|Exception): ", "", lines[-1].strip())
 
 
 def _task_flags(cfg: CfgNode) -> Dict[str, bool]:
@@ -150,6 +166,18 @@ class Trainer(DefaultTrainer):
         """D2's test loader with the K-Net mapper in evaluation mode (same image reading as
         in training: 16-bit / CMYK images converted, unreadable files named)."""
         return build_detection_test_loader(cfg, dataset_name, mapper=build_knet_test_mapper(cfg))
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """D2's ``test``; a missing / unreadable image raises :class:`EvaluationDataError`
+        naming the file, instead of a data-loader worker traceback."""
+        try:
+            return super().test(cfg, model, evaluators)
+        except (FileNotFoundError, ImageReadError) as e:
+            raise EvaluationDataError(
+                f"evaluation stopped: {_original_message(e)} (train_net.py --check-data lists "
+                "every missing or unreadable file of the configured datasets)"
+            ) from None
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -1,4 +1,8 @@
-"""Register ``coco_2017_{train,val}_panoptic_with_sem_seg`` (the Mask2Former names).
+"""Register ``knet_coco_2017_{train,val}_panoptic_with_sem_seg``.
+
+The names carry the ``knet_`` prefix so that knet_d2 can be imported together with other
+Detectron2 projects (Mask2Former registers the same data as ``coco_2017_*_panoptic_with_sem_seg``;
+D2's catalogs refuse a second registration of a name).
 
 COCO panoptic with, in addition, ``sem_seg_file_name`` in every dict pointing at
 ``coco/panoptic_semseg_{train,val}2017/*.png``: all 133 categories with contiguous ids 0..132
@@ -28,14 +32,14 @@ __all__ = ["register_all_coco_panoptic_with_sem_seg"]
 
 _SPLITS = {
     # name: (images, panoptic PNGs, panoptic JSON, semantic PNGs, instance JSON)
-    "coco_2017_train_panoptic_with_sem_seg": (
+    "knet_coco_2017_train_panoptic_with_sem_seg": (
         "coco/train2017",
         "coco/panoptic_train2017",
         "coco/annotations/panoptic_train2017.json",
         "coco/panoptic_semseg_train2017",
         "coco/annotations/instances_train2017.json",
     ),
-    "coco_2017_val_panoptic_with_sem_seg": (
+    "knet_coco_2017_val_panoptic_with_sem_seg": (
         "coco/val2017",
         "coco/panoptic_val2017",
         "coco/annotations/panoptic_val2017.json",
@@ -46,8 +50,8 @@ _SPLITS = {
 
 
 def register_all_coco_panoptic_with_sem_seg(root: str | os.PathLike) -> list[str]:
-    """Register the two names below ``root``; names already registered (e.g. by an imported
-    Mask2Former) are left alone. Returns the names registered here."""
+    """Register the two names below ``root``; names already registered (a second call) are
+    left alone. Returns the names registered here."""
     metadata = metadata_from_categories(COCO_CATEGORIES)
     done = []
     for name, rel in _SPLITS.items():
