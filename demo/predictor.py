@@ -411,8 +411,9 @@ class AsyncPredictor:
                 break
         for proc in self.procs:
             proc.join(timeout=5.0)
-            if proc.is_alive():
+            if proc.is_alive():  # still starting up (slow spawn under load) or stuck
                 proc.terminate()
+                proc.join(timeout=5.0)
 
     @property
     def default_buffer_size(self) -> int:
