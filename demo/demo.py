@@ -256,6 +256,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as e:
         print(e, file=sys.stderr)
         return 2
+    if args.allow_random_weights and not cfg.MODEL.WEIGHTS:  # asked for: no weights check
+        cfg.defrost()
+        cfg.MODEL.WEIGHTS_STRICT = False
+        cfg.freeze()
     logger.info("Arguments: %s", args)
 
     def demo_factory() -> VisualizationDemo:

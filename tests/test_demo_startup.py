@@ -94,7 +94,7 @@ def test_empty_weights_need_the_explicit_flag(cli, capsys, tmp_path, monkeypatch
                    "--output", str(tmp_path / "o"))
     assert rc == 2 and len(err.splitlines()) == 1
     assert "MODEL.WEIGHTS is empty" in err and "--allow-random-weights" in err
-    monkeypatch.setattr(predictor, "DefaultPredictor", LowScorePredictor)
+    monkeypatch.setattr(predictor, "Predictor", LowScorePredictor)
     rc, _ = _run(cli, capsys, "--config-file", cfg, "--input", _image(tmp_path),
                  "--output", str(tmp_path / "o.jpg"), "--allow-random-weights")
     assert rc == 0 and (tmp_path / "o.jpg").is_file()
@@ -113,7 +113,7 @@ def test_nothing_drawn_reports_best_score_and_threshold(cli, capsys, tmp_path, m
                                                        caplog):
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"")
-    monkeypatch.setattr(predictor, "DefaultPredictor", LowScorePredictor)
+    monkeypatch.setattr(predictor, "Predictor", LowScorePredictor)
     caplog.set_level(logging.WARNING)
     for name in ("knet_d2.demo", predictor.logger.name):
         logging.getLogger(name).addHandler(caplog.handler)
