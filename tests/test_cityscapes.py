@@ -222,8 +222,19 @@ def test_one_panoptic_model_three_cityscapes_metrics(cityscapes_root, tmp_path):
     assert res["sem_seg"]["IoU"] == pytest.approx(100.0)
 
 
-def test_cityscapes_panoptic_config_trains_on_cpu(cityscapes_root):
-    """A few iterations of the Cityscapes panoptic config (scaled down) on the real sample."""
+@pytest.fixture
+def one_torch_thread():
+    """Small CPU convolutions run several times faster on one thread of a shared machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_cityscapes_panoptic_config_trains_on_cpu(cityscapes_root, one_torch_thread):
+    """16 iterations of the Cityscapes panoptic config (narrow R18, 64x96 crops of the
+    rescaled real sample, 2 images per batch, its crop-after-resize and colour jitter):
+    the loss falls."""
     from detectron2.modeling import build_model
 
     from knet_d2.solver import build_knet_optimizer
@@ -233,9 +244,9 @@ def test_cityscapes_panoptic_config_trains_on_cpu(cityscapes_root):
         "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.FPN.OUT_CHANNELS", "64",
         "MODEL.KNET.HIDDEN_DIM", "64", "MODEL.KNET.NUM_HEADS", "4", "MODEL.KNET.FFN_DIM", "128",
         "MODEL.KNET.NECK.CONV_DIM", "64", "MODEL.KNET.NUM_PROPOSALS", "10",
-        "MODEL.KNET.NUM_STAGES", "2", "SOLVER.BASE_LR", "0.001", "SOLVER.WARMUP_ITERS", "0",
-        "INPUT.MIN_SIZE_TRAIN", "(128, 160)", "INPUT.MAX_SIZE_TRAIN", "256",
-        "INPUT.CROP.SIZE", "(96, 128)", "DATASETS.TEST", "()",
+        "MODEL.KNET.NUM_STAGES", "2", "SOLVER.BASE_LR", "0.003", "SOLVER.WARMUP_ITERS", "0",
+        "INPUT.MIN_SIZE_TRAIN", "(96, 112)", "INPUT.MAX_SIZE_TRAIN", "256",
+        "INPUT.CROP.SIZE", "(64, 96)", "DATASETS.TEST", "()",
     ]
     cfg = load_config(PANOPTIC_CONFIG, opts)
     assert cfg.INPUT.CROP.AFTER_RESIZE and cfg.INPUT.COLOR_AUG_SSD
@@ -248,13 +259,13 @@ def test_cityscapes_panoptic_config_trains_on_cpu(cityscapes_root):
     (d,) = DatasetCatalog.get("cityscapes_fine_panoptic_train")
     losses = []
     model.train()
-    for _ in range(12):
+    for _ in range(16):
         batch = [mapper(d), mapper(d)]
-        assert batch[0]["image"].shape[1:] == (96, 128)
+        assert batch[0]["image"].shape[1:] == (64, 96)
         loss = sum(model(batch).values())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(float(loss))
     assert all(np.isfinite(losses))
-    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
