@@ -16,7 +16,8 @@ also scored for mIoU on those PNGs). The model reorders things first internally
 
 Output (COCO panoptic format): ``ade20k_panoptic_{train,val}/<image id>.png`` with segment id
 = ``(contiguous id + 1) * 1000 + k`` (k = 0 for stuff, the instance id for things) and
-``ade20k_panoptic_{train,val}.json`` with ``images``, ``annotations`` and ``categories``.
+``ade20k_panoptic_{train,val}.json`` with ``images``, ``annotations`` and ``categories``;
+image ids are the number in the file name (``ADE_val_00000001`` -> 1), as D2's loader needs.
 """
 from __future__ import annotations
 
@@ -60,9 +61,11 @@ def ade20k_panoptic_categories() -> list[dict]:
 
 
 def ade20k_panoptic_metadata() -> dict:
-    """D2 metadata in SceneParsing order (contiguous id = category id), D2's Cityscapes-panoptic
-    convention: ``thing_classes`` and ``stuff_classes`` both list all 150 names (index =
-    contiguous id); the id maps split things from stuff."""
+    """D2 metadata in SceneParsing order (contiguous id = category id): ``thing_classes`` and
+    ``stuff_classes`` both list all 150 names (index = contiguous id, as D2's Cityscapes
+    panoptic metadata); ``thing_dataset_id_to_contiguous_id`` holds the 100 things and
+    ``stuff_dataset_id_to_contiguous_id`` all 150 classes (SemSegEvaluator's class map, the
+    knet_d2 convention of :func:`~.register_custom.metadata_from_categories`)."""
     from detectron2.utils.colormap import colormap
 
     cats = ade20k_panoptic_categories()
@@ -75,7 +78,7 @@ def ade20k_panoptic_metadata() -> dict:
         "stuff_classes": names,
         "stuff_colors": colors,
         "thing_dataset_id_to_contiguous_id": {c["id"]: c["id"] for c in cats if c["isthing"]},
-        "stuff_dataset_id_to_contiguous_id": {c["id"]: c["id"] for c in cats if not c["isthing"]},
+        "stuff_dataset_id_to_contiguous_id": {c["id"]: c["id"] for c in cats},
     }
 
 
@@ -178,6 +181,10 @@ def convert_ade20k_panoptic_split(ade_root: str | os.PathLike, split: str) -> in
     json_images, annotations = [], []
     for image in images:
         stem = image.stem
+        try:  # D2's COCO-panoptic loader needs integer image ids: ADE_val_00000001 -> 1
+            image_id = int(stem.rsplit("_", 1)[-1])
+        except ValueError:
+            raise ValueError(f"{image}: expected an ADE20K name ending in _<number>") from None
         with Image.open(image) as img:
             width, height = img.size
         segments = convert_ade20k_panoptic_image(
@@ -186,10 +193,10 @@ def convert_ade20k_panoptic_split(ade_root: str | os.PathLike, split: str) -> in
             out_dir / f"{stem}.png",
         )
         json_images.append(
-            {"id": stem, "file_name": image.name, "width": width, "height": height}
+            {"id": image_id, "file_name": image.name, "width": width, "height": height}
         )
         annotations.append(
-            {"image_id": stem, "file_name": f"{stem}.png", "segments_info": segments}
+            {"image_id": image_id, "file_name": f"{stem}.png", "segments_info": segments}
         )
     data = {
         "images": json_images,
