@@ -35,7 +35,7 @@ from PIL import Image
 
 import knet_d2  # noqa: F401  (registers everything)
 from knet_d2.data.class_layout import ClassLayout
-from knet_d2.data.dataset_mappers import build_knet_train_mapper
+from knet_d2.data.dataset_mappers import build_knet_test_mapper, build_knet_train_mapper
 from knet_d2.engine.trainer import build_knet_evaluator
 from tests.conftest import REPO_ROOT, load_config
 
@@ -269,3 +269,13 @@ def test_cityscapes_panoptic_config_trains_on_cpu(cityscapes_root, one_torch_thr
         losses.append(float(loss))
     assert all(np.isfinite(losses))
     assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
+
+    # inference answers in D2's trainIds: things are 11..18, not K-Net's internal 0..7
+    model.eval()
+    test_input = build_knet_test_mapper(cfg)(d)
+    with torch.no_grad():
+        (out,) = model([test_input])
+    assert set(out["instances"].pred_classes.tolist()) <= set(range(11, 19))
+    assert len(out["instances"]) > 0 and out["sem_seg"].shape == (19, 800, 800)
+    for seg in out["panoptic_seg"][1]:
+        assert seg["isthing"] == (seg["category_id"] >= 11)
