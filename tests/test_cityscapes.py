@@ -246,7 +246,8 @@ def test_cityscapes_panoptic_config_trains_on_cpu(cityscapes_root, one_torch_thr
         "MODEL.KNET.NECK.CONV_DIM", "64", "MODEL.KNET.NUM_PROPOSALS", "10",
         "MODEL.KNET.NUM_STAGES", "2", "SOLVER.BASE_LR", "0.003", "SOLVER.WARMUP_ITERS", "0",
         "INPUT.MIN_SIZE_TRAIN", "(96, 112)", "INPUT.MAX_SIZE_TRAIN", "256",
-        "INPUT.CROP.SIZE", "(64, 96)", "DATASETS.TEST", "()",
+        "INPUT.CROP.SIZE", "(64, 96)", "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST",
+        "256", "DATASETS.TEST", "()",
     ]
     cfg = load_config(PANOPTIC_CONFIG, opts)
     assert cfg.INPUT.CROP.AFTER_RESIZE and cfg.INPUT.COLOR_AUG_SSD
