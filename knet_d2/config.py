@@ -50,7 +50,9 @@ def add_knet_config(cfg: CN) -> None:
     cfg.MODEL.KNET = CN()
     k = cfg.MODEL.KNET
     # Class layout: contiguous ids 0..NUM_THING_CLASSES-1 are things, the next NUM_STUFF_CLASSES
-    # are stuff (D2's COCO panoptic order). Instance models have NUM_STUFF_CLASSES = 0.
+    # are stuff (D2's COCO panoptic order). Instance models have NUM_STUFF_CLASSES = 0. Datasets
+    # numbered otherwise (Cityscapes trainIds, ADE20K) are reordered from their metadata
+    # (knet_d2/data/class_layout.py).
     k.NUM_THING_CLASSES = 80
     k.NUM_STUFF_CLASSES = 53
     k.NUM_PROPOSALS = 100
