@@ -280,3 +280,30 @@ def test_cityscapes_panoptic_config_trains_on_cpu(cityscapes_root, one_torch_thr
     assert len(out["instances"]) > 0 and out["sem_seg"].shape == (19, 800, 800)
     for seg in out["panoptic_seg"][1]:
         assert seg["isthing"] == (seg["category_id"] >= 11)
+
+
+@pytest.mark.parametrize(
+    "config, dataset, expected",
+    [
+        ("panoptic-segmentation/knet_R50_90k.yaml", "cityscapes_fine_panoptic_val",
+         {COCOPanopticEvaluator, CityscapesInstanceEvaluator, CityscapesSemSegEvaluator}),
+        ("panoptic-segmentation/swin/knet_swin_L_90k.yaml", "cityscapes_fine_panoptic_val",
+         {COCOPanopticEvaluator, CityscapesInstanceEvaluator, CityscapesSemSegEvaluator}),
+        ("instance-segmentation/knet_R50_90k.yaml", "cityscapes_fine_instance_seg_val",
+         {CityscapesInstanceEvaluator}),
+        ("semantic-segmentation/knet_R50_upernet_512x1024_80k.yaml",
+         "cityscapes_fine_sem_seg_val", {CityscapesSemSegEvaluator}),
+    ],
+)
+def test_each_cityscapes_config_gets_d2_evaluators(config, dataset, expected, monkeypatch,
+                                                    tmp_path):
+    """The evaluators of each config's test set (cityscapesscripts itself is not needed to
+    build them: its presence check is bypassed here)."""
+    from knet_d2.engine import benchmark_evaluators
+
+    monkeypatch.setattr(benchmark_evaluators, "require_cityscapesscripts", lambda purpose: None)
+    cfg = load_config(REPO_ROOT / "configs/cityscapes" / config, ["OUTPUT_DIR", str(tmp_path)])
+    assert tuple(cfg.DATASETS.TEST) == (dataset,)
+    ev = build_knet_evaluator(cfg, dataset)
+    got = {type(e) for e in ev._evaluators} if isinstance(ev, DatasetEvaluators) else {type(ev)}
+    assert got == expected
