@@ -203,9 +203,10 @@ def test_evaluator_choice_and_missing_cityscapesscripts(cityscapes_root, monkeyp
         build_knet_evaluator(cfg, name)
 
 
-def test_one_panoptic_model_three_cityscapes_metrics(cityscapes_root, tmp_path):
+def test_one_panoptic_model_three_cityscapes_metrics(cityscapes_root, tmp_path, monkeypatch):
     """PQ, AP and mIoU of one set of outputs in one evaluator run (oracle: all 100)."""
     _cityscapesscripts_or_fail()
+    monkeypatch.chdir(tmp_path)  # cityscapesscripts writes matches.json into the CWD
     name = "cityscapes_fine_panoptic_val"
     cfg = load_config(PANOPTIC_CONFIG, ["OUTPUT_DIR", str(tmp_path)])
     ev = build_knet_evaluator(cfg, name)
