@@ -75,6 +75,19 @@ def check_class_counts(cfg, num_thing: int, num_stuff: int) -> None:
             )
 
 
+def check_layout_counts(layout: ClassLayout, num_thing: int, num_stuff: int) -> None:
+    """A dataset class layout fits a model with T things and S stuff classes: T things and,
+    for panoptic models (S > 0), T + S classes (instance models use only the things)."""
+    if layout.num_things != num_thing or (
+        num_stuff > 0 and layout.num_classes != num_thing + num_stuff
+    ):
+        raise ValueError(
+            f"the dataset metadata has {layout.num_things} thing classes of "
+            f"{layout.num_classes}, but the model has num_thing_classes={num_thing}, "
+            f"num_stuff_classes={num_stuff}"
+        )
+
+
 def downsample_masks(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """``F.interpolate(masks[:, None].float(), size, "bilinear", align_corners=False)[:, 0]``.
 
@@ -183,18 +196,11 @@ class KNet(nn.Module):
         self.detections_per_image = detections_per_image
         self.instance_score_thresh = instance_score_thresh
         self.overlap_threshold = overlap_threshold
-        if class_layout is not None and (
-            class_layout.num_things != num_thing_classes
-            or class_layout.num_classes != num_thing_classes + num_stuff_classes
-        ):
-            raise ValueError(
-                f"class layout with {class_layout.num_things} things of "
-                f"{class_layout.num_classes} classes does not match num_thing_classes="
-                f"{num_thing_classes}, num_stuff_classes={num_stuff_classes}"
-            )
-        self.class_layout = None if class_layout is None or class_layout.is_identity else (
-            class_layout
-        )
+        if class_layout is not None and class_layout.is_identity:
+            class_layout = None
+        if class_layout is not None:
+            check_layout_counts(class_layout, num_thing_classes, num_stuff_classes)
+        self.class_layout = class_layout
 
     @classmethod
     def from_config(cls, cfg):
@@ -311,8 +317,9 @@ class KNet(nn.Module):
             gt_masks = inst.gt_masks
             m = gt_masks.tensor if isinstance(gt_masks, BitMasks) else torch.as_tensor(gt_masks)
             labels = inst.gt_classes.to("cpu")
-            if self.class_layout is not None:
-                labels = self.class_layout.to_knet(labels)
+            layout = getattr(self, "class_layout", None)  # absent on stand-in parameter objects
+            if layout is not None:
+                labels = layout.to_knet(labels)
             is_thing = labels < self.num_thing_classes
             n_thing = int(is_thing.sum())
             if not bool(is_thing[:n_thing].all()):  # things first, keeping their order

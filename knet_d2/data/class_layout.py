@@ -107,6 +107,11 @@ class ClassLayout:
 
     def scores_to_dataset(self, scores: torch.Tensor) -> torch.Tensor:
         """Per-class maps ``(C, H, W)`` indexed by K-Net id -> indexed by dataset id."""
+        if scores.shape[0] != self.num_classes:
+            raise ValueError(
+                f"sem_seg has {scores.shape[0]} class channels; the dataset's layout has "
+                f"{self.num_classes} classes (semantic output needs a panoptic model)"
+            )
         index = torch.as_tensor(self.dataset_to_knet, dtype=torch.long, device=scores.device)
         return scores.index_select(0, index)
 

@@ -105,14 +105,16 @@ class KNetPanopticDatasetMapper(KNetDatasetMapperBase):
             is_train, kwargs: see :class:`KNetDatasetMapperBase`.
         """
         super().__init__(is_train, **kwargs)
+        if class_layout is not None and class_layout.is_identity:
+            class_layout = None
         if class_layout is not None and (
             class_layout.num_things != self.num_thing_classes
             or class_layout.num_classes != self.num_classes
         ):
             raise ValueError(
-                f"class layout with {class_layout.num_things} things of "
-                f"{class_layout.num_classes} classes does not match num_thing_classes="
-                f"{self.num_thing_classes}, num_stuff_classes={self.num_stuff_classes}"
+                f"the dataset metadata has {class_layout.num_things} thing classes of "
+                f"{class_layout.num_classes}, but num_thing_classes={self.num_thing_classes}, "
+                f"num_stuff_classes={self.num_stuff_classes}"
             )
         self.class_layout = class_layout
         self._thing_ids = (
@@ -124,8 +126,7 @@ class KNetPanopticDatasetMapper(KNetDatasetMapperBase):
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> dict:
         args = super().from_config(cfg, is_train)
-        layout = class_layout_of_datasets(cfg.DATASETS.TRAIN)
-        args["class_layout"] = None if layout is None or layout.is_identity else layout
+        args["class_layout"] = class_layout_of_datasets(cfg.DATASETS.TRAIN)
         return args
 
     def map_train(self, dataset_dict: dict, image: np.ndarray) -> dict:
