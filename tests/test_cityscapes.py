@@ -17,6 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -46,6 +47,25 @@ STEM = "dummy_000000_000000"
 NAMES = ("cityscapes_fine_panoptic_train", "cityscapes_fine_panoptic_val")
 PANOPTIC_CONFIG = REPO_ROOT / "configs/cityscapes/panoptic-segmentation/knet_R50_90k.yaml"
 TRAIN_TO_LABEL = {c["trainId"]: c["id"] for c in CITYSCAPES_CATEGORIES}
+
+
+def _polygons_json(ids: np.ndarray) -> dict:
+    """gtFine ``*_polygons.json`` from a panoptic id map: one polygon per segment, the outer
+    contour of its largest part (crowd regions as "cargroup", the Cityscapes convention)."""
+    names = {c["id"]: c["name"] for c in CITYSCAPES_CATEGORIES}
+    objects = []
+    for seg_id in np.unique(ids):
+        if seg_id == 0:
+            continue
+        label_id = seg_id // 1000 if seg_id >= 1000 else seg_id
+        name = names[label_id] + ("group" if seg_id < 1000 and label_id >= 24 else "")
+        contours, _ = cv2.findContours(
+            (ids == seg_id).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
+        # one object per segment, as in Cityscapes: its largest part
+        largest = max(contours, key=cv2.contourArea)
+        objects.append({"label": name, "polygon": largest[:, 0].tolist()})
+    return {"imgHeight": int(ids.shape[0]), "imgWidth": int(ids.shape[1]), "objects": objects}
 
 
 def build_cityscapes_root(dummy: Path, root: Path) -> Path:
@@ -79,6 +99,7 @@ def build_cityscapes_root(dummy: Path, root: Path) -> Path:
         shutil.copy(pan_png, pan_dir)
         (cs / "gtFine" / f"cityscapes_panoptic_{split}.json").write_text(json.dumps(ann))
         Image.fromarray(label_ids).save(gt_dir / f"{STEM}_gtFine_labelIds.png")
+        (gt_dir / f"{STEM}_gtFine_polygons.json").write_text(json.dumps(_polygons_json(ids)))
         Image.fromarray(train_ids).save(gt_dir / f"{STEM}_gtFine_labelTrainIds.png")
         Image.fromarray(ids.astype(np.uint16)).save(  # 16-bit, as Cityscapes ships them
             gt_dir / f"{STEM}_gtFine_instanceIds.png"
@@ -179,13 +200,16 @@ def test_oracle_pq_through_class_layout(cityscapes_root):
     assert scores[True]["PQ_th"] < 100.0 and scores[True]["PQ_st"] == pytest.approx(100.0)
 
 
-def _cityscapesscripts_or_fail():
-    if importlib.util.find_spec("cityscapesscripts") is None:
-        msg = ("cityscapesscripts is not installed (tools/install_deps.sh installs it); D2's "
-               "CityscapesInstanceEvaluator / CityscapesSemSegEvaluator need it")
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+def _cityscapesscripts_or_fail(*also: str):
+    """Skip when cityscapesscripts (or a module in ``also``) is missing; fail under CI, where
+    tools/install_deps.sh must have installed it."""
+    for module in ("cityscapesscripts",) + also:
+        if importlib.util.find_spec(module) is None:
+            msg = (f"{module} is not installed (tools/install_deps.sh installs it); D2's "
+                   "Cityscapes instance loader and evaluators need it")
+            if os.environ.get("CI"):
+                pytest.fail(msg)
+            pytest.skip(msg)
 
 
 def test_evaluator_choice_and_missing_cityscapesscripts(cityscapes_root, monkeypatch, tmp_path):
@@ -308,3 +332,53 @@ def test_each_cityscapes_config_gets_d2_evaluators(config, dataset, expected, mo
     ev = build_knet_evaluator(cfg, dataset)
     got = {type(e) for e in ev._evaluators} if isinstance(ev, DatasetEvaluators) else {type(ev)}
     assert got == expected
+
+
+def test_cityscapes_instance_config_trains_on_d2_instance_dicts(cityscapes_root, one_torch_thread):
+    """D2's cityscapes_fine_instance_seg_train (gtFine polygons, loaded with cityscapesscripts
+    and shapely) on the test root, the knet_instance mapper and a few iterations of the
+    instance config: 5 cars (contiguous id 2) and the crowd region, a falling loss."""
+    _cityscapesscripts_or_fail("shapely")
+    from detectron2.data.datasets.builtin import register_all_cityscapes
+    from detectron2.modeling import build_model
+
+    from knet_d2.solver import build_knet_optimizer
+
+    names = [f"cityscapes_fine_{t}_{s}" for t in ("instance_seg", "sem_seg")
+             for s in ("train", "val", "test")]
+    _unregister(names)
+    try:
+        register_all_cityscapes(str(cityscapes_root))
+        (d,) = DatasetCatalog.get("cityscapes_fine_instance_seg_train")
+        cars = [a for a in d["annotations"] if a["category_id"] == 2]
+        assert len(cars) == 6 and sum(a["iscrowd"] for a in cars) == 1
+        opts = [
+            "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.DEPTH", "18",
+            "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.FPN.OUT_CHANNELS", "64",
+            "MODEL.KNET.HIDDEN_DIM", "64", "MODEL.KNET.NUM_HEADS", "4", "MODEL.KNET.FFN_DIM",
+            "128", "MODEL.KNET.NECK.CONV_DIM", "64", "MODEL.KNET.NUM_PROPOSALS", "10",
+            "MODEL.KNET.NUM_STAGES", "2", "SOLVER.BASE_LR", "0.003", "SOLVER.WARMUP_ITERS", "0",
+            "INPUT.MIN_SIZE_TRAIN", "(96, 112)", "INPUT.MAX_SIZE_TRAIN", "256",
+            "INPUT.CROP.ENABLED", "False", "DATASETS.TEST", "()",
+        ]
+        cfg = load_config(REPO_ROOT / "configs/cityscapes/instance-segmentation/knet_R50_90k.yaml",
+                          opts)
+        torch.manual_seed(0)
+        np.random.seed(0)
+        model = build_model(cfg)
+        optimizer = build_knet_optimizer(cfg, model)
+        mapper = build_knet_train_mapper(cfg)
+        first = mapper(d)
+        assert first["instances"].gt_classes.tolist() == [2] * 5  # crowd is no target
+        losses = []
+        model.train()
+        for _ in range(16):
+            loss = sum(model([mapper(d), mapper(d)]).values())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+    finally:
+        _unregister(names)
+        register_all_cityscapes(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))
+    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
