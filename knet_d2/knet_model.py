@@ -75,19 +75,6 @@ def check_class_counts(cfg, num_thing: int, num_stuff: int) -> None:
             )
 
 
-def check_layout_counts(layout: ClassLayout, num_thing: int, num_stuff: int) -> None:
-    """A dataset class layout fits a model with T things and S stuff classes: T things and,
-    for panoptic models (S > 0), T + S classes (instance models use only the things)."""
-    if layout.num_things != num_thing or (
-        num_stuff > 0 and layout.num_classes != num_thing + num_stuff
-    ):
-        raise ValueError(
-            f"the dataset metadata has {layout.num_things} thing classes of "
-            f"{layout.num_classes}, but the model has num_thing_classes={num_thing}, "
-            f"num_stuff_classes={num_stuff}"
-        )
-
-
 def downsample_masks(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """``F.interpolate(masks[:, None].float(), size, "bilinear", align_corners=False)[:, 0]``.
 
@@ -199,7 +186,7 @@ class KNet(nn.Module):
         if class_layout is not None and class_layout.is_identity:
             class_layout = None
         if class_layout is not None:
-            check_layout_counts(class_layout, num_thing_classes, num_stuff_classes)
+            class_layout.check_fits(num_thing_classes, num_stuff_classes)
         self.class_layout = class_layout
 
     @classmethod

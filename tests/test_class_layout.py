@@ -53,3 +53,14 @@ def test_bad_metadata_and_mixed_datasets_are_errors():
     with pytest.raises(ValueError, match="'coco_2017_val_panoptic' and "
                        "'cityscapes_fine_panoptic_val' number their classes differently"):
         class_layout_of_datasets(["coco_2017_val_panoptic", "cityscapes_fine_panoptic_val"])
+
+
+def test_check_fits_panoptic_and_instance_models():
+    cs = ClassLayout.from_metadata(MetadataCatalog.get("cityscapes_fine_panoptic_val"))
+    cs.check_fits(8, 11)
+    cs.check_fits(8, 0)  # an instance model uses the things only
+    with pytest.raises(ValueError, match="8 thing classes of 19, but the model has "
+                       "num_thing_classes=8, num_stuff_classes=10"):
+        cs.check_fits(8, 10)
+    with pytest.raises(ValueError, match="num_thing_classes=19"):
+        cs.check_fits(19, 0)

@@ -94,6 +94,19 @@ class ClassLayout:
         """Dataset contiguous ids of the thing classes."""
         return frozenset(self.knet_to_dataset[: self.num_things])
 
+    def check_fits(self, num_thing: int, num_stuff: int) -> None:
+        """Raise ``ValueError`` unless a model with T things and S stuff classes can use this
+        layout: T things and, for panoptic models (S > 0), T + S classes (instance models
+        use only the things)."""
+        if self.num_things != num_thing or (
+            num_stuff > 0 and self.num_classes != num_thing + num_stuff
+        ):
+            raise ValueError(
+                f"the dataset metadata has {self.num_things} thing classes of "
+                f"{self.num_classes}, but the model has num_thing_classes={num_thing}, "
+                f"num_stuff_classes={num_stuff}"
+            )
+
     # ------------------------------------------------------------------ conversion
     def to_knet(self, dataset_ids: torch.Tensor) -> torch.Tensor:
         """Dataset contiguous ids (any shape, int) -> K-Net ids, same shape and device."""

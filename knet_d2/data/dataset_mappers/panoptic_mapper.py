@@ -107,15 +107,8 @@ class KNetPanopticDatasetMapper(KNetDatasetMapperBase):
         super().__init__(is_train, **kwargs)
         if class_layout is not None and class_layout.is_identity:
             class_layout = None
-        if class_layout is not None and (
-            class_layout.num_things != self.num_thing_classes
-            or class_layout.num_classes != self.num_classes
-        ):
-            raise ValueError(
-                f"the dataset metadata has {class_layout.num_things} thing classes of "
-                f"{class_layout.num_classes}, but num_thing_classes={self.num_thing_classes}, "
-                f"num_stuff_classes={self.num_stuff_classes}"
-            )
+        if class_layout is not None:
+            class_layout.check_fits(self.num_thing_classes, self.num_stuff_classes)
         self.class_layout = class_layout
         self._thing_ids = (
             frozenset(range(self.num_thing_classes))
