@@ -64,3 +64,20 @@ def test_check_fits_panoptic_and_instance_models():
         cs.check_fits(8, 10)
     with pytest.raises(ValueError, match="num_thing_classes=19"):
         cs.check_fits(19, 0)
+
+
+def test_exported_model_metadata_keeps_the_layout():
+    """export_metadata writes the layout and ExportedKNetPredictor post-processes with it."""
+    from knet_d2.export.knet_export import EXPORT_META_VERSION
+    from knet_d2.export.predictor import ExportedKNetPredictor
+
+    layout = ClassLayout.from_metadata(MetadataCatalog.get("cityscapes_fine_panoptic_val"))
+    post = {"num_thing_classes": 8, "num_stuff_classes": 11, "num_proposals": 10,
+            "semantic_on": True, "instance_on": True, "panoptic_on": True,
+            "mask_threshold": 0.5, "detections_per_image": 100, "instance_score_thresh": 0.3,
+            "overlap_threshold": 0.6}
+    meta = {"version": EXPORT_META_VERSION, "output_names": ["mask_logits", "cls_logits"],
+            "meta_architecture": "KNet", "postprocess": dict(post, class_layout=layout.to_json())}
+    assert ExportedKNetPredictor(object(), meta)._post.class_layout == layout
+    meta["postprocess"] = post  # exports of things-first data carry no layout
+    assert ExportedKNetPredictor(object(), meta)._post.class_layout is None
