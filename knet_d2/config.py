@@ -20,8 +20,12 @@ def add_knet_config(cfg: CN) -> None:
     cfg.INPUT.SIZE_DIVISIBILITY = 32
     # Semantic training: random crop that keeps one category below this area share.
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
-    # Semantic training: mmseg-style photometric distortion.
+    # Semantic training: mmseg-style photometric distortion (also the "knet_panoptic" and
+    # "knet_instance" mappers when True: the Cityscapes recipe).
     cfg.INPUT.COLOR_AUG_SSD = False
+    # "knet_panoptic" / "knet_instance" training: crop after the resize (Cityscapes / ADE20K
+    # recipe: scale then a fixed-size crop) instead of before it (D2's default DatasetMapper).
+    cfg.INPUT.CROP.AFTER_RESIZE = False
     # Training: skip (and count) samples that fail to load instead of stopping the run.
     cfg.DATALOADER.SKIP_BAD_SAMPLES = True
     # Your own datasets, registered by get_knet_cfg: "NAME=KIND:FIELD:..." entries as for the
@@ -57,7 +61,9 @@ def add_knet_config(cfg: CN) -> None:
     cfg.MODEL.KNET = CN()
     k = cfg.MODEL.KNET
     # Class layout: contiguous ids 0..NUM_THING_CLASSES-1 are things, the next NUM_STUFF_CLASSES
-    # are stuff (D2's COCO panoptic order). Instance models have NUM_STUFF_CLASSES = 0.
+    # are stuff (D2's COCO panoptic order). Instance models have NUM_STUFF_CLASSES = 0. Datasets
+    # numbered otherwise (Cityscapes trainIds, ADE20K) are reordered from their metadata
+    # (knet_d2/data/class_layout.py).
     k.NUM_THING_CLASSES = 80
     k.NUM_STUFF_CLASSES = 53
     k.NUM_PROPOSALS = 100

@@ -10,14 +10,17 @@ Data flow (B images, padded to a multiple of 32 into ``(Hp, Wp)``)::
     update_heads[0..S-1]           -> K_i (B, N, C), M_i (B, N, Hp/8, Wp/8), cls_i (B, N, T+S)
     losses at stride 4 (x2 bilinear), inference from the last stage.
 
-Training inputs are D2 dicts with ``image`` and ``instances`` (``gt_classes`` contiguous, things
-first; ``gt_masks``), as produced by the knet_d2 dataset mappers. Inference returns per image any
+Training inputs are D2 dicts with ``image`` and ``instances`` (``gt_classes`` contiguous,
+``gt_masks``), as produced by the knet_d2 dataset mappers. Inference returns per image any
 of ``instances``, ``panoptic_seg`` and ``sem_seg``, switched by ``MODEL.KNET.TEST.*_ON``.
+Internally classes are things first (``0..T-1``); datasets numbered otherwise (D2's Cityscapes
+trainIds, ADE20K) are converted with a :class:`~knet_d2.data.class_layout.ClassLayout` read
+from the dataset metadata: targets on the way in, all outputs on the way out.
 """
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +31,7 @@ from detectron2.structures import BitMasks, ImageList
 from detectron2.utils.memory import retry_if_cuda_oom
 from torch import nn
 
+from .data.class_layout import ClassLayout, class_layout_of_datasets
 from .modeling.criterion import KNetCriterion
 from .modeling.kernel_head import KernelGenerationHead
 from .modeling.kernel_update_head import build_kernel_update_head, upsample_masks
@@ -131,6 +135,7 @@ class KNet(nn.Module):
         detections_per_image: int = 100,
         instance_score_thresh: float = 0.3,
         overlap_threshold: float = 0.6,
+        class_layout: Optional[ClassLayout] = None,
     ):
         """
         Args:
@@ -148,6 +153,8 @@ class KNet(nn.Module):
             mask_threshold: binarisation of instance masks and the panoptic "original area".
             detections_per_image: top-k (kernel, class) pairs kept per image.
             instance_score_thresh / overlap_threshold: panoptic merge thresholds.
+            class_layout: dataset contiguous ids <-> the things-first ids used inside;
+                ``None`` when the dataset's ids are things first already.
         """
         super().__init__()
         if not (semantic_on or instance_on or panoptic_on):
@@ -176,6 +183,11 @@ class KNet(nn.Module):
         self.detections_per_image = detections_per_image
         self.instance_score_thresh = instance_score_thresh
         self.overlap_threshold = overlap_threshold
+        if class_layout is not None and class_layout.is_identity:
+            class_layout = None
+        if class_layout is not None:
+            class_layout.check_fits(num_thing_classes, num_stuff_classes)
+        self.class_layout = class_layout
 
     @classmethod
     def from_config(cls, cfg):
@@ -183,6 +195,7 @@ class KNet(nn.Module):
         backbone = build_backbone(cfg)
         neck = build_knet_neck(cfg, backbone.output_shape())
         check_class_counts(cfg, k.NUM_THING_CLASSES, k.NUM_STUFF_CLASSES)
+        layout = class_layout_of_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
         size_div = k.SIZE_DIVISIBILITY if k.SIZE_DIVISIBILITY > 0 else backbone.size_divisibility
         return {
             "backbone": backbone,
@@ -206,6 +219,7 @@ class KNet(nn.Module):
             "detections_per_image": k.TEST.DETECTIONS_PER_IMAGE,
             "instance_score_thresh": k.TEST.INSTANCE_SCORE_THRESH,
             "overlap_threshold": k.TEST.OVERLAP_THRESHOLD,
+            "class_layout": layout,
         }
 
     @property
@@ -290,6 +304,9 @@ class KNet(nn.Module):
             gt_masks = inst.gt_masks
             m = gt_masks.tensor if isinstance(gt_masks, BitMasks) else torch.as_tensor(gt_masks)
             labels = inst.gt_classes.to("cpu")
+            layout = getattr(self, "class_layout", None)  # absent on stand-in parameter objects
+            if layout is not None:
+                labels = layout.to_knet(labels)
             is_thing = labels < self.num_thing_classes
             n_thing = int(is_thing.sum())
             if not bool(is_thing[:n_thing].all()):  # things first, keeping their order
@@ -360,6 +377,8 @@ class KNet(nn.Module):
                 )
             if self.semantic_on:
                 res["sem_seg"] = retry_if_cuda_oom(semantic_inference)(cls_logits, probs)
+            if self.class_layout is not None:
+                res = self.class_layout.outputs_to_dataset(res)
             results.append(res)
         return results
 

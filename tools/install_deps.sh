@@ -64,6 +64,12 @@ fi
 echo "[install] panopticapi (panopticapi-lite, without its over-strict dependency pins)"
 "${pip[@]}" install --no-deps "panopticapi-lite==0.2.0" platformdirs
 
+echo "[install] cityscapesscripts + shapely (D2's Cityscapes loaders and AP / mIoU evaluators)"
+# --no-deps: its metadata requires the obsolete 'typing' backport; the rest it needs is listed.
+"${pip[@]}" install --no-deps cityscapesscripts==2.3.0 appdirs pyquaternion coloredlogs humanfriendly
+# D2's cityscapes_fine_instance_seg_* loader rasterises the gtFine polygons with shapely.
+"${pip[@]}" install "numpy<2" shapely
+
 echo "[install] ONNX export (tools/export_model.py) and ONNX Runtime (its --check and tests)"
 # numpy<2 in the same command: newer ml_dtypes (an onnx dependency) would pull numpy 2.
 "${pip[@]}" install "numpy<2" "onnx>=1.16,<2" "onnxruntime>=1.18,<2"

@@ -31,6 +31,7 @@ from ..data.dataset_mappers import build_knet_test_mapper, build_knet_train_mapp
 from ..data.image_io import ImageReadError
 from ..data.skip_bad_samples import SkipBadSamples
 from ..solver import build_knet_optimizer
+from .benchmark_evaluators import benchmark_evaluators
 from .checkpointer import KNetCheckpointer
 from .hooks import IterationRNGHook, LossCapture, non_finite_loss_message
 from .resumable_sampler import build_resumable_train_loader, resumable_sampler_of
@@ -84,11 +85,15 @@ def build_knet_evaluator(
         evaluators.append(
             COCOEvaluator(dataset_name, tasks=("bbox", "segm"), output_dir=output_folder)
         )
+    # Cityscapes (PQ / AP / mIoU) and ADE20K panoptic (PQ / mIoU)
+    evaluators += benchmark_evaluators(dataset_name, evaluator_type, flags, output_folder)
     if not evaluators:
         raise NotImplementedError(
             f"No evaluator for dataset '{dataset_name}' (evaluator_type={evaluator_type!r}) with "
             f"task flags {flags}: register the dataset with an evaluator_type of 'sem_seg', "
-            "'coco' or 'coco_panoptic_seg', or enable the matching MODEL.KNET.TEST.*_ON flag."
+            "'coco', 'coco_panoptic_seg', 'cityscapes_panoptic_seg', 'cityscapes_instance', "
+            "'cityscapes_sem_seg' or 'ade20k_panoptic_seg', or enable the matching "
+            "MODEL.KNET.TEST.*_ON flag."
         )
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
 

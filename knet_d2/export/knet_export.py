@@ -267,6 +267,7 @@ def export_metadata(
             "detections_per_image": model.detections_per_image,
             "instance_score_thresh": model.instance_score_thresh,
             "overlap_threshold": model.overlap_threshold,
+            "class_layout": None if model.class_layout is None else model.class_layout.to_json(),
         }
     else:
         meta["postprocess"] = {"num_classes": int(getattr(model.sem_seg_head, "num_classes", -1))}

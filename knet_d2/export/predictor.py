@@ -23,6 +23,7 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch import Tensor
 
+from ..data.class_layout import ClassLayout
 from ..knet_model import KNet
 from .knet_export import (
     EXPORT_META_VERSION,
@@ -54,6 +55,7 @@ class _KNetPostprocess:
     detections_per_image: int
     instance_score_thresh: float
     overlap_threshold: float
+    class_layout: Optional[ClassLayout] = None
 
 
 def read_onnx_metadata(path: Union[str, Path]) -> dict:
@@ -106,7 +108,11 @@ class ExportedKNetPredictor:
         self.output_names: List[str] = list(meta["output_names"])
         arch = meta["meta_architecture"]
         if arch == "KNet":
-            self._post: Optional[_KNetPostprocess] = _KNetPostprocess(**meta["postprocess"])
+            post = dict(meta["postprocess"])
+            layout = post.pop("class_layout", None)  # absent in exports of things-first data
+            self._post: Optional[_KNetPostprocess] = _KNetPostprocess(
+                **post, class_layout=None if layout is None else ClassLayout.from_json(layout)
+            )
         elif arch == "SemanticSegmentor":
             self._post = None
         else:

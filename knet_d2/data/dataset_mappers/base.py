@@ -21,6 +21,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+from detectron2.projects.point_rend import ColorAugSSDTransform
 from detectron2.structures import BitMasks, Boxes, Instances
 
 from ..image_io import read_image, size_mismatch_hint
@@ -67,18 +68,26 @@ def register_mapper(name: str) -> Callable[[_C], _C]:
 
 
 def build_knet_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
-    """The augmentation list of D2's default ``DatasetMapper``.
+    """The augmentation list of D2's default ``DatasetMapper``, with two options.
 
     Training: ``[RandomCrop (only if INPUT.CROP.ENABLED)], ResizeShortestEdge(MIN_SIZE_TRAIN,
     MAX_SIZE_TRAIN, MIN_SIZE_TRAIN_SAMPLING), RandomFlip (unless INPUT.RANDOM_FLIP == "none")``.
     K-Net's ms-3x "range" schedule is ``MIN_SIZE_TRAIN: (640, 800)`` with
     ``MIN_SIZE_TRAIN_SAMPLING: "range"``.
     Test: ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)``.
-    As in D2, the crop comes before the resize, so the output size is still set by the resize.
+    As in D2, the crop comes before the resize, so the output size is still set by the resize;
+    with ``INPUT.CROP.AFTER_RESIZE`` it comes right after the resize instead (scale, then a
+    fixed-size crop: the Cityscapes / ADE20K recipe). ``INPUT.COLOR_AUG_SSD`` appends the SSD
+    photometric distortion (point_rend's ``ColorAugSSDTransform``).
     """
     augs = list(utils.build_augmentation(cfg, is_train))
     if is_train and cfg.INPUT.CROP.ENABLED:
-        augs.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+        crop = T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE)
+        after_resize = cfg.INPUT.CROP.get("AFTER_RESIZE", False)
+        # build_augmentation returns [ResizeShortestEdge, (RandomFlip)]
+        augs.insert(1 if after_resize else 0, crop)
+    if is_train and cfg.INPUT.get("COLOR_AUG_SSD", False):
+        augs.append(ColorAugSSDTransform(img_format=cfg.INPUT.FORMAT))
     return augs
 
 

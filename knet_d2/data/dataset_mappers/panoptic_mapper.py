@@ -1,13 +1,16 @@
 """Training mapper for panoptic K-Net (COCO panoptic format: RGB-encoded segment-id PNG).
 
-Input dicts are those of D2's ``register_coco_panoptic`` loader: ``file_name``,
-``pan_seg_file_name``, ``segments_info`` (``id``, contiguous ``category_id``, ``isthing``,
-``iscrowd``), optionally ``height``/``width``/``image_id``.
+Input dicts are those of D2's ``register_coco_panoptic`` and Cityscapes panoptic loaders:
+``file_name``, ``pan_seg_file_name``, ``segments_info`` (``id``, contiguous ``category_id``,
+optionally ``isthing``, ``iscrowd``), optionally ``height``/``width``/``image_id``.
 
 Ground-truth decisions (K-Net's official panoptic training, ``knet_reference.md`` §2.1):
 
-* **things first**: ``gt_classes`` holds contiguous ids where things are ``0..T-1`` and stuff
-  ``T..T+S-1``; a segment that breaks this layout is an error (the model relies on it).
+* **which classes are things**: by default contiguous ids ``0..T-1`` are things and
+  ``T..T+S-1`` stuff; with a :class:`~knet_d2.data.class_layout.ClassLayout` (datasets such as
+  D2's Cityscapes panoptic, whose trainIds put stuff first) the layout's thing ids. A segment
+  whose ``isthing`` contradicts this is an error. ``gt_classes`` keeps the dataset's ids (the
+  model converts them to its things-first axis).
 * one mask per non-crowd **thing** segment, then one mask per **stuff class**: stuff segments
   that share a class are merged (the official code builds stuff masks from a semantic map).
 * **crowd** segments (``iscrowd=1``) are not targets; their pixels are ``ignore_label`` in
@@ -21,14 +24,16 @@ Ground-truth decisions (K-Net's official panoptic training, ``knet_reference.md`
 from __future__ import annotations
 
 import logging
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Optional
 
 import numpy as np
+from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.utils.file_io import PathManager
 from panopticapi.utils import rgb2id
 from PIL import Image
 
+from ..class_layout import ClassLayout, class_layout_of_datasets
 from ..image_io import size_mismatch_hint
 from .base import (
     KNetDatasetMapperBase,
@@ -85,8 +90,37 @@ class KNetPanopticDatasetMapper(KNetDatasetMapperBase):
     (H, W) is the augmented size, not padded (the model pads).
 
     Evaluation mode: test resize only, annotation keys dropped (see the base class).
-    Arguments and config keys: :class:`KNetDatasetMapperBase`.
+    Arguments and config keys: :class:`KNetDatasetMapperBase`, plus ``class_layout`` (read from
+    the metadata of ``DATASETS.TRAIN``): which contiguous ids are things.
     """
+
+    @configurable
+    def __init__(self, is_train: bool = True, *, class_layout: Optional[ClassLayout] = None,
+                 **kwargs):
+        """
+        Args:
+            class_layout: thing/stuff split of the contiguous ids; ``None``: ids ``0..T-1`` are
+                things. Its class counts must equal ``num_thing_classes`` /
+                ``num_stuff_classes``.
+            is_train, kwargs: see :class:`KNetDatasetMapperBase`.
+        """
+        super().__init__(is_train, **kwargs)
+        if class_layout is not None and class_layout.is_identity:
+            class_layout = None
+        if class_layout is not None:
+            class_layout.check_fits(self.num_thing_classes, self.num_stuff_classes)
+        self.class_layout = class_layout
+        self._thing_ids = (
+            frozenset(range(self.num_thing_classes))
+            if class_layout is None
+            else class_layout.thing_dataset_ids
+        )
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> dict:
+        args = super().from_config(cfg, is_train)
+        args["class_layout"] = class_layout_of_datasets(cfg.DATASETS.TRAIN)
+        return args
 
     def map_train(self, dataset_dict: dict, image: np.ndarray) -> dict:
         """Augment image + panoptic PNG together and build ``instances`` and ``sem_seg``."""
@@ -191,7 +225,8 @@ class KNetPanopticDatasetMapper(KNetDatasetMapperBase):
                 raise ValueError(
                     f"{pan_file}: malformed segments_info entry {info!r} ({e!r})"
                 ) from e
-            isthing = bool(info["isthing"]) if "isthing" in info else cat < num_t
+            class_is_thing = cat in self._thing_ids
+            isthing = bool(info["isthing"]) if "isthing" in info else class_is_thing
             if not 0 <= cat < num_c:
                 raise ValueError(
                     f"{pan_file}: segment {seg_id} has category_id {cat}, outside the contiguous "
@@ -199,12 +234,16 @@ class KNetPanopticDatasetMapper(KNetDatasetMapperBase):
                     "category ids must be contiguous (D2's register_coco_panoptic converts them "
                     "with the metadata's *_dataset_id_to_contiguous_id maps)"
                 )
-            if isthing != (cat < num_t):
+            if isthing != class_is_thing:
                 kind = "thing" if isthing else "stuff"
+                if self.class_layout is None:
+                    expected = f"things at 0..{num_t - 1} and stuff at {num_t}..{num_c - 1}"
+                else:
+                    expected = f"things at {sorted(self._thing_ids)} (dataset metadata)"
                 raise ValueError(
                     f"{pan_file}: segment {seg_id} is a {kind} with contiguous category_id {cat}, "
-                    f"but K-Net needs things at 0..{num_t - 1} and stuff at {num_t}..{num_c - 1} "
-                    "(check the dataset's contiguous id maps and MODEL.KNET.NUM_THING_CLASSES)"
+                    f"but K-Net needs {expected} (check the dataset's contiguous id maps and "
+                    "MODEL.KNET.NUM_THING_CLASSES)"
                 )
             if seg_id in seen:
                 raise ValueError(f"{pan_file}: segment id {seg_id} is listed twice")

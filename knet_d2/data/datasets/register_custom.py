@@ -250,8 +250,9 @@ def register_panoptic_from_metadata(
                 # only semantic evaluation reads them: warn, panoptic training still works
                 logger.warning(
                     f"{name}: semantic PNG not found: {dicts[0]['sem_seg_file_name']}; "
-                    "SemSegEvaluator will fail (make them with "
-                    "datasets/prepare_coco_semantic_annos_from_panoptic_annos.py)"
+                    "SemSegEvaluator will fail (make them with datasets/prepare_*: "
+                    "prepare_coco_semantic_annos_from_panoptic_annos.py for COCO, "
+                    "prepare_ade20k_sem_seg.py for ADE20K; see datasets/README.md)"
                 )
             return dicts
 

@@ -1,0 +1,179 @@
+"""K-Net's class axis versus a dataset's contiguous category ids.
+
+K-Net needs **things first**: class ids ``0..T-1`` are things and ``T..T+S-1`` stuff (the stuff
+kernels are rows ``T:`` of the semantic classifier). Detectron2 datasets number their contiguous
+ids their own way:
+
+* COCO panoptic and knet_d2's own registrations: things first already (the identity);
+* D2's ``cityscapes_fine_panoptic_*``: the 19 Cityscapes trainIds, stuff ``0..10`` (road ...
+  sky) before things ``11..18`` (person ... bicycle);
+* ADE20K panoptic: the 150 SceneParsing classes in their own order, things and stuff mixed.
+
+:class:`ClassLayout` is the permutation between the two, read from the dataset metadata
+(things = the values of ``thing_dataset_id_to_contiguous_id``, every other contiguous id of
+``stuff_dataset_id_to_contiguous_id`` is stuff; each group keeps its dataset order). Mappers and
+evaluators keep the dataset's ids (D2's convention); the model converts its targets to K-Net ids
+and its outputs back (:class:`knet_d2.KNet`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import torch
+from detectron2.data import MetadataCatalog
+
+__all__ = ["ClassLayout", "class_layout_of_datasets"]
+
+
+@dataclass(frozen=True)
+class ClassLayout:
+    """A permutation of C = T + S classes between K-Net ids and dataset contiguous ids.
+
+    Attributes:
+        knet_to_dataset: index = K-Net class id, value = dataset contiguous id (length C).
+        num_things: T; K-Net ids ``0..T-1`` are the things.
+    """
+
+    knet_to_dataset: Tuple[int, ...]
+    num_things: int
+
+    def __post_init__(self) -> None:
+        c = len(self.knet_to_dataset)
+        if sorted(self.knet_to_dataset) != list(range(c)):
+            raise ValueError(
+                f"knet_to_dataset {self.knet_to_dataset} is not a permutation of 0..{c - 1}"
+            )
+        if not 0 <= self.num_things <= c:
+            raise ValueError(f"num_things {self.num_things} outside [0, {c}]")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_metadata(cls, metadata, name: str = "dataset") -> Optional[ClassLayout]:
+        """The layout of a D2 ``Metadata`` (or any object with the same attributes).
+
+        Returns ``None`` when the metadata has no ``thing_dataset_id_to_contiguous_id`` (an
+        instance or semantic dataset without id maps: its ids are used as they are).
+        Raises ``ValueError`` naming ``name`` when the contiguous ids are not ``0..C-1``.
+        """
+        thing_map = getattr(metadata, "thing_dataset_id_to_contiguous_id", None)
+        if thing_map is None:
+            return None
+        stuff_map = getattr(metadata, "stuff_dataset_id_to_contiguous_id", None) or {}
+        things = sorted({int(v) for v in thing_map.values()})
+        every = set(things) | {int(v) for v in stuff_map.values()}
+        if sorted(every) != list(range(len(every))):
+            raise ValueError(
+                f"{name}: the contiguous ids of thing_dataset_id_to_contiguous_id and "
+                f"stuff_dataset_id_to_contiguous_id are {sorted(every)[:20]}"
+                f"{' ...' if len(every) > 20 else ''}, not 0..{len(every) - 1}"
+            )
+        stuff = sorted(every - set(things))
+        return cls(tuple(things + stuff), len(things))
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def num_classes(self) -> int:
+        """C = T + S."""
+        return len(self.knet_to_dataset)
+
+    @property
+    def dataset_to_knet(self) -> Tuple[int, ...]:
+        """Index = dataset contiguous id, value = K-Net id (the inverse permutation)."""
+        inverse = [0] * self.num_classes
+        for knet_id, dataset_id in enumerate(self.knet_to_dataset):
+            inverse[dataset_id] = knet_id
+        return tuple(inverse)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.knet_to_dataset == tuple(range(self.num_classes))
+
+    @property
+    def thing_dataset_ids(self) -> frozenset:
+        """Dataset contiguous ids of the thing classes."""
+        return frozenset(self.knet_to_dataset[: self.num_things])
+
+    def check_fits(self, num_thing: int, num_stuff: int) -> None:
+        """Raise ``ValueError`` unless a model with T things and S stuff classes can use this
+        layout: T things and, for panoptic models (S > 0), T + S classes (instance models
+        use only the things)."""
+        if self.num_things != num_thing or (
+            num_stuff > 0 and self.num_classes != num_thing + num_stuff
+        ):
+            raise ValueError(
+                f"the dataset metadata has {self.num_things} thing classes of "
+                f"{self.num_classes}, but the model has num_thing_classes={num_thing}, "
+                f"num_stuff_classes={num_stuff}"
+            )
+
+    # ------------------------------------------------------------------ conversion
+    def to_knet(self, dataset_ids: torch.Tensor) -> torch.Tensor:
+        """Dataset contiguous ids (any shape, int) -> K-Net ids, same shape and device."""
+        lut = torch.as_tensor(self.dataset_to_knet, dtype=torch.long, device=dataset_ids.device)
+        return lut[dataset_ids.long()]
+
+    def to_dataset(self, knet_ids: torch.Tensor) -> torch.Tensor:
+        """K-Net ids (any shape, int) -> dataset contiguous ids, same shape and device."""
+        lut = torch.as_tensor(self.knet_to_dataset, dtype=torch.long, device=knet_ids.device)
+        return lut[knet_ids.long()]
+
+    def scores_to_dataset(self, scores: torch.Tensor) -> torch.Tensor:
+        """Per-class maps ``(C, H, W)`` indexed by K-Net id -> indexed by dataset id."""
+        if scores.shape[0] != self.num_classes:
+            raise ValueError(
+                f"sem_seg has {scores.shape[0]} class channels; the dataset's layout has "
+                f"{self.num_classes} classes (semantic output needs a panoptic model)"
+            )
+        index = torch.as_tensor(self.dataset_to_knet, dtype=torch.long, device=scores.device)
+        return scores.index_select(0, index)
+
+    def segments_to_dataset(self, segments_info: List[dict]) -> List[dict]:
+        """Panoptic ``segments_info`` with K-Net ``category_id`` -> dataset ids (new dicts)."""
+        return [dict(s, category_id=self.knet_to_dataset[s["category_id"]]) for s in segments_info]
+
+    def outputs_to_dataset(self, outputs: Dict[str, Any]) -> Dict[str, Any]:
+        """One image's model outputs with K-Net ids -> dataset ids (``outputs`` is updated):
+        ``instances.pred_classes``, the ``category_id`` of ``panoptic_seg``'s segments and the
+        channel order of ``sem_seg`` (C, H, W)."""
+        if "instances" in outputs:
+            inst = outputs["instances"]
+            inst.pred_classes = self.to_dataset(inst.pred_classes)
+        if "panoptic_seg" in outputs:
+            panoptic_seg, segments_info = outputs["panoptic_seg"]
+            outputs["panoptic_seg"] = (panoptic_seg, self.segments_to_dataset(segments_info))
+        if "sem_seg" in outputs:
+            outputs["sem_seg"] = self.scores_to_dataset(outputs["sem_seg"])
+        return outputs
+
+    def to_json(self) -> Dict[str, Any]:
+        """A JSON-serialisable form (export metadata); :meth:`from_json` reads it back."""
+        return {"knet_to_dataset": list(self.knet_to_dataset), "num_things": self.num_things}
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> ClassLayout:
+        return cls(tuple(int(v) for v in data["knet_to_dataset"]), int(data["num_things"]))
+
+
+def class_layout_of_datasets(names: Iterable[str]) -> Optional[ClassLayout]:
+    """The one layout shared by the datasets ``names`` (``None`` if none has id maps).
+
+    Raises ``ValueError`` naming two datasets whose layouts differ: one model has one class
+    axis, so its training and test sets must number their classes the same way.
+    """
+    found: Optional[ClassLayout] = None
+    found_in = ""
+    for name in names:
+        layout = ClassLayout.from_metadata(MetadataCatalog.get(name), name)
+        if layout is None:
+            continue
+        if found is None:
+            found, found_in = layout, name
+        elif layout != found:
+            raise ValueError(
+                f"datasets '{found_in}' and '{name}' number their classes differently "
+                f"(things at contiguous ids {sorted(found.thing_dataset_ids)[:10]} vs "
+                f"{sorted(layout.thing_dataset_ids)[:10]}); train and test one K-Net model on "
+                "datasets with the same metadata"
+            )
+    return found
