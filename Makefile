@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.knet_installed
 # The exact versions installed (tools/install_deps.sh pip -c); `make lock` updates it.
-export KNET_LOCK ?= $(CURDIR)/requirements/lock-cpu.txt
+export KNET_LOCK ?= $(CURDIR)/requirements/lock.txt
 export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 # Quickstart outputs go here (one folder per task).
 QS_OUT  ?= output/quickstart
@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 ## Upgrade on purpose: newest versions the ranges allow, in a scratch venv; `make test` there;
-## requirements/lock-cpu.txt is rewritten only if the tests pass.
+## requirements/lock.txt is rewritten only if the tests pass.
 lock:
 	tools/update_lock.sh
 

@@ -6,7 +6,7 @@ detectron2 has no official PyPI release, so it is not listed in ``install_requir
 
 These are ranges for library users, who bring their own torch (CUDA build) and detectron2: an
 upper bound appears only where a break is known, with the reason next to it. The exact versions
-the test suite passed with are in ``requirements/lock-cpu.txt`` (what ``make`` installs).
+the test suite passed with are in ``requirements/lock.txt`` (what ``make`` installs).
 """
 from setuptools import find_packages, setup
 

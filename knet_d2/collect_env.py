@@ -10,13 +10,13 @@ import re
 import sys
 from typing import Dict, List, Mapping, Optional, Tuple
 
-# What the test suite has passed with: the lock (requirements/lock-cpu.txt) and the
+# What the test suite has passed with: the lock (requirements/lock.txt) and the
 # development environment. {package: (lowest tested, first untested)} on release numbers; local
 # build labels (+cpu, +cu121) are ignored. Keep in step with the lock and the README's matrix.
 TESTED_MATRIX: Dict[str, Tuple[str, str]] = {
     "python": ("3.11", "3.12"),
-    "torch": ("2.13", "2.15"),
-    "torchvision": ("0.28", "0.30"),
+    "torch": ("2.14", "2.15"),
+    "torchvision": ("0.29", "0.30"),
     "detectron2": ("0.7.2", "0.7.3"),
     "numpy": ("1.26", "2"),
 }
@@ -53,7 +53,7 @@ def matrix_warnings(versions: Mapping[str, Optional[str]]) -> List[str]:
             warnings.append(
                 f"WARNING: {name} {version} is outside the tested range {name}"
                 f"{tested_range(name)}; knet_d2 may work, but this combination is untested "
-                "(the tested versions are in requirements/lock-cpu.txt)"
+                "(the tested versions are in requirements/lock.txt)"
             )
     return warnings
 

@@ -1,6 +1,6 @@
 """The dependency lock that ``tools/install_deps.sh`` installs, and the decisions around it.
 
-``requirements/lock-cpu.txt`` holds one ``name==version`` line per package the install script
+``requirements/lock.txt`` holds one ``name==version`` line per package the install script
 puts into a fresh environment (torch CPU wheel included). The script runs this file **by path**
 with the target interpreter before knet_d2 (or even torch) is installed, so it imports nothing
 but the standard library and never imports the ``knet_d2`` package.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install knet_d2 and its dependencies into a virtual environment (default: .venv).
 #
-# Every pip call runs with `-c` on the lock (requirements/lock-cpu.txt): a fresh environment gets
+# Every pip call runs with `-c` on the lock (requirements/lock.txt): a fresh environment gets
 # exactly the versions the test suite passed with, and a changed lock reinstalls (`make lock`
 # updates it on purpose). Idempotent: re-running it when everything is present installs
 # nothing. The facts it relies on (no official detectron2 on PyPI, numpy<2, setuptools<81,
@@ -14,14 +14,14 @@
 #                   (and torch) already installed for KNET_PYTHON is used by `make` targets
 #   In those two user-environment modes the lock pins only what is missing: packages already
 #   installed are kept, and an installed torch / torchvision / detectron2 is never replaced.
-#   KNET_LOCK     the lock file (default: requirements/lock-cpu.txt); `none`: version ranges only
+#   KNET_LOCK     the lock file (default: requirements/lock.txt); `none`: version ranges only
 #   KNET_TORCH_INDEX  extra package index for the CPU torch wheel (default: tried only when pip
 #                   does not find the locked torch otherwise: https://download.pytorch.org/whl/cpu)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${1:-$here/.venv}"
-lock="${KNET_LOCK:-$here/requirements/lock-cpu.txt}"
+lock="${KNET_LOCK:-$here/requirements/lock.txt}"
 locker="$here/knet_d2/install_lock.py"  # standard library only: runs before anything is installed
 stamp_inputs=("$here/setup.py" "$here/tools/install_deps.sh" "$locker")
 lock_args=()

@@ -1,58 +1,62 @@
 #!/usr/bin/env bash
 # `make lock`: upgrade the dependency lock on purpose.
 #
-# 1. Picks the newest CPU build of torch (`+cpu`) that pip can see.
+# 1. Picks the torch build: the newest CPU build (`+cpu`) when pip can see CPU builds of both
+#    torch and torchvision (PyPI's torchvision does not load with a +cpu torch); otherwise the
+#    builds pip installs by default (on Linux, PyPI's CUDA builds: nvidia-* libraries included).
 # 2. Installs everything else at the newest versions the ranges in tools/install_deps.sh allow,
 #    into a scratch virtual environment (nothing else is touched).
 # 3. Runs `make test` (ruff + pytest) with that environment.
-# 4. Only if it passes, rewrites requirements/lock-cpu.txt from that environment and prints what
+# 4. Only if it passes, rewrites requirements/lock.txt from that environment and prints what
 #    changed; otherwise the lock stays as it is. The scratch environment is always deleted.
 #
 #   KNET_PYTHON       interpreter the lock is made for (default: python3)
-#   KNET_TORCH_INDEX  package index with the CPU torch wheels (default: pip's configured
-#                     indexes, then https://download.pytorch.org/whl/cpu)
+#   KNET_TORCH_INDEX  package index with CPU torch / torchvision wheels (default: pip's
+#                     configured indexes, then https://download.pytorch.org/whl/cpu)
 #   KNET_LOCK_SCRATCH parent folder of the scratch environment (default: $TMPDIR or /tmp)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-lock="$here/requirements/lock-cpu.txt"
+lock="$here/requirements/lock.txt"
 locker="$here/knet_d2/install_lock.py"
 py="${KNET_PYTHON:-python3}"
 scratch="$(mktemp -d "${KNET_LOCK_SCRATCH:-${TMPDIR:-/tmp}}/knet-lock.XXXXXX")"
 trap 'rm -rf "$scratch"' EXIT
 
-newest_cpu_torch() {  # $@: extra pip options
-  "$py" -m pip --disable-pip-version-check index versions torch "$@" 2>/dev/null \
-    | "$py" "$locker" newest-cpu
+cpu_builds() {  # $1: extra index ("" for pip's own); prints "TORCH TORCHVISION" or fails
+  local opts=() torch vision
+  [ -n "$1" ] && opts=(--extra-index-url "$1")
+  torch="$("$py" -m pip --disable-pip-version-check index versions torch "${opts[@]}" \
+    2>/dev/null | "$py" "$locker" newest-cpu)" || return 1
+  vision="$("$py" -m pip --disable-pip-version-check index versions torchvision "${opts[@]}" \
+    2>/dev/null | "$py" "$locker" newest-cpu)" || return 1
+  echo "$torch $vision"
 }
-if [ -n "${KNET_TORCH_INDEX:-}" ]; then
-  torch_index="$KNET_TORCH_INDEX"
-  torch_version="$(newest_cpu_torch --extra-index-url "$torch_index")" || torch_version=""
+torch_index="${KNET_TORCH_INDEX:-}"
+builds="$(cpu_builds "$torch_index")" || builds=""
+if [ -z "$builds" ] && [ -z "$torch_index" ]; then
+  torch_index="https://download.pytorch.org/whl/cpu"
+  builds="$(cpu_builds "$torch_index")" || builds=""
+fi
+if [ -n "$builds" ]; then
+  torch_version="${builds%% *}"
+  echo "[lock] CPU builds visible: locking torch $torch_version (newest +cpu)"
+  # The only pin while re-resolving; pip prefers the +cpu torchvision that matches it.
+  printf 'torch==%s\n' "$torch_version" > "$scratch/resolve.txt"
+  export KNET_LOCK="$scratch/resolve.txt" KNET_TORCH_INDEX="$torch_index"
 else
-  torch_index=""
-  torch_version="$(newest_cpu_torch)" || torch_version=""
-  if [ -z "$torch_version" ]; then
-    torch_index="https://download.pytorch.org/whl/cpu"
-    torch_version="$(newest_cpu_torch --extra-index-url "$torch_index")" || torch_version=""
-  fi
+  echo "[lock] pip sees no CPU build (+cpu) of both torch and torchvision: locking the builds" \
+       "pip installs by default (on Linux: PyPI's CUDA builds, nvidia-* libraries included)." \
+       "Set KNET_TORCH_INDEX to an index with CPU builds to lock those."
+  export KNET_LOCK=none
+  unset KNET_TORCH_INDEX
 fi
-if [ -z "$torch_version" ]; then
-  echo "[lock] no CPU build (+cpu) of torch is visible to pip; set KNET_TORCH_INDEX to an index" \
-       "that has one. The lock is unchanged." >&2
-  exit 1
-fi
-echo "[lock] newest CPU torch: $torch_version"
-
-# The only pin while re-resolving: the CPU torch (its torchvision follows from torch's pin).
-printf 'torch==%s\n' "$torch_version" > "$scratch/resolve.txt"
-export KNET_LOCK="$scratch/resolve.txt"
-[ -n "$torch_index" ] && export KNET_TORCH_INDEX="$torch_index"
 unset KNET_NO_VENV KNET_SYSTEM_SITE_PACKAGES
 KNET_PYTHON="$py" "$here/tools/install_deps.sh" "$scratch/venv"
 
 echo "[lock] make test with the re-resolved versions"
 if ! make -C "$here" test VENV="$scratch/venv"; then
-  echo "[lock] the tests fail with the newest versions; requirements/lock-cpu.txt is unchanged" >&2
+  echo "[lock] the tests fail with the newest versions; requirements/lock.txt is unchanged" >&2
   exit 1
 fi
 
