@@ -276,8 +276,13 @@ def _cmd_plan(args) -> int:
                             args.detectron2_elsewhere)
     Path(args.out).write_text(plan.constraints_text())
     Path(args.out + ".json").write_text(json.dumps({"pins": plan.pins, "kept": plan.kept}))
-    for name, version in sorted(plan.kept.items()):
-        print(f"[install] keeping your {name} {version} (not pinned to the lock)")
+    for name in USER_STACK:
+        if name in plan.kept:
+            print(f"[install] keeping your {name} {plan.kept[name]} (not pinned to the lock)")
+    others = sorted(set(plan.kept) - set(USER_STACK))
+    if others:
+        print(f"[install] keeping {len(others)} more installed packages at their versions "
+              f"(not pinned to the lock): {', '.join(others)}")
     return 0
 
 
