@@ -1,9 +1,9 @@
 """The dependency lock that ``tools/install_deps.sh`` installs, and the decisions around it.
 
 ``requirements/lock.txt`` holds one ``name==version`` line per package the install script
-puts into a fresh environment (torch CPU wheel included). The script runs this file **by path**
-with the target interpreter before knet_d2 (or even torch) is installed, so it imports nothing
-but the standard library and never imports the ``knet_d2`` package.
+puts into a fresh environment (torch and torchvision included). The script runs this file
+**by path** with the target interpreter before knet_d2 (or even torch) is installed, so it
+imports nothing but the standard library and never imports the ``knet_d2`` package.
 
 * :func:`plan_constraints` — which pins the install applies. A fresh ``.venv`` gets the whole
   lock. In a user's own environment (``KNET_NO_VENV=1`` / ``KNET_SYSTEM_SITE_PACKAGES=1``) the
@@ -14,7 +14,7 @@ but the standard library and never imports the ``knet_d2`` package.
   script's final check and by ``tests/test_install_lock.py``).
 * the install stamp (a small JSON file): which lock, by SHA-256, the environment was installed
   from and with which pins; a changed lock makes ``make`` reinstall.
-* :func:`newest_local_build` — the newest ``+cpu`` torch for ``make lock``.
+* :func:`newest_local_build` — the newest ``+cpu`` build of torch / torchvision (``make lock``).
 
 Command line (used by the shell scripts; ``python knet_d2/install_lock.py -h``).
 """
