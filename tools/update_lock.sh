@@ -66,9 +66,10 @@ after \`make test\` passed with exactly these versions. Do not edit by hand: run
 "$scratch/venv/bin/python" "$locker" freeze --out "$scratch/lock.txt" --header "$header"
 mkdir -p "$(dirname "$lock")"
 if [ -f "$lock" ]; then
+  changes="$(diff <(grep -v '^#' "$lock") <(grep -v '^#' "$scratch/lock.txt") \
+    | sed -n -e 's/^</  -/p' -e 's/^>/  +/p' || true)"
   echo "[lock] changes (- old, + new):"
-  diff <(grep -v '^#' "$lock") <(grep -v '^#' "$scratch/lock.txt") | grep '^[<>]' \
-    | sed -e 's/^</  -/' -e 's/^>/  +/' || echo "  (no version changed)"
+  echo "${changes:-  (no version changed)}"
 fi
 cp "$scratch/lock.txt" "$lock"
 echo "[lock] wrote $lock"
