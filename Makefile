@@ -1,16 +1,19 @@
 # knet_d2 — every target sets itself up (creates or reuses .venv, installs only what is missing).
-PY      := .venv/bin/python
-STAMP   := .venv/.knet_installed
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.knet_installed
+# The exact versions installed (tools/install_deps.sh pip -c); `make lock` updates it.
+export KNET_LOCK ?= $(CURDIR)/requirements/lock.txt
 export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 # Quickstart outputs go here (one folder per task).
 QS_OUT  ?= output/quickstart
 # e.g. QS_FLAGS=--overwrite to retrain into a QS_OUT that holds an earlier run's checkpoints.
 QS_FLAGS ?=
 
-.PHONY: install test test-all lint quickstart clean-synthetic
+.PHONY: install test test-all lint lock quickstart clean-synthetic
 
-$(STAMP): setup.py tools/install_deps.sh
-	tools/install_deps.sh .venv
+$(STAMP): setup.py tools/install_deps.sh knet_d2/install_lock.py $(filter-out none,$(KNET_LOCK))
+	tools/install_deps.sh $(VENV)
 
 install: $(STAMP)
 
@@ -25,6 +28,11 @@ test-all: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+
+## Upgrade on purpose: newest versions the ranges allow, in a scratch venv; `make test` there;
+## requirements/lock.txt is rewritten only if the tests pass.
+lock:
+	tools/update_lock.sh
 
 ## Generate the synthetic datasets, train K-Net on the CPU, evaluate with D2's evaluators,
 ## write demo pictures.

@@ -3,6 +3,10 @@
 
 detectron2 has no official PyPI release, so it is not listed in ``install_requires``;
 ``tools/install_deps.sh`` (run by ``make``) installs a working build. See README.md.
+
+These are ranges for library users, who bring their own torch (CUDA build) and detectron2: an
+upper bound appears only where a break is known, with the reason next to it. The exact versions
+the test suite passed with are in ``requirements/lock.txt`` (what ``make`` installs).
 """
 from setuptools import find_packages, setup
 
@@ -18,7 +22,10 @@ setup(
         "fvcore",
         "pycocotools",
         "scipy",
+        # detectron2 0.7.2 declares numpy<2; under numpy 2 its SemSegEvaluator fails
+        # (np.array(..., copy=False) on a PIL image).
         "numpy<2",
+        # opencv-python-headless 5 requires numpy>=2 (see numpy above).
         "opencv-python-headless<5",
     ],
     extras_require={"dev": ["pytest", "pytest-timeout", "pytest-xdist", "ruff", "hypothesis"]},

@@ -1,10 +1,74 @@
 """Print what an install of knet_d2 is made of: ``python -m knet_d2.collect_env``.
 
 Shows detectron2's own environment table (torch, CUDA, compiled ops) followed by the
-versions of the packages knet_d2 relies on and whether its registries are populated.
+versions of the packages knet_d2 relies on, whether its registries are populated, and a
+warning for each package whose version lies outside the tested matrix (:data:`TESTED_MATRIX`).
 """
 import importlib
+import platform
+import re
 import sys
+from typing import Dict, List, Mapping, Optional, Tuple
+
+# What the test suite has passed with: the lock (requirements/lock.txt) and the
+# development environment. {package: (lowest tested, first untested)} on release numbers; local
+# build labels (+cpu, +cu121) are ignored. Keep in step with the lock and the README's matrix.
+TESTED_MATRIX: Dict[str, Tuple[str, str]] = {
+    "python": ("3.11", "3.12"),
+    "torch": ("2.14", "2.15"),
+    "torchvision": ("0.29", "0.30"),
+    "detectron2": ("0.7.2", "0.7.3"),
+    "numpy": ("1.26", "2"),
+}
+
+
+def _release(version: str) -> Tuple[int, ...]:
+    match = re.match(r"\d+(?:\.\d+)*", version)
+    if match is None:
+        return ()
+    parts = [int(part) for part in match.group(0).split(".")]
+    while len(parts) > 1 and parts[-1] == 0:  # 2.13.0 == 2.13
+        parts.pop()
+    return tuple(parts)
+
+
+def tested_range(name: str) -> str:
+    low, high = TESTED_MATRIX[name]
+    return f">={low},<{high}"
+
+
+def matrix_warnings(versions: Mapping[str, Optional[str]]) -> List[str]:
+    """One warning per package of :data:`TESTED_MATRIX` installed at an untested version.
+
+    Args:
+        versions: ``{package: version}`` (None or absent: not installed, no warning).
+    """
+    warnings = []
+    for name, (low, high) in TESTED_MATRIX.items():
+        version = versions.get(name)
+        if not version:
+            continue
+        release = _release(version)
+        if not release or not (_release(low) <= release < _release(high)):
+            warnings.append(
+                f"WARNING: {name} {version} is outside the tested range {name}"
+                f"{tested_range(name)}; knet_d2 may work, but this combination is untested "
+                "(the tested versions are in requirements/lock.txt)"
+            )
+    return warnings
+
+
+def installed_matrix_versions() -> Dict[str, Optional[str]]:
+    """Versions of the :data:`TESTED_MATRIX` packages in this environment (None: missing)."""
+    versions: Dict[str, Optional[str]] = {"python": platform.python_version()}
+    for name in TESTED_MATRIX:
+        if name == "python":
+            continue
+        try:
+            versions[name] = str(importlib.import_module(name).__version__)
+        except Exception:  # not installed / broken: reported by the table above
+            versions[name] = None
+    return versions
 
 
 def _version(name: str) -> str:
@@ -42,6 +106,8 @@ def collect_env_info() -> str:
         lines.append("  detectron2._C: loaded (compiled ops available)")
     except Exception:
         lines.append("  detectron2._C: not loaded (pure-Python build; K-Net needs no compiled op)")
+    warnings = matrix_warnings(installed_matrix_versions())
+    lines.extend(warnings or ["  all versions within the tested matrix"])
     return "\n".join(lines)
 
 
