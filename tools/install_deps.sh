@@ -110,9 +110,9 @@ echo "[install] panopticapi (panopticapi-lite, without its over-strict dependenc
 
 echo "[install] cityscapesscripts + shapely (D2's Cityscapes loaders and AP / mIoU evaluators)"
 # --no-deps: its metadata requires the obsolete 'typing' backport; the rest it needs is listed.
-"${pip[@]}" install --no-deps cityscapesscripts==2.3.0 appdirs pyquaternion coloredlogs humanfriendly
+"${pipc[@]}" --no-deps cityscapesscripts appdirs pyquaternion coloredlogs humanfriendly
 # D2's cityscapes_fine_instance_seg_* loader rasterises the gtFine polygons with shapely.
-"${pip[@]}" install "numpy<2" shapely
+"${pipc[@]}" "numpy<2" shapely
 
 echo "[install] ONNX export (tools/export_model.py) and ONNX Runtime (its --check and tests)"
 # numpy<2 in the same command: newer ml_dtypes (an onnx dependency) would pull numpy 2.
