@@ -34,6 +34,10 @@ def add_knet_config(cfg: CN) -> None:
     cfg.DETERMINISTIC = False
     # Allow a new run (no --resume) to overwrite the checkpoints already in OUTPUT_DIR.
     cfg.OUTPUT_OVERWRITE = False
+    # Signals that stop training after the current iteration with one checkpoint and exit code
+    # 75 (knet_d2.engine.preemption); SLURM sends SIGTERM before preemption. () = off.
+    cfg.PREEMPTION = CN()
+    cfg.PREEMPTION.SIGNALS = ("SIGTERM", "SIGUSR1")
 
     # ---------------------------------------------------------------- solver
     cfg.SOLVER.OPTIMIZER = "ADAMW"

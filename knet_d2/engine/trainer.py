@@ -31,7 +31,9 @@ from ..data.skip_bad_samples import SkipBadSamples
 from ..solver import build_knet_optimizer
 from .checkpointer import KNetCheckpointer
 from .hooks import IterationRNGHook, LossCapture, non_finite_loss_message
+from .preemption import PreemptionHook
 from .resumable_sampler import build_resumable_train_loader, resumable_sampler_of
+from .worker_failure import worker_failure_message
 
 __all__ = ["Trainer", "build_knet_evaluator"]
 
@@ -82,7 +84,9 @@ class Trainer(DefaultTrainer):
     * checkpoints written atomically and loaded safely (:class:`KNetCheckpointer`);
     * ``EXACT_RESUME``: a resumable data stream and per-iteration RNG seeds, so ``--resume``
       continues exactly where the interrupted run was;
-    * a non-finite loss stops the run naming the iteration and the NaN/Inf loss terms.
+    * a non-finite loss stops the run naming the iteration and the NaN/Inf loss terms;
+    * ``PREEMPTION.SIGNALS`` stop the run after the current iteration with one checkpoint and
+      exit code 75 (:class:`PreemptionHook`); a dead data-loader worker is named.
     """
 
     def __init__(self, cfg: CfgNode):
@@ -99,7 +103,18 @@ class Trainer(DefaultTrainer):
         if sampler is not None:
             self.checkpointer.add_checkpointable("data_sampler", sampler)
             hooks.insert(0, IterationRNGHook(lambda: sampler.seed))
+        if self.cfg.PREEMPTION.SIGNALS:  # last: after the LR scheduler stepped, as checkpoints
+            hooks.append(PreemptionHook(self.cfg.PREEMPTION.SIGNALS))
         return hooks
+
+    def train(self):
+        try:
+            return super().train()
+        except RuntimeError as e:
+            message = worker_failure_message(self.iter, e)
+            if message is None:
+                raise
+            raise RuntimeError(message) from e
 
     def resume_or_load(self, resume: bool = True) -> None:
         if resume:  # temporary files of a save that was killed (never used, see checkpointer)
