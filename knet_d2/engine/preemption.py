@@ -16,6 +16,7 @@ receives on to its workers. :class:`PreemptionHook` catches the signals named in
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import Optional, Sequence
@@ -24,6 +25,7 @@ import torch
 import torch.distributed as dist
 from detectron2.engine import HookBase
 from detectron2.utils import comm
+from torch.utils.data import get_worker_info
 
 __all__ = ["PREEMPTED_EXIT_CODE", "TrainingPreempted", "PreemptionHook", "signal_numbers"]
 
@@ -69,8 +71,17 @@ class PreemptionHook(HookBase):
         self._signals = signal_numbers(signals)
         self._received: Optional[int] = None
         self._previous: dict = {}
+        self._pid = os.getpid()
 
     def _record(self, signum: int, frame) -> None:
+        if os.getpid() != self._pid:  # a forked child inherited the handler
+            if get_worker_info() is not None:
+                return  # a data-loader worker: the training process decides, then ends it
+            # Any other child (e.g. an evaluator's multiprocessing pool, which ends its workers
+            # with SIGTERM): the default action.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         if self._received is None:
             self._received = signum
 
@@ -79,6 +90,7 @@ class PreemptionHook(HookBase):
             logger.warning("Training runs outside the main thread: preemption signals are not "
                            "handled (signal handlers can only be set in the main thread).")
             return
+        self._pid = os.getpid()
         for s in self._signals:
             self._previous[s] = signal.signal(s, self._record)
 

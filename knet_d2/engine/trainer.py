@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Dict, List, Optional
 
 from detectron2.config import CfgNode
@@ -18,6 +19,7 @@ from detectron2.data import (
     build_detection_train_loader,
 )
 from detectron2.engine import DefaultTrainer
+from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import (
     COCOEvaluator,
     COCOPanopticEvaluator,
@@ -78,6 +80,25 @@ def build_knet_evaluator(
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
 
 
+@contextmanager
+def _ddp_for_cpu_models():
+    """While ``DefaultTrainer.__init__`` runs: D2's ``create_ddp_model`` passes
+    ``device_ids=[local rank]``, which DDP refuses for a model on the CPU (multi-process CPU
+    training, gloo); give such a model ``device_ids=None``."""
+    create = d2_defaults.create_ddp_model
+
+    def create_ddp_model(model, **kwargs):
+        if not any(p.is_cuda for p in model.parameters()):
+            kwargs.setdefault("device_ids", None)
+        return create(model, **kwargs)
+
+    d2_defaults.create_ddp_model = create_ddp_model
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = create
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer with K-Net's mappers, evaluators and optimizer, plus:
 
@@ -90,7 +111,8 @@ class Trainer(DefaultTrainer):
     """
 
     def __init__(self, cfg: CfgNode):
-        super().__init__(cfg)
+        with _ddp_for_cpu_models():
+            super().__init__(cfg)
         self._loss_capture = LossCapture(self._trainer.model)
 
     def build_hooks(self):
