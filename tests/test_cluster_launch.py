@@ -2,7 +2,8 @@
 (``--num-machines 2 --machine-rank 0/1 --dist-url``) and ``torchrun --nproc_per_node 2`` train
 like the 1-process run at the same total batch; SIGTERM to one process of a running 2-process
 training saves one checkpoint on every rank's agreement and exits with code 75, and ``--resume``
-reproduces the uninterrupted run's losses.
+reproduces the uninterrupted run's losses. The last two (marked slow) start two 2-process runs
+each; test_cluster_faults.py keeps the 1-process preemption check in the default run.
 
 This file is also the driver that the launchers start (see ``_driver_main``): ``train_net``'s
 own ``invoke_main`` with a hook recording each iteration's ``total_loss`` and the final
@@ -28,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "configs/synthetic/panoptic/knet_R18_tiny.yaml"
 PREFIX = "knet_test_cluster"
 TRAIN = f"{PREFIX}_panoptic_tiny"
-MAX_ITER = 6
+MAX_ITER = 5
 PREEMPTED = 75
 _ORIGINAL_MAIN = train_net.main
 
@@ -179,14 +180,6 @@ def one_process(data_root, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def two_machines(data_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("two_machines")
-    codes, log = _two_machines(out, data_root)
-    assert codes == [0, 0], log[-4000:]
-    return out, log
-
-
 def _assert_same_as_one_process(record, one_process):
     got, want = _losses(record), _losses(one_process)
     assert sorted(got) == sorted(want) == list(range(MAX_ITER))
@@ -200,39 +193,58 @@ def _assert_same_as_one_process(record, one_process):
         assert abs(m[key] - m1[key]) <= 0.05 * max(1.0, abs(m1[key])), (key, m[key], m1[key])
 
 
-def test_two_machines_one_process_each_match_one_process(two_machines, one_process):
-    out, log = two_machines
-    assert "Rank of current process: 0. World size: 2" in log
-    assert "Rank of current process: 1. World size: 2" in (out / "run/log.txt.rank1").read_text()
-    _assert_same_as_one_process(out, one_process)
-
-
-def test_torchrun_two_processes_match_two_machines_and_one_process(
-    data_root, two_machines, one_process, tmp_path
-):
+def _torchrun(out, data_root) -> str:
+    """``torchrun --nproc_per_node 2`` on a free port; returns its output."""
+    out.mkdir(exist_ok=True)
     port = _free_port()
-    with open(tmp_path / "log", "w") as log:
+    with open(out / "log", "w") as log:
         proc = _start(
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
              "--master_addr", "127.0.0.1", "--master_port", str(port), __file__,
-             "--config-file", str(CONFIG), *train_opts(tmp_path / "run")],
-            _env(data_root, tmp_path), log,
+             "--config-file", str(CONFIG), *train_opts(out / "run")],
+            _env(data_root, out), log,
         )
-        assert _wait([proc], [log]) == [0], (tmp_path / "log").read_text()[-4000:]
-    text = (tmp_path / "log").read_text()
-    assert "Rank of current process: 0. World size: 2" in text
+        code = _wait([proc], [log])
+    text = (out / "log").read_text()
+    assert code == [0], text[-4000:]
+    return text
+
+
+@pytest.fixture(scope="module")
+def torchrun(data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("torchrun")
+    return out, _torchrun(out, data_root)
+
+
+def test_torchrun_two_processes_form_one_group_and_match_one_process(torchrun, one_process):
+    out, log = torchrun
+    # One process group (not two trainings racing on one OUTPUT_DIR).
+    assert "Rank of current process: 0. World size: 2" in log
+    rank1 = (out / "run/log.txt.rank1").read_text()
+    assert "Rank of current process: 1. World size: 2" in rank1
+    _assert_same_as_one_process(out, one_process)
+
+
+@pytest.mark.slow
+def test_two_machines_one_process_each_match_torchrun_and_one_process(
+    data_root, torchrun, one_process, tmp_path
+):
+    codes, log = _two_machines(tmp_path, data_root)
+    assert codes == [0, 0], log[-4000:]
+    assert "Rank of current process: 0. World size: 2" in log
     rank1 = (tmp_path / "run/log.txt.rank1").read_text()
     assert "Rank of current process: 1. World size: 2" in rank1
-    # The same 2-process computation as --num-machines 2: identical losses and metrics.
-    assert _losses(tmp_path) == _losses(two_machines[0])
-    assert _metrics(tmp_path) == _metrics(two_machines[0])
+    # The same 2-process computation as torchrun's: identical losses and metrics.
+    assert _losses(tmp_path) == _losses(torchrun[0])
+    assert _metrics(tmp_path) == _metrics(torchrun[0])
     _assert_same_as_one_process(tmp_path, one_process)
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_checkpoints_exits_75_and_resume_reproduces(
-    data_root, two_machines, tmp_path
+    data_root, torchrun, tmp_path
 ):
-    reference = _losses(two_machines[0])
+    reference = _losses(torchrun[0])  # the uninterrupted 2-process run
 
     def sigterm_machine1_when_running(procs):
         deadline = time.time() + 300
@@ -260,6 +272,7 @@ def test_sigterm_to_one_process_checkpoints_exits_75_and_resume_reproduces(
     assert sorted(got) == list(range(MAX_ITER))
     for i in range(MAX_ITER):
         assert abs(got[i] - reference[i]) <= 1e-6 * max(1.0, abs(reference[i])), (i, got[i])
+    assert _metrics(tmp_path) == _metrics(torchrun[0])
 
 
 if __name__ == "__main__":

@@ -277,6 +277,9 @@ class KNetCheckpointer(DetectionCheckpointer):
             except CorruptCheckpointError as e:
                 logger.error(f"--resume: {e}")
                 bad.append(candidate)
+                # D2's load() resets this URL state only when it returns.
+                if getattr(self, "_parsed_url_during_load", None) is not None:
+                    self._parsed_url_during_load = None
                 continue
             if bad:
                 logger.warning(
