@@ -132,8 +132,9 @@ class Trainer(DefaultTrainer):
     def train(self):
         try:
             return super().train()
-        except RuntimeError as e:
-            message = worker_failure_message(self.iter, e)
+        except (RuntimeError, OSError, EOFError) as e:
+            loader_iter = getattr(self._trainer, "_data_loader_iter_obj", None)
+            message = worker_failure_message(self.iter, e, loader_iter)
             if message is None:
                 raise
             raise RuntimeError(message) from e
