@@ -270,6 +270,7 @@ class KNetCheckpointer(DetectionCheckpointer):
         others = [p for p in self.get_all_checkpoint_files() if p != tagged]
         others.sort(key=lambda p: (os.path.getmtime(p), p), reverse=True)  # newest first
         bad: List[str] = []
+        first_error = ""
         for candidate in [tagged] + others:
             try:
                 # A file is read completely before any state is loaded from it.
@@ -277,6 +278,7 @@ class KNetCheckpointer(DetectionCheckpointer):
             except CorruptCheckpointError as e:
                 logger.error(f"--resume: {e}")
                 bad.append(candidate)
+                first_error = first_error or str(e)
                 # D2's load() resets this URL state only when it returns.
                 if getattr(self, "_parsed_url_during_load", None) is not None:
                     self._parsed_url_during_load = None
@@ -289,9 +291,9 @@ class KNetCheckpointer(DetectionCheckpointer):
                 )
             return checkpoint
         raise CorruptCheckpointError(
-            f"--resume: no readable checkpoint in {self.save_dir}; unreadable: {', '.join(bad)}. "
-            "Resume from a copy of a good checkpoint (write its file name into last_checkpoint) "
-            "or start a new run in another OUTPUT_DIR."
+            f"--resume: no readable checkpoint in {self.save_dir} (unreadable: {', '.join(bad)}). "
+            f"{first_error} Resume from a copy of a good checkpoint (write its file name into "
+            "last_checkpoint) or start a new run in another OUTPUT_DIR."
         )
 
     # ------------------------------------------------------------------ loading
