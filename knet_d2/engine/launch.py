@@ -195,7 +195,8 @@ def check_devices(device: str, processes_per_machine: int) -> None:
     if device.startswith("cuda") and processes_per_machine > count:
         raise LaunchError(
             f"{processes_per_machine} GPU processes per machine were asked for, but only {count} "
-            f"GPU{'s are' if count != 1 else ' is'} visible: use at most {count}."
+            f"GPU{'s are' if count != 1 else ' is'} visible: use at most {count} (under SLURM "
+            "every task must see all GPUs of its node: --gpus-per-node, not --gpus-per-task)."
         )
 
 
