@@ -11,7 +11,10 @@ Usage (as D2's tools/train_net.py)::
     python train_net.py --config-file configs/custom/knet_R50_cpu_small.yaml \
         --dataset my_train=coco_instance:train.json:images/ --check-data   # own data, see README
 
-Multi-machine: ``--num-machines N --machine-rank R --dist-url tcp://host:port``.
+Multi-machine: ``--num-machines N --machine-rank R --dist-url tcp://host:port``, or start it
+with ``torchrun --nproc_per_node N train_net.py ...`` or SLURM ``srun`` (one task per GPU; see
+tools/slurm_train.sh). SIGTERM / SIGUSR1 save a checkpoint and exit with code 75 (requeue, then
+``--resume``).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import knet_d2  # noqa: F401  (first: hides named third-party import warnings; r
 
 # isort: split
 from detectron2.config import CfgNode
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -41,6 +44,8 @@ from knet_d2.engine import (
     check_output_dir,
     run_startup_checks,
 )
+from knet_d2.engine.launch import LaunchError, launch_training
+from knet_d2.engine.output_lock import OutputDirInUseError, lock_output_dir
 from knet_d2.engine.plain_logs import setup_d2_loggers, strip_ansi_in_log_files
 from knet_d2.engine.trainer import EvaluationDataError, Trainer, build_knet_evaluator
 
@@ -58,10 +63,12 @@ def setup(args) -> CfgNode:
         cfg = get_knet_cfg(args.config_file, args.opts, datasets=getattr(args, "dataset", []))
         # Before default_setup writes config.yaml / log.txt into OUTPUT_DIR.
         check_output_dir(cfg, resume=args.resume, eval_only=args.eval_only)
+        if not args.eval_only and comm.is_main_process():
+            lock_output_dir(cfg.OUTPUT_DIR)  # one training run per OUTPUT_DIR
         setup_d2_loggers(cfg.OUTPUT_DIR, comm.get_rank())  # log.txt without colour codes
         default_setup(cfg, args)
         apply_determinism(cfg)
-    except (FileNotFoundError, ConfigError) as e:
+    except (FileNotFoundError, ConfigError, OutputDirInUseError) as e:
         raise SystemExit(f"train_net.py: {e}") from None
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="knet_d2")
     strip_ansi_in_log_files()
@@ -142,14 +149,17 @@ def argument_parser() -> argparse.ArgumentParser:
 def invoke_main() -> None:
     args = argument_parser().parse_args()
     print("Command Line Args:", copy.deepcopy(args))
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    if not args.config_file:
+        raise SystemExit("train_net.py: --config-file is required (see configs/)")
+    try:  # the device and the signals, checked before any process is started
+        cfg = get_knet_cfg(args.config_file, args.opts, datasets=args.dataset)
+    except (FileNotFoundError, ConfigError) as e:
+        raise SystemExit(f"train_net.py: {e}") from None
+    try:
+        launch_training(main, args, device=cfg.MODEL.DEVICE,
+                        preemption_signals=cfg.PREEMPTION.SIGNALS)
+    except LaunchError as e:
+        raise SystemExit(f"train_net.py: {e}") from None
 
 
 if __name__ == "__main__":

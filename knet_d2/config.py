@@ -49,6 +49,10 @@ def add_knet_config(cfg: CN) -> None:
     # / the resumed checkpoint when a model tensor is missing from it or has another shape
     # (knet_d2.engine.check_inference_weights). False: warn and run with those parts random.
     cfg.MODEL.WEIGHTS_STRICT = True
+    # Signals that stop training after the current iteration with one checkpoint and exit code
+    # 75 (knet_d2.engine.preemption); SLURM sends SIGTERM before preemption. () = off.
+    cfg.PREEMPTION = CN()
+    cfg.PREEMPTION.SIGNALS = ("SIGTERM", "SIGUSR1")
 
     # ---------------------------------------------------------------- solver
     cfg.SOLVER.OPTIMIZER = "ADAMW"

@@ -25,12 +25,14 @@ Loading:
 """
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
 import pickle
 import re
 import secrets
+import shutil
 from typing import IO, Any, Callable, Dict, List, Optional
 
 import torch
@@ -41,6 +43,7 @@ from .weights_report import WeightsLoadReport, report_from_incompatible_keys
 
 __all__ = [
     "KNetCheckpointer",
+    "CorruptCheckpointError",
     "atomic_write",
     "load_pickle_restricted",
     "TEMP_SUFFIX",
@@ -132,11 +135,39 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if _is_disk_full(e):
+            raise OSError(errno.ENOSPC, _disk_full_message(path, directory)) from e
         raise
     _fsync_dir(directory)
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    """``err`` or an error it wraps (``torch.save`` turns a failed write into a RuntimeError)
+    is ENOSPC / EDQUOT."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _disk_full_message(path: str, directory: str) -> str:
+    try:
+        usage = shutil.disk_usage(directory)
+        free = f"{usage.free / 2**20:.1f} MiB free of {usage.total / 2**30:.1f} GiB"
+    except OSError:
+        free = "free space unknown"
+    return (
+        f"No space left on the device of {directory} ({free}) while writing {path}. The "
+        "incomplete file was removed; the previous checkpoints and last_checkpoint are "
+        "unchanged. Free some space (e.g. delete old model_*.pth) or set another OUTPUT_DIR, "
+        "then continue with --resume."
+    )
 
 
 def _is_local_dir(path: str) -> bool:
@@ -244,6 +275,43 @@ class KNetCheckpointer(DetectionCheckpointer):
             )
         return path
 
+    def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
+        """D2's ``resume_or_load``; when resuming, a ``last_checkpoint`` that names an
+        unreadable (truncated / corrupt) file is reported by name and the newest readable
+        checkpoint in ``save_dir`` is loaded instead. No readable checkpoint at all raises
+        :class:`CorruptCheckpointError` (never a silent restart from iteration 0)."""
+        if not (resume and self.has_checkpoint()):
+            return super().resume_or_load(path, resume=resume)
+        tagged = self.get_checkpoint_file()
+        others = [p for p in self.get_all_checkpoint_files() if p != tagged]
+        others.sort(key=lambda p: (os.path.getmtime(p), p), reverse=True)  # newest first
+        bad: List[str] = []
+        first_error = ""
+        for candidate in [tagged] + others:
+            try:
+                # A file is read completely before any state is loaded from it.
+                checkpoint = self.load(candidate)
+            except CorruptCheckpointError as e:
+                logger.error(f"--resume: {e}")
+                bad.append(candidate)
+                first_error = first_error or str(e)
+                # D2's load() resets this URL state only when it returns.
+                if getattr(self, "_parsed_url_during_load", None) is not None:
+                    self._parsed_url_during_load = None
+                continue
+            if bad:
+                logger.warning(
+                    f"--resume: last_checkpoint names {tagged}, which cannot be read; resumed "
+                    f"from {candidate} instead, the newest complete checkpoint (unreadable: "
+                    f"{', '.join(bad)})."
+                )
+            return checkpoint
+        raise CorruptCheckpointError(
+            f"--resume: no readable checkpoint in {self.save_dir} (unreadable: {', '.join(bad)}). "
+            f"{first_error} Resume from a copy of a good checkpoint (write its file name into "
+            "last_checkpoint) or start a new run in another OUTPUT_DIR."
+        )
+
     # ------------------------------------------------------------------ loading
     def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
         """D2's ``load``; afterwards :attr:`last_load_report` says what the file filled (None
@@ -331,8 +399,12 @@ def _weights_only_reason(err: BaseException) -> str:
     return "torch.load(weights_only=True) refused it" + (f": {lines[0]}" if lines else "")
 
 
-def _corrupt(filename: str, err: BaseException) -> ValueError:
-    return ValueError(
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file that cannot be read (truncated, torn or not a checkpoint)."""
+
+
+def _corrupt(filename: str, err: BaseException) -> CorruptCheckpointError:
+    return CorruptCheckpointError(
         f"Cannot read checkpoint {filename}: the file is incomplete or corrupt "
         f"({type(err).__name__}: {err}). Delete it, or resume from an earlier checkpoint by "
         "writing its file name into last_checkpoint."

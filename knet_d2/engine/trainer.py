@@ -10,6 +10,7 @@ import logging
 import os
 import re
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Dict, List, Optional
 
 from detectron2.config import CfgNode
@@ -19,6 +20,7 @@ from detectron2.data import (
     build_detection_train_loader,
 )
 from detectron2.engine import DefaultTrainer
+from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import (
     COCOEvaluator,
     COCOPanopticEvaluator,
@@ -34,8 +36,10 @@ from ..solver import build_knet_optimizer
 from .benchmark_evaluators import benchmark_evaluators
 from .checkpointer import KNetCheckpointer
 from .hooks import IterationRNGHook, LossCapture, non_finite_loss_message
+from .preemption import PreemptionHook
 from .resumable_sampler import build_resumable_train_loader, resumable_sampler_of
 from .weights_report import check_inference_weights
+from .worker_failure import worker_failure_message
 
 __all__ = ["Trainer", "build_knet_evaluator", "EvaluationDataError"]
 
@@ -98,17 +102,39 @@ def build_knet_evaluator(
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
 
 
+@contextmanager
+def _ddp_for_cpu_models():
+    """While ``DefaultTrainer.__init__`` runs: D2's ``create_ddp_model`` passes
+    ``device_ids=[local rank]``, which DDP refuses for a model on the CPU (multi-process CPU
+    training, gloo); give such a model ``device_ids=None``."""
+    create = d2_defaults.create_ddp_model
+
+    def create_ddp_model(model, **kwargs):
+        if not any(p.is_cuda for p in model.parameters()):
+            kwargs.setdefault("device_ids", None)
+        return create(model, **kwargs)
+
+    d2_defaults.create_ddp_model = create_ddp_model
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = create
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer with K-Net's mappers, evaluators and optimizer, plus:
 
     * checkpoints written atomically and loaded safely (:class:`KNetCheckpointer`);
     * ``EXACT_RESUME``: a resumable data stream and per-iteration RNG seeds, so ``--resume``
       continues exactly where the interrupted run was;
-    * a non-finite loss stops the run naming the iteration and the NaN/Inf loss terms.
+    * a non-finite loss stops the run naming the iteration and the NaN/Inf loss terms;
+    * ``PREEMPTION.SIGNALS`` stop the run after the current iteration with one checkpoint and
+      exit code 75 (:class:`PreemptionHook`); a dead data-loader worker is named.
     """
 
     def __init__(self, cfg: CfgNode):
-        super().__init__(cfg)
+        with _ddp_for_cpu_models():
+            super().__init__(cfg)
         self._loss_capture = LossCapture(self._trainer.model)
 
     def build_hooks(self):
@@ -121,7 +147,19 @@ class Trainer(DefaultTrainer):
         if sampler is not None:
             self.checkpointer.add_checkpointable("data_sampler", sampler)
             hooks.insert(0, IterationRNGHook(lambda: sampler.seed))
+        if self.cfg.PREEMPTION.SIGNALS:  # last: after the LR scheduler stepped, as checkpoints
+            hooks.append(PreemptionHook(self.cfg.PREEMPTION.SIGNALS))
         return hooks
+
+    def train(self):
+        try:
+            return super().train()
+        except (RuntimeError, OSError, EOFError) as e:
+            loader_iter = getattr(self._trainer, "_data_loader_iter_obj", None)
+            message = worker_failure_message(self.iter, e, loader_iter)
+            if message is None:
+                raise
+            raise RuntimeError(message) from e
 
     def resume_or_load(self, resume: bool = True) -> None:
         if resume:  # temporary files of a save that was killed (never used, see checkpointer)
