@@ -5,6 +5,7 @@ import tempfile
 import torch
 from detectron2.engine import launch
 from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
 from test_knet_model import make_input, tiny_cfg
 
 # Four images with the same number of objects each, so per-process means and the global mean
@@ -149,12 +150,14 @@ def test_two_process_gloo_evaluation_matches_one_process(tmp_path):
     train_cfg = cfg.clone()
     train_cfg.defrost()
     train_cfg.merge_from_list([
-        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "12", "SOLVER.STEPS", "(11,)",
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "30", "SOLVER.STEPS", "(29,)",
         "SOLVER.WARMUP_ITERS", "1", "SOLVER.BASE_LR", "0.003", "DATALOADER.NUM_WORKERS", "0",
         "INPUT.MIN_SIZE_TRAIN", "(64,)", "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path / "t"),
     ])
     train_cfg.freeze()
     torch.set_num_threads(1)
+    # The model's initialisation must not depend on which tests ran before in this process.
+    seed_all_rng(train_cfg.SEED)
     trainer = train_net.Trainer(train_cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
