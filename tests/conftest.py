@@ -36,3 +36,14 @@ def load_config(path, opts=()):
     from knet_d2 import get_knet_cfg
 
     return get_knet_cfg(str(path), opts, freeze=False)
+
+
+def unregister_datasets(names) -> None:
+    """Remove ``names`` from D2's DatasetCatalog and MetadataCatalog (tests that re-register)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    for name in names:
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+        if name in MetadataCatalog.list():
+            MetadataCatalog.remove(name)

@@ -33,7 +33,7 @@ from knet_d2.data.datasets.ade20k_panoptic import (
 )
 from knet_d2.data.datasets.register_ade20k_panoptic import register_all_ade20k_panoptic
 from knet_d2.engine.trainer import build_knet_evaluator
-from tests.conftest import REPO_ROOT, SHARED_DATA, load_config
+from tests.conftest import REPO_ROOT, SHARED_DATA, load_config, unregister_datasets
 
 logging.getLogger("detectron2").setLevel(logging.WARNING)
 
@@ -52,14 +52,6 @@ def instance_png_from_semantic(sem: np.ndarray) -> np.ndarray:
             out[regions == r] = (k, next_id, 0)
             next_id += 1
     return out
-
-
-def _unregister(names):
-    for n in names:
-        if n in DatasetCatalog.list():
-            DatasetCatalog.remove(n)
-        if n in MetadataCatalog.list():
-            MetadataCatalog.remove(n)
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +73,9 @@ def ade_root(tmp_path_factory):
             ins = instance_png_from_semantic(np.asarray(Image.open(label)))
             Image.fromarray(ins).save(ade / "annotations_instance" / split / f"{img.stem}.png")
         convert_ade20k_split(ade / "annotations" / split, ade / "annotations_detectron2" / split)
-    _unregister(NAMES)
+    unregister_datasets(NAMES)
     yield root
-    _unregister(NAMES)
+    unregister_datasets(NAMES)
     import os
 
     register_all_ade20k_panoptic(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))

@@ -38,7 +38,7 @@ import knet_d2  # noqa: F401  (registers everything)
 from knet_d2.data.class_layout import ClassLayout
 from knet_d2.data.dataset_mappers import build_knet_test_mapper, build_knet_train_mapper
 from knet_d2.engine.trainer import build_knet_evaluator
-from tests.conftest import REPO_ROOT, load_config
+from tests.conftest import REPO_ROOT, load_config, unregister_datasets
 
 logging.getLogger("detectron2").setLevel(logging.WARNING)
 
@@ -107,14 +107,6 @@ def build_cityscapes_root(dummy: Path, root: Path) -> Path:
     return root
 
 
-def _unregister(names):
-    for n in names:
-        if n in DatasetCatalog.list():
-            DatasetCatalog.remove(n)
-        if n in MetadataCatalog.list():
-            MetadataCatalog.remove(n)
-
-
 @pytest.fixture(scope="module")
 def cityscapes_root(tmp_path_factory):
     """D2's cityscapes_fine_panoptic_{train,val} re-registered on a test root built from the
@@ -125,10 +117,10 @@ def cityscapes_root(tmp_path_factory):
     if not dummy.is_dir():
         pytest.skip(f"real sample data not found at {dummy}")
     root = build_cityscapes_root(dummy, tmp_path_factory.mktemp("d2_datasets"))
-    _unregister(NAMES)
+    unregister_datasets(NAMES)
     register_all_cityscapes_panoptic(str(root))
     yield root
-    _unregister(NAMES)
+    unregister_datasets(NAMES)
     d2_root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
     register_all_cityscapes_panoptic(d2_root)
 
@@ -346,7 +338,7 @@ def test_cityscapes_instance_config_trains_on_d2_instance_dicts(cityscapes_root,
 
     names = [f"cityscapes_fine_{t}_{s}" for t in ("instance_seg", "sem_seg")
              for s in ("train", "val", "test")]
-    _unregister(names)
+    unregister_datasets(names)
     try:
         register_all_cityscapes(str(cityscapes_root))
         (d,) = DatasetCatalog.get("cityscapes_fine_instance_seg_train")
@@ -379,6 +371,6 @@ def test_cityscapes_instance_config_trains_on_d2_instance_dicts(cityscapes_root,
             optimizer.step()
             losses.append(float(loss))
     finally:
-        _unregister(names)
+        unregister_datasets(names)
         register_all_cityscapes(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))
     assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
