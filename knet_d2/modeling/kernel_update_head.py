@@ -1,4 +1,4 @@
-"""One K-Net kernel update stage (official ``KernelUpdateHead``; knet_reference.md §1.4, §1.5).
+"""One K-Net kernel update stage (official ``KernelUpdateHead``; docs/reference.md §1.4, §1.5).
 
 Inputs: F (B, C, h, w) from the kernel head (the same F for every stage), kernels K (B, N, C)
 and mask logits M (B, N, h', w') of the previous stage::
