@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
-from typing import Dict, Iterator, List, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = ("docs/reference.md", "docs/architecture.md")
+THIS_FILE = "tests/test_docs.py"
 
 # Documents that exist only outside the repository (split so that this file does not match).
 FOREIGN_DOCUMENTS = (
@@ -51,38 +52,42 @@ def sections_of(markdown: str) -> Set[str]:
     return set(_HEADING.findall(markdown))
 
 
-def citations_in_line(line: str) -> Iterator[Tuple[str, str]]:
-    """``(document, section)`` for every ``§N`` that follows a docs/ mention on ``line``.
+def citations_in_text(text: str) -> Iterator[Tuple[Optional[str], str, int]]:
+    """``(document, section, line number)`` for every ``§N`` in ``text``.
 
-    ``"(docs/reference.md §3, docs/architecture.md §9)"`` -> ``("docs/reference.md", "3")``,
-    ``("docs/architecture.md", "9")``: each ``§N`` belongs to the closest mention before it.
+    A ``§N`` belongs to the closest docs/ mention before it, at most one line break away (a
+    citation may wrap): ``"(docs/reference.md §3, docs/architecture.md §9)"`` gives
+    ``("docs/reference.md", "3", 1)`` and ``("docs/architecture.md", "9", 1)``. A ``§N`` with no
+    such mention (``"reference §3"``) gives document ``None``.
     """
-    mentions = list(_DOC_MENTION.finditer(line))
-    for i, m in enumerate(mentions):
-        end = mentions[i + 1].start() if i + 1 < len(mentions) else len(line)
-        for number in _SECTION.findall(line[m.end():end]):
-            yield m.group(0), number
+    mentions = list(_DOC_MENTION.finditer(text))
+    for m in _SECTION.finditer(text):
+        before = [d for d in mentions if d.end() <= m.start()]
+        doc = None
+        if before and text.count("\n", before[-1].end(), m.start()) <= 1:
+            doc = before[-1].group(0)
+        yield doc, m.group(1), text.count("\n", 0, m.start()) + 1
 
 
 def missing_citations(
     files: List[Path], sections: Dict[str, Set[str]]
 ) -> Tuple[int, List[str]]:
-    """(number of citations found, ``"path:line: doc §N"`` for each that has no such section)."""
+    """(number of citations found, ``"path:line: problem"`` for each unresolvable one)."""
     found, missing = 0, []
     for path in files:
         rel = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
-        for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-            if rel == "docs/architecture.md" and "docs/" not in line:
-                # architecture.md cites reference.md as "reference §N" / a bare "§N".
-                cited = [("docs/reference.md", n) for n in _SECTION.findall(line)]
-            elif rel == "docs/reference.md":
-                cited = [(rel, n) for n in _SECTION.findall(line)]
-            else:
-                cited = list(citations_in_line(line))
-            for doc, number in cited:
-                found += 1
-                if number not in sections[doc]:
-                    missing.append(f"{rel}:{lineno}: {doc} §{number}")
+        if rel == THIS_FILE:
+            continue
+        for doc, number, lineno in citations_in_text(path.read_text(errors="replace")):
+            if rel in DOCS:
+                # reference.md cites itself; architecture.md cites it as "reference §N".
+                doc = "docs/reference.md"
+            found += 1
+            if doc is None:
+                missing.append(f"{rel}:{lineno}: §{number} does not name docs/reference.md "
+                               "or docs/architecture.md")
+            elif number not in sections[doc]:
+                missing.append(f"{rel}:{lineno}: {doc} has no section §{number}")
     return found, missing
 
 
@@ -120,18 +125,24 @@ def test_every_cited_section_exists(doc_sections):
 
 
 def test_citation_parser_assigns_sections_to_the_closest_document():
-    line = "post-processing (docs/reference.md §3, §3.2, docs/architecture.md §9)."
-    assert list(citations_in_line(line)) == [
-        ("docs/reference.md", "3"),
-        ("docs/reference.md", "3.2"),
-        ("docs/architecture.md", "9"),
+    text = "post-processing (docs/reference.md §3, §3.2, docs/architecture.md §9).\n"
+    text += "init (docs/reference.md\n    §1.5), see reference §2.1"
+    assert list(citations_in_text(text)) == [
+        ("docs/reference.md", "3", 1),
+        ("docs/reference.md", "3.2", 1),
+        ("docs/architecture.md", "9", 1),
+        ("docs/reference.md", "1.5", 3),
+        ("docs/reference.md", "2.1", 3),
     ]
-    assert list(citations_in_line("see reference §3 elsewhere")) == []
+    assert list(citations_in_text("see reference §3 elsewhere")) == [(None, "3", 1)]
+    assert list(citations_in_text("docs/reference.md\n\n\n§3")) == [(None, "3", 4)]
 
 
 def test_a_citation_of_a_missing_section_is_reported(tmp_path, doc_sections):
     bad = tmp_path / "module.py"
-    bad.write_text('"""Loss (docs/reference.md §2.3, §9.9)."""\n')
+    bad.write_text('"""Loss (docs/reference.md §2.3, §9.9).\n\nMatcher: see reference §7."""\n')
     found, missing = missing_citations([bad], doc_sections)
-    assert found == 2
-    assert len(missing) == 1 and missing[0].endswith("docs/reference.md §9.9")
+    assert found == 3
+    assert len(missing) == 2
+    assert missing[0].endswith(":1: docs/reference.md has no section §9.9")
+    assert missing[1].endswith(":3: §7 does not name docs/reference.md or docs/architecture.md")

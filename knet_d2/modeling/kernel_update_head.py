@@ -126,8 +126,9 @@ class KernelUpdateHead(nn.Module):
 
     Detection (instance / panoptic): ``mask_act="hard_sigmoid"``, ``num_classes = T + S``,
     ``xavier_init=True``. Semantic (official seg heads): ``mask_act="softmax"``,
-    ``num_classes=0`` (no class branch), ``xavier_init=False`` (PyTorch default init, reference
-    §1.5) and, for the FCN/PSP/ASPP configs, ``in_channels=512, updator_channels=256``.
+    ``num_classes=0`` (no class branch), ``xavier_init=False`` (PyTorch default init,
+    docs/reference.md §1.5) and, for the FCN/PSP/ASPP configs, ``in_channels=512,
+    updator_channels=256``.
     """
 
     @configurable
