@@ -3,7 +3,7 @@
 ``demo/demo.py`` is the command line on top of this module; ``make quickstart`` calls
 :func:`render_predictions`. Everything here is importable without a display.
 
-Conventions followed (see docs/d2_conventions.md §2.5 and §3):
+Conventions followed (see docs/architecture.md §9 and §13):
 
 * a model output dict holds any of ``panoptic_seg`` ``(ids (H, W), segments_info)``,
   ``instances`` (``pred_masks``, ``scores``, ``pred_classes``, ``pred_boxes``) and ``sem_seg``

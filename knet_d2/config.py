@@ -2,7 +2,7 @@
 
 Call :func:`add_knet_config` on a fresh ``get_cfg()`` *before* merging a YAML file, exactly as
 Mask2Former's ``add_maskformer2_config``: unknown keys in a YAML file raise ``KeyError``.
-Defaults follow the official K-Net R50 COCO configs (docs: knet_reference.md §1-3).
+Defaults follow the official K-Net R50 COCO configs (docs/reference.md §1, §2, §3).
 """
 from typing import Sequence
 

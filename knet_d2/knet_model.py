@@ -284,7 +284,7 @@ class KNet(nn.Module):
 
     # ------------------------------------------------------------------ targets
     def prepare_targets(self, batched_inputs: List[dict], images: ImageList) -> List[dict]:
-        """Soft stride-4 targets from the padded ground-truth masks (reference §2.1).
+        """Soft stride-4 targets from the padded ground-truth masks (docs/reference.md §2.1).
 
         Masks of every image are padded to the batch size ``(Hp, Wp)`` and bilinearly
         downsampled to ``(Hp/4, Wp/4)`` in one call; values stay soft (not re-binarised).
@@ -343,7 +343,7 @@ class KNet(nn.Module):
     def inference(
         self, last: dict, batched_inputs: List[dict], images: ImageList
     ) -> List[Dict[str, object]]:
-        """Post-process the last stage (reference §3) into D2's output format per image."""
+        """Post-process the last stage (docs/reference.md §3) into D2's output format per image."""
         padded_size = tuple(images.tensor.shape[-2:])
         results = []
         np_, t = self.num_proposals, self.num_thing_classes

@@ -1,6 +1,6 @@
 """Optimizer construction for K-Net: AdamW/SGD, backbone LR multiplier, full-model clipping.
 
-The official K-Net recipe (knet_reference.md §2.4): AdamW lr 1e-4, weight decay 0.05 on every
+The official K-Net recipe (docs/reference.md §2.4): AdamW lr 1e-4, weight decay 0.05 on every
 parameter (no norm/bias exemption: set ``SOLVER.WEIGHT_DECAY_NORM`` equal to ``WEIGHT_DECAY``),
 LR x0.25 for every parameter whose name contains ``backbone``, and gradients clipped by one
 global L2 norm (max 1.0) over the whole model (``SOLVER.CLIP_GRADIENTS.CLIP_TYPE: full_model``).

@@ -3,7 +3,7 @@
 No official file is downloaded here. Each test builds a small knet_d2 model from a real config
 (narrowed with opts), randomises every tensor, and writes what the official code would save for
 that network: names produced by an inverse mapping written in this file from
-knet_reference.md §4.3 (independent of the converter's rules), plus official-only keys (mmdet
+docs/reference.md §4.3 (independent of the converter's rules), plus official-only keys (mmdet
 ``num_batches_tracked``) and, for Swin, the mmdet/mmseg ``nn.Unfold`` channel order of the
 patch-merging weights (derived numerically below). The converted file must load into a fresh
 model with zero missing / unexpected keys, reproduce every tensor and give identical outputs.

@@ -264,7 +264,7 @@ def test_kernel_head_init_statistics():
 
 # ------------------------------------------------------------------------ updator
 def _updator_formula(u: KernelUpdator, fk: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """The reference §1.4 step-3 equations written independently of the module."""
+    """The docs/reference.md §1.4 step-3 equations written independently of the module."""
     cf = u.feat_channels
     phi = fk @ u.dynamic_layer.weight.T + u.dynamic_layer.bias
     kap = k @ u.input_layer.weight.T + u.input_layer.bias
@@ -491,7 +491,7 @@ def test_from_config_defaults():
 
 
 def _official_det_keys(num_classes: int):
-    """Official mmdet state-dict keys of the K-Net head parts (reference §4.3) -> shapes."""
+    """Official mmdet state-dict keys of the K-Net head parts (docs/reference.md §4.3) -> shapes."""
     c, keys = 256, {}
 
     def conv_gn(prefix, k):

@@ -1,4 +1,4 @@
-"""Official K-Net checkpoints -> knet_d2 state dicts (knet_reference.md §4.3).
+"""Official K-Net checkpoints -> knet_d2 state dicts (docs/reference.md §4.3).
 
 Two source layouts are supported:
 

@@ -1,4 +1,4 @@
-"""Training losses of K-Net for instance and panoptic models (docs: knet_reference.md §2.2-2.3).
+"""Training losses of K-Net for instance and panoptic models (docs/reference.md §2.2, §2.3).
 
 Inputs of :meth:`KNetCriterion.forward` (all predictions at stride 4, the size of the targets):
 

@@ -1,4 +1,4 @@
-"""K-Net kernel generation head (official ``ConvKernelHead`` minus its FPN; reference §1.3).
+"""K-Net kernel generation head (official ``ConvKernelHead`` minus its FPN; docs/reference.md §1.3).
 
 From the neck's ``(loc, sem)`` maps (B, C, h, w) at stride 8::
 

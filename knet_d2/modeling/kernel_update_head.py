@@ -1,4 +1,4 @@
-"""One K-Net kernel update stage (official ``KernelUpdateHead``; knet_reference.md §1.4, §1.5).
+"""One K-Net kernel update stage (official ``KernelUpdateHead``; docs/reference.md §1.4, §1.5).
 
 Inputs: F (B, C, h, w) from the kernel head (the same F for every stage), kernels K (B, N, C)
 and mask logits M (B, N, h', w') of the previous stage::
@@ -126,8 +126,9 @@ class KernelUpdateHead(nn.Module):
 
     Detection (instance / panoptic): ``mask_act="hard_sigmoid"``, ``num_classes = T + S``,
     ``xavier_init=True``. Semantic (official seg heads): ``mask_act="softmax"``,
-    ``num_classes=0`` (no class branch), ``xavier_init=False`` (PyTorch default init, reference
-    §1.5) and, for the FCN/PSP/ASPP configs, ``in_channels=512, updator_channels=256``.
+    ``num_classes=0`` (no class branch), ``xavier_init=False`` (PyTorch default init,
+    docs/reference.md §1.5) and, for the FCN/PSP/ASPP configs, ``in_channels=512,
+    updator_channels=256``.
     """
 
     @configurable

@@ -1,4 +1,4 @@
-"""K-Net adaptive kernel update (official ``KernelUpdator``; knet_reference.md §1.4 step 3).
+"""K-Net adaptive kernel update (official ``KernelUpdator``; docs/reference.md §1.4 step 3).
 
 With F^K the group feature of a kernel and K its previous value (all Linear layers with bias)::
 
@@ -10,7 +10,7 @@ With F^K the group feature of a kernel and K its previous value (all Linear laye
     K~  = g_F * norm_out(phi_out) + g_K * input_norm_out(kap_out)
     K'  = relu(fc_norm(fc_layer(K~)))                 Linear(Cf, Cout) + LN
 
-Split-halves quirk (reference §1.5): when the incoming channel dim C is ``k * in_channels``
+Split-halves quirk (docs/reference.md §1.5): when the incoming channel dim C is ``k * in_channels``
 with k > 1 (semantic FCN/PSP/ASPP: C = 512, in_channels = 256), every C-vector is cut into k
 contiguous ``in_channels`` chunks, each chunk of F^K is paired with the same chunk of K and
 processed as an independent item with shared weights; the k outputs are concatenated back.

@@ -1,4 +1,4 @@
-"""Hungarian matcher of K-Net (``MaskHungarianAssigner``; docs: knet_reference.md §2.2).
+"""Hungarian matcher of K-Net (``MaskHungarianAssigner``; docs/reference.md §2.2).
 
 The cost of assigning prediction ``n`` to ground truth ``m`` is
 

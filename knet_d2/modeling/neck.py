@@ -1,4 +1,4 @@
-"""K-Net's "localization" semantic FPN (official ``SemanticFPNWrapper``, knet_reference.md §1.2).
+"""K-Net's "localization" semantic FPN (official ``SemanticFPNWrapper``, docs/reference.md §1.2).
 
 Fuses the FPN levels P2..P5 into one stride-8 map and returns two heads of it::
 

@@ -12,7 +12,7 @@ padded feature map) and ``num_feats = D``:
 * output = ``cat([y part, x part], channel)`` -> ``2 * D`` channels.
 
 Defaults (temperature 10000, normalize, scale 2*pi, eps 1e-6, offset 0) are mmdet's
-``SinePositionalEncoding`` defaults used by K-Net (knet_reference.md §1.2). No parameters.
+``SinePositionalEncoding`` defaults used by K-Net (docs/reference.md §1.2). No parameters.
 """
 import math
 from typing import Optional

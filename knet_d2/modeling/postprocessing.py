@@ -1,4 +1,4 @@
-"""Inference post-processing of K-Net (docs: knet_reference.md §3, d2_conventions.md §2.5).
+"""Inference post-processing of K-Net (docs/reference.md §3, docs/architecture.md §9).
 
 Pure functions on the final-stage outputs of one image:
 

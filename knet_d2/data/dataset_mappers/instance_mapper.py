@@ -4,7 +4,7 @@ Input dicts are D2 standard dicts (e.g. from ``load_coco_json`` / ``register_coc
 ``file_name``, ``annotations`` (``category_id`` contiguous, ``segmentation``, ``iscrowd``,
 ``bbox``/``bbox_mode``), optionally ``height``/``width``/``image_id``.
 
-Ground-truth decisions (K-Net's official instance training, ``knet_reference.md`` §2.1):
+Ground-truth decisions (K-Net's official instance training, ``docs/reference.md`` §2.1):
 
 * **crowd** annotations (``iscrowd=1``) are dropped (the official code ignores them);
 * annotations without a usable mask are skipped with a warning naming the file: no

@@ -4,7 +4,7 @@ Input dicts are those of D2's ``register_coco_panoptic`` and Cityscapes panoptic
 ``file_name``, ``pan_seg_file_name``, ``segments_info`` (``id``, contiguous ``category_id``,
 optionally ``isthing``, ``iscrowd``), optionally ``height``/``width``/``image_id``.
 
-Ground-truth decisions (K-Net's official panoptic training, ``knet_reference.md`` §2.1):
+Ground-truth decisions (K-Net's official panoptic training, ``docs/reference.md`` §2.1):
 
 * **which classes are things**: by default contiguous ids ``0..T-1`` are things and
   ``T..T+S-1`` stuff; with a :class:`~knet_d2.data.class_layout.ClassLayout` (datasets such as

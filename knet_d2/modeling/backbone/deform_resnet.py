@@ -1,6 +1,6 @@
 """Deformable ResNet (R101-DCN of K-Net) without compiled ops.
 
-K-Net R101-DCN (knet_reference.md §1.1) puts a DCNv1 (non-modulated, one deformable group) in
+K-Net R101-DCN (docs/reference.md §1.1) puts a DCNv1 (non-modulated, one deformable group) in
 the 3x3 conv of every bottleneck of c3-c5. Detectron2's :class:`DeformBottleneckBlock` runs
 its deformable convs through ``detectron2._C``; without a compiled detectron2 the classes
 ``DeformConv``/``ModulatedDeformConv`` are placeholders that raise ``ImportError`` when built.

@@ -1,4 +1,4 @@
-"""ResNet + FPN backbone of K-Net (knet_reference.md §1.1).
+"""ResNet + FPN backbone of K-Net (docs/reference.md §1.1).
 
 mmdet ``FPN(in_channels=[256, 512, 1024, 2048], out_channels=256, num_outs=4)`` on ResNet
 c2..c5 = Detectron2's :class:`FPN` *without* a top block: 1x1 lateral + 3x3 output convs (with
@@ -75,7 +75,7 @@ def build_knet_resnet_v1c_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
 def build_knet_swin_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
     """Swin Transformer (``MODEL.SWIN.*``) + the same FPN, outputs p2..p5 (strides 4..32).
 
-    The official Swin-L panoptic K-Net (knet_reference.md §1.1): FPN on res2..res5 with
+    The official Swin-L panoptic K-Net (docs/reference.md §1.1): FPN on res2..res5 with
     in_channels (C, 2C, 4C, 8C). Swin weights load under ``backbone.bottom_up.``.
     """
     from .swin import build_swin_backbone

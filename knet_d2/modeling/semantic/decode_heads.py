@@ -3,7 +3,7 @@
 Each head is registered in ``SEM_SEG_HEADS_REGISTRY`` and works alone with D2's
 ``SemanticSegmentor`` (own cross-entropy loss, key ``loss_sem_seg``). The same classes are the
 kernel-generation heads of semantic K-Net (:class:`~knet_d2.modeling.semantic.KNetSemSegHead`,
-reference §1.5), which needs two things from them:
+docs/reference.md §1.5), which needs two things from them:
 
 * :meth:`BaseDecodeHead.forward_features` -> ``feats`` (B, C, h, w), **before** dropout
   (mmseg ``_forward_feature``);

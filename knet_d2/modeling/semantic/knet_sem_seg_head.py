@@ -1,4 +1,4 @@
-"""Semantic K-Net head (official ``IterativeDecodeHead``; knet_reference.md §1.5, §2.3, §3).
+"""Semantic K-Net head (official ``IterativeDecodeHead``; docs/reference.md §1.5, §2.3, §3).
 
 With a kernel-generation head G (FCN / PSP / ASPP / UPerNet, ``MODEL.KNET.SEM.GENERATE_HEAD``)::
 
