@@ -8,9 +8,10 @@
 ...                  precision="bf16", compile=True)
 
 It runs what Detectron2's ``DefaultPredictor`` runs (test-time ``ResizeShortestEdge``, outputs at
-the input resolution) and with ``batch_size=1`` gives the same results; a list of images runs
-in batches of ``batch_size`` (each image resized on its own, then padded to the batch's largest
-size by the model), and precision / ``torch.compile`` options apply to the model's kernel path
+the input resolution) and gives the same results; a list of images runs in batches of up to
+``batch_size`` consecutive images that the model pads to the same size (each image is resized
+on its own; a batch ends where the padded size changes, so batched results equal per-image
+results), and precision / ``torch.compile`` options apply to the model's kernel path
 (:mod:`knet_d2.inference_options`). It also loads the weights
 through :class:`~knet_d2.engine.KNetCheckpointer` (official K-Net releases are converted on
 load) and refuses weights that leave model parameters random
@@ -87,6 +88,7 @@ class Predictor:
         channel_order: str = "BGR",
         strict: Optional[bool] = None,
         batch_size: int = 1,
+        mixed_size_batches: bool = False,
         precision: Optional[str] = None,
         compile: Optional[bool] = None,
     ) -> None:
@@ -100,9 +102,12 @@ class Predictor:
             channel_order: "BGR" or "RGB", the channel order of numpy array inputs.
             strict: refuse weights that leave parameters missing or of another shape;
                 default: the config's ``MODEL.WEIGHTS_STRICT`` (True).
-            batch_size: images per forward when called with a list (outputs stay in input
-                order). Padding to the batch's largest image can change results slightly where
-                images of a batch differ in size (README, "Batched inference").
+            batch_size: at most this many images per forward when called with a list (outputs
+                stay in input order).
+            mixed_size_batches: also batch consecutive images of different padded sizes
+                (padded to the largest): fuller batches on folders of mixed sizes, but K-Net's
+                results for the padded images then differ from per-image results (README,
+                "Batched inference"). Default False: a batch ends where the size changes.
             precision: "fp32", "bf16" (autocast) or "fp16" (CUDA only) for the kernel path;
                 default: the config's ``TEST.PRECISION``.
             compile: ``torch.compile`` the kernel path; default: the config's ``TEST.COMPILE``.
@@ -134,6 +139,7 @@ class Predictor:
             cfg.TEST.COMPILE = bool(compile)
         cfg.freeze()
         self.batch_size = batch_size
+        self.mixed_size_batches = mixed_size_batches
         self.cfg = cfg
         self.channel_order = channel_order
         self.model = build_model(cfg).eval()
@@ -179,10 +185,24 @@ class Predictor:
         tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
         return {"image": tensor.to(self.cfg.MODEL.DEVICE), "height": height, "width": width}
 
+    def _padded_size(self, model_input: dict) -> tuple:
+        """(Hp, Wp) the model pads this input to when it is alone in a batch."""
+        model = self.model
+        divisor = getattr(model, "size_divisibility", None)
+        if divisor is None:  # D2's SemanticSegmentor pads to its backbone's divisibility
+            divisor = getattr(getattr(model, "backbone", None), "size_divisibility", 0)
+        divisor = max(int(divisor), 1)
+        height, width = model_input["image"].shape[-2:]
+        return (-(-height // divisor) * divisor, -(-width // divisor) * divisor)
+
     @torch.no_grad()
+    def _forward(self, model_inputs: List[dict]) -> List[dict]:
+        return self.model(model_inputs)
+
     def predict_batch(self, images: Sequence[ImageInput]) -> List[dict]:
-        """The model's output dicts for ``images`` in one forward (in input order)."""
-        return self.model([self._model_input(image) for image in images])
+        """The model's output dicts for ``images`` in one forward (in input order), padded to
+        the largest of them."""
+        return self._forward([self._model_input(image) for image in images])
 
     def predict_one(self, image: ImageInput) -> dict:
         """The model's output dict for one image (see the class docstring for inputs)."""
@@ -195,7 +215,19 @@ class Predictor:
         batches of ``batch_size``)."""
         if isinstance(images, (list, tuple)):
             outputs: List[dict] = []
-            for start in range(0, len(images), self.batch_size):
-                outputs += self.predict_batch(images[start : start + self.batch_size])
+            batch: List[dict] = []
+            for image in images:
+                model_input = self._model_input(image)
+                if batch and not self.mixed_size_batches and (
+                    self._padded_size(model_input) != self._padded_size(batch[0])
+                ):
+                    outputs += self._forward(batch)
+                    batch = []
+                batch.append(model_input)
+                if len(batch) == self.batch_size:
+                    outputs += self._forward(batch)
+                    batch = []
+            if batch:
+                outputs += self._forward(batch)
             return outputs
         return self.predict_one(images)
