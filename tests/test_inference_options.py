@@ -5,6 +5,10 @@ Batches: ``Predictor(batch_size=...)`` and ``TEST.IMS_PER_BATCH`` give the per-i
 image's own size where it is not), for K-Net and SemanticSegmentor. Precision: bf16 on the CPU
 against fp32, fp16 refused on the CPU, the model restored after evaluation. Compile: the option
 wraps the kernel path (fast); compiled = eager outputs (slow)."""
+import importlib.util
+import shutil
+
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -253,3 +257,48 @@ def test_compiled_predictor_matches_eager(trained):
     for a, b in zip(eager, compiled):
         same = (panoptic_categories(a) == panoptic_categories(b)).float().mean()
         assert same >= 0.99
+
+
+# ---------------------------------------------------------------------------- demo
+def load_demo_cli():
+    """demo/demo.py loaded as a module."""
+    spec = importlib.util.spec_from_file_location("knet_demo_cli_batched",
+                                                  REPO_ROOT / "demo" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_batch_size_draws_what_batch_size_1_draws(trained, tmp_path, capsys):
+    cfg, weights = trained
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(cfg.dump())
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, d in enumerate(DatasetCatalog.get(VAL)[:3]):
+        shutil.copy(d["file_name"], folder / f"img{i}.png")
+    (folder / "img1b.png").write_bytes(b"not an image")  # read between img1 and img2
+    cli = load_demo_cli()
+    common = ["--config-file", str(cfg_file), "--input", str(folder)]
+    opts = ["--opts", "MODEL.WEIGHTS", weights]
+    seed_all_rng(0)  # D2's Visualizer jitters colours with numpy's RNG
+    assert cli.main(common + ["--output", str(tmp_path / "b1"), *opts]) == 1
+    seed_all_rng(0)
+    assert cli.main(common + ["--output", str(tmp_path / "b2"), "--batch-size", "2",
+                              "--precision", "fp32", *opts]) == 1
+    assert "3 written, 1 failed" in capsys.readouterr().out
+    names = sorted(p.name for p in (tmp_path / "b1").iterdir())
+    assert names == ["img0.png", "img1.png", "img2.png"]
+    assert sorted(p.name for p in (tmp_path / "b2").iterdir()) == names
+    for name in names:
+        one = cv2.imread(str(tmp_path / "b1" / name))
+        two = cv2.imread(str(tmp_path / "b2" / name))
+        assert one is not None and np.array_equal(one, two), name
+
+    assert cli.main(common + ["--output", str(tmp_path / "f16"), "--precision", "fp16",
+                              *opts]) == 2
+    assert "'fp16' needs a CUDA device" in capsys.readouterr().err
+    assert cli.main(common + ["--output", str(tmp_path / "p"), "--parallel", "--batch-size",
+                              "2", *opts]) == 2
+    assert "--parallel runs one image per worker" in capsys.readouterr().err
+    assert not (tmp_path / "f16").exists() and not (tmp_path / "p").exists()
