@@ -25,6 +25,8 @@ from knet_d2.data.datasets.register_synthetic import (
 )
 from knet_d2.data.image_io import read_image
 from knet_d2.engine import KNetCheckpointer
+from knet_d2.engine.startup_checks import ConfigError, check_inference_options
+from knet_d2.inference_options import inference_options, install_inference_options
 
 PREFIX = "knet_test_batched"
 VAL = f"{PREFIX}_panoptic_val"
@@ -302,3 +304,34 @@ def test_demo_batch_size_draws_what_batch_size_1_draws(trained, tmp_path, capsys
                               "2", *opts]) == 2
     assert "--parallel runs one image per worker" in capsys.readouterr().err
     assert not (tmp_path / "f16").exists() and not (tmp_path / "p").exists()
+
+
+# ---------------------------------------------------------------------------- library parts
+def test_semantic_segmentor_bf16_wraps_backbone_and_head_and_restores():
+    cfg = load_config(REPO_ROOT / "configs/synthetic/semantic/knet_fcn_tiny.yaml",
+                      ["MODEL.DEVICE", "cpu"])
+    seed_all_rng(0)
+    model = build_model(cfg).eval()
+    inputs = [{"image": torch.randint(0, 255, (3, 64, 64)).float(), "height": 64, "width": 64}]
+    with torch.no_grad():
+        fp32 = model(inputs)[0]["sem_seg"]
+        with inference_options(model, "bf16"):
+            assert "forward" in vars(model.backbone) and "forward" in vars(model.sem_seg_head)
+            bf16 = model(inputs)[0]["sem_seg"]
+    assert "forward" not in vars(model.backbone) and "forward" not in vars(model.sem_seg_head)
+    assert bf16.dtype == torch.float32
+    assert (bf16.argmax(0) == fp32.argmax(0)).float().mean() >= 0.9
+    assert not torch.equal(bf16, fp32)  # it did run in bf16
+
+
+def test_options_refuse_other_models_and_bad_configs():
+    with pytest.raises(TypeError, match="support K-Net and SemanticSegmentor models, not Linear"):
+        install_inference_options(torch.nn.Linear(2, 2), "bf16")
+    cfg = load_config(REPO_ROOT / "configs/synthetic/panoptic/knet_R18_tiny.yaml",
+                      ["TEST.IMS_PER_BATCH", "0"])
+    with pytest.raises(ConfigError, match="TEST.IMS_PER_BATCH must be >= 1, got 0"):
+        check_inference_options(cfg)
+    cfg.TEST.IMS_PER_BATCH = 2
+    cfg.TEST.PRECISION = "fp16"
+    with pytest.raises(ConfigError, match="'fp16' needs a CUDA device, the model is on 'cpu'"):
+        check_inference_options(cfg)
