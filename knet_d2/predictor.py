@@ -36,7 +36,7 @@ from .config import get_knet_cfg
 from .data.image_io import read_image
 from .engine.checkpointer import KNetCheckpointer
 from .engine.weights_report import check_inference_weights
-from .inference_options import install_inference_options
+from .inference_options import check_precision, install_inference_options
 
 __all__ = ["Predictor", "ImageInput"]
 
@@ -138,6 +138,7 @@ class Predictor:
         if compile is not None:
             cfg.TEST.COMPILE = bool(compile)
         cfg.freeze()
+        check_precision(cfg.TEST.PRECISION, cfg.MODEL.DEVICE)  # before building the model
         self.batch_size = batch_size
         self.mixed_size_batches = mixed_size_batches
         self.cfg = cfg
