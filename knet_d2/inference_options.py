@@ -59,11 +59,16 @@ def check_precision(precision: str, device: torch.device | str) -> None:
 def kernel_path(model: nn.Module) -> List[Tuple[Any, str]]:
     """``(owner, attribute name)`` of the methods that make up ``model``'s kernel path.
 
+    DDP (``.module``) and D2's test-time-augmentation wrappers (``.model``) are unwrapped.
+
     Raises:
         TypeError: a model that is neither K-Net (``forward_kernels``) nor D2's
             ``SemanticSegmentor``.
     """
-    model = getattr(model, "module", model)  # DistributedDataParallel
+    for wrapper_attribute in ("module", "model"):  # DistributedDataParallel, D2's TTA wrappers
+        inner = getattr(model, wrapper_attribute, None)
+        if isinstance(inner, nn.Module):
+            model = inner
     if callable(getattr(model, "forward_kernels", None)):
         return [(model, "forward_kernels")]
     if isinstance(model, SemanticSegmentor):
@@ -108,14 +113,15 @@ def install_inference_options(
 
     Raises:
         ValueError: unknown precision, or "fp16" on the CPU.
-        TypeError: see :func:`kernel_path`.
+        TypeError: see :func:`kernel_path` (only when an option is on: with "fp32" and no
+            compile any model is accepted and left as it is).
     """
     device = next(iter(model.parameters())).device
     check_precision(precision, device)
-    targets = kernel_path(model)
     dtype = PRECISIONS[precision]
     if dtype is None and not compile:
         return lambda: None
+    targets = kernel_path(model)
     saved = []
     for owner, name in targets:
         had_own = name in vars(owner)

@@ -327,6 +327,7 @@ def test_semantic_segmentor_bf16_wraps_backbone_and_head_and_restores():
 def test_options_refuse_other_models_and_bad_configs():
     with pytest.raises(TypeError, match="support K-Net and SemanticSegmentor models, not Linear"):
         install_inference_options(torch.nn.Linear(2, 2), "bf16")
+    install_inference_options(torch.nn.Linear(2, 2), "fp32")()  # nothing to wrap: accepted
     cfg = load_config(REPO_ROOT / "configs/synthetic/panoptic/knet_R18_tiny.yaml",
                       ["TEST.IMS_PER_BATCH", "0"])
     with pytest.raises(ConfigError, match="TEST.IMS_PER_BATCH must be >= 1, got 0"):
