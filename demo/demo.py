@@ -51,6 +51,7 @@ from tqdm import tqdm  # noqa: E402
 
 from knet_d2 import get_knet_cfg  # noqa: E402
 from knet_d2.data.datasets.cli import add_dataset_argument  # noqa: E402
+from knet_d2.inference_options import check_precision  # noqa: E402
 
 logger = logging.getLogger("knet_d2.demo")
 
@@ -136,6 +137,21 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--parallel", action="store_true",
         help="one inference worker process per GPU (one CPU worker without GPUs)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=1, metavar="N",
+        help="images / video frames per model call (consecutive images that the model pads to "
+        "the same size are batched; results equal those of batch size 1)",
+    )
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16"), default=None,
+        help="precision of the model's kernel path (bf16: autocast, CPU or CUDA; fp16: CUDA "
+        "only); default: the config's TEST.PRECISION (fp32)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="run the model's kernel path through torch.compile (CPU: needs a C++ compiler; "
+        "the first images are slow while it compiles)",
     )
     parser.add_argument(
         "--allow-random-weights", action="store_true",
@@ -260,6 +276,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg.defrost()
         cfg.MODEL.WEIGHTS_STRICT = False
         cfg.freeze()
+    cfg.defrost()
+    if args.precision is not None:
+        cfg.TEST.PRECISION = args.precision
+    cfg.TEST.COMPILE = cfg.TEST.COMPILE or args.compile
+    cfg.freeze()
+    try:
+        check_precision(cfg.TEST.PRECISION, cfg.MODEL.DEVICE)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if args.parallel and args.batch_size > 1:
+            raise ValueError("--parallel runs one image per worker; use it without --batch-size")
+    except ValueError as e:
+        print(f"demo/demo.py: error: {e}", file=sys.stderr)
+        return 2
     logger.info("Arguments: %s", args)
 
     def demo_factory() -> VisualizationDemo:
@@ -269,6 +299,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parallel=args.parallel,
             task=args.task,
             confidence_threshold=args.confidence_threshold,
+            batch_size=args.batch_size,
         )
 
     try:

@@ -440,10 +440,12 @@ class VisualizationDemo:
         confidence_threshold: float = 0.5,
         predictor: Optional[Callable[[np.ndarray], Predictions]] = None,
         metadata: Optional[Metadata] = None,
+        batch_size: int = 1,
     ) -> None:
         """
         Args:
-            cfg: the model config (as ``train_net.py`` builds it).
+            cfg: the model config (as ``train_net.py`` builds it); ``TEST.PRECISION`` and
+                ``TEST.COMPILE`` choose the default predictor's precision and compilation.
             instance_mode: D2 colour mode for drawing.
             parallel: use an :class:`AsyncPredictor` with one worker per visible GPU.
             task: one of :data:`TASKS`.
@@ -451,7 +453,17 @@ class VisualizationDemo:
             predictor: callable ``bgr image -> outputs``; default: ``knet_d2.Predictor``
                 (or an :class:`AsyncPredictor` with ``parallel=True``).
             metadata: dataset metadata; default: that of ``cfg.DATASETS.TEST[0]``.
+            batch_size: images / video frames per forward of the default predictor (batches
+                of images that the model pads to the same size; see ``knet_d2.Predictor``).
+                With ``predictor`` given it must accept a list of images when > 1.
         """
+        if batch_size < 1:
+            raise ValueError(f"demo/predictor.py: batch size must be >= 1, got {batch_size}")
+        if parallel and batch_size > 1:
+            raise ValueError(
+                "demo/predictor.py: --parallel runs one image per worker; use it without "
+                "--batch-size"
+            )
         if task not in TASKS:
             raise ValueError(f"demo/predictor.py: unknown task {task!r}; choose one of {TASKS}")
         if metadata is None:
@@ -471,8 +483,10 @@ class VisualizationDemo:
             else:
                 # as D2's DefaultPredictor, plus official checkpoints converted on load and
                 # weights that leave parameters random refused (MODEL.WEIGHTS_STRICT)
-                predictor = Predictor(cfg)
+                batching = {"batch_size": batch_size} if batch_size > 1 else {}
+                predictor = Predictor(cfg, **batching)
         self.predictor = predictor
+        self.batch_size = batch_size
 
     # ------------------------------------------------------------ preparation
     def prepare(self, predictions: Predictions) -> Tuple[str, Any]:
@@ -598,6 +612,17 @@ class VisualizationDemo:
                     yield self._draw_frame(video_vis, pending.popleft(), self.predictor.get())
             while pending:
                 yield self._draw_frame(video_vis, pending.popleft(), self.predictor.get())
+        elif self.batch_size > 1:  # frames of a video share their size: full batches
+            batch: List[np.ndarray] = []
+            for frame in source:
+                batch.append(frame)
+                if len(batch) == self.batch_size:
+                    for image, predictions in zip(batch, self.predictor(batch)):
+                        yield self._draw_frame(video_vis, image, predictions)
+                    batch = []
+            if batch:
+                for image, predictions in zip(batch, self.predictor(batch)):
+                    yield self._draw_frame(video_vis, image, predictions)
         else:
             for frame in source:
                 yield self._draw_frame(video_vis, frame, self.predictor(frame))
@@ -866,6 +891,9 @@ def run_on_images(
 ) -> RunSummary:
     """Predict, draw and save (or show) each image; a failing image is logged and skipped.
 
+    With ``demo.batch_size`` > 1 the images are read and predicted ``batch_size`` at a time
+    (one model call on the list); when that call fails, every image of the batch is failed.
+
     Args:
         demo: the demo to run.
         inputs: image files.
@@ -878,48 +906,88 @@ def run_on_images(
         The :class:`RunSummary` (also logged).
     """
     summary = RunSummary()
+    batch_size = getattr(demo, "batch_size", 1)  # demo-like objects may lack it
     bar = tqdm(
-        list(enumerate(inputs)), desc="images", unit="img",
+        total=len(inputs), desc="images", unit="img",
         disable=(len(inputs) <= 1) if progress is None else not progress,
     )
-    for i, path in bar:
-        try:
-            image = read_image(str(path), format="BGR")
-        except Exception as e:
-            logger.error("Cannot read image %s: %s: %s", path, type(e).__name__, e)
-            summary.failed.append((path, f"unreadable: {e}"))
-            continue
+    batch: List[Tuple[int, Path, np.ndarray]] = []
+    position = 0
+    while position < len(inputs) or batch:
+        while position < len(inputs) and len(batch) < batch_size:  # fill a batch
+            path = inputs[position]
+            try:
+                batch.append((position, path, read_image(str(path), format="BGR")))
+            except Exception as e:
+                logger.error("Cannot read image %s: %s: %s", path, type(e).__name__, e)
+                summary.failed.append((path, f"unreadable: {e}"))
+                bar.update(1)
+            position += 1
+        if not batch:
+            break
         start = time.perf_counter()
         try:
-            predictions = demo.predictor(image)
-            key, payload = demo.prepare(predictions)
-            drawing = demo.draw(image[:, :, ::-1], key, payload).get_image()[:, :, ::-1]
+            if batch_size > 1:
+                all_predictions = demo.predictor([image for _, _, image in batch])
+            else:
+                all_predictions = [demo.predictor(batch[0][2])]
         except Exception as e:
-            logger.exception("Inference or drawing failed on %s", path)
-            summary.failed.append((path, f"{type(e).__name__}: {e}"))
+            logger.exception("Inference failed on %s", ", ".join(str(p) for _, p, _ in batch))
+            summary.failed += [(p, f"{type(e).__name__}: {e}") for _, p, _ in batch]
+            bar.update(len(batch))
+            batch = []
             continue
-        logger.info(
-            "%s: %s drawn in %.2fs", path, demo.describe(key, payload),
-            time.perf_counter() - start,
-        )
-        hint_of = getattr(demo, "nothing_drawn_hint", None)  # demo-like objects may lack it
-        hint = hint_of(predictions, key, payload) if hint_of is not None else None
-        if hint:
-            logger.warning("%s: %s", path, hint)
-        if outputs is None:
-            if show is not None and not show(path, drawing):
+        seconds = (time.perf_counter() - start) / len(batch)
+        for (i, path, image), predictions in zip(batch, all_predictions):
+            bar.update(1)
+            if not _draw_and_save(demo, path, image, predictions, seconds, summary, show,
+                                  outputs[i] if outputs is not None else None):
+                position = len(inputs)  # show() asked to stop
                 break
-            continue
-        out = outputs[i]
-        if not cv2.imwrite(str(out), np.ascontiguousarray(drawing)):
-            logger.error("Cannot write %s", out)
-            summary.failed.append((path, f"cannot write {out}"))
-            continue
-        summary.written.append(out)
+        batch = []
+    bar.close()
     logger.info("Summary: %s", summary)
     for path, reason in summary.failed:
         logger.info("  failed: %s (%s)", path, reason)
     return summary
+
+
+def _draw_and_save(
+    demo: VisualizationDemo,
+    path: Path,
+    image: np.ndarray,
+    predictions: Predictions,
+    seconds: float,
+    summary: RunSummary,
+    show: Optional[Callable[[Path, np.ndarray], bool]],
+    out: Optional[Path],
+) -> bool:
+    """Draw one image's predictions, then write them to ``out`` (recorded in ``summary``) or
+    ``show`` them; returns False when ``show`` asks to stop."""
+    start = time.perf_counter()
+    try:
+        key, payload = demo.prepare(predictions)
+        drawing = demo.draw(image[:, :, ::-1], key, payload).get_image()[:, :, ::-1]
+    except Exception as e:
+        logger.exception("Drawing failed on %s", path)
+        summary.failed.append((path, f"{type(e).__name__}: {e}"))
+        return True
+    logger.info(
+        "%s: %s drawn in %.2fs", path, demo.describe(key, payload),
+        seconds + time.perf_counter() - start,
+    )
+    hint_of = getattr(demo, "nothing_drawn_hint", None)  # demo-like objects may lack it
+    hint = hint_of(predictions, key, payload) if hint_of is not None else None
+    if hint:
+        logger.warning("%s: %s", path, hint)
+    if out is None:
+        return show is None or bool(show(path, drawing))
+    if not cv2.imwrite(str(out), np.ascontiguousarray(drawing)):
+        logger.error("Cannot write %s", out)
+        summary.failed.append((path, f"cannot write {out}"))
+        return True
+    summary.written.append(out)
+    return True
 
 
 def render_predictions(

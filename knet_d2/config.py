@@ -54,6 +54,16 @@ def add_knet_config(cfg: CN) -> None:
     cfg.PREEMPTION = CN()
     cfg.PREEMPTION.SIGNALS = ("SIGTERM", "SIGUSR1")
 
+    # ---------------------------------------------------------------- inference options
+    # Images per inference batch of train_net.py --eval-only / evaluation during training (D2's
+    # test loader; 1 = D2's behaviour). Images of a batch are padded to the largest one.
+    cfg.TEST.IMS_PER_BATCH = 1
+    # Kernel-path precision of inference (knet_d2.inference_options): "fp32", "bf16" (autocast;
+    # CPU or CUDA) or "fp16" (CUDA only). Post-processing always runs in fp32.
+    cfg.TEST.PRECISION = "fp32"
+    # Run the kernel path through torch.compile (CPU: needs a C++ compiler).
+    cfg.TEST.COMPILE = False
+
     # ---------------------------------------------------------------- solver
     cfg.SOLVER.OPTIMIZER = "ADAMW"
     cfg.SOLVER.BACKBONE_MULTIPLIER = 0.25

@@ -344,10 +344,24 @@ def check_task_flags(cfg: CfgNode) -> None:
         )
 
 
+def check_inference_options(cfg: CfgNode) -> None:
+    """``TEST.IMS_PER_BATCH`` >= 1 and a ``TEST.PRECISION`` the device supports."""
+    from ..inference_options import check_precision
+
+    if int(cfg.TEST.IMS_PER_BATCH) < 1:
+        raise ConfigError(f"TEST.IMS_PER_BATCH must be >= 1, got {cfg.TEST.IMS_PER_BATCH}")
+    try:
+        check_precision(cfg.TEST.PRECISION, cfg.MODEL.DEVICE)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def run_startup_checks(cfg: CfgNode, *, resume: bool, eval_only: bool = False) -> None:
-    """The checks that need registered datasets: names, weights, class counts, task flags."""
+    """The checks that need registered datasets: names, weights, class counts, task flags,
+    inference options."""
     check_dataset_names(cfg)
     check_model_weights(cfg, resume=resume, eval_only=eval_only)
     check_num_classes(cfg)
     check_task_flags(cfg)
+    check_inference_options(cfg)
 

@@ -32,6 +32,7 @@ from detectron2.evaluation import (
 from ..data.dataset_mappers import build_knet_test_mapper, build_knet_train_mapper
 from ..data.image_io import ImageReadError
 from ..data.skip_bad_samples import SkipBadSamples
+from ..inference_options import inference_options
 from ..solver import build_knet_optimizer
 from .benchmark_evaluators import benchmark_evaluators
 from .checkpointer import KNetCheckpointer
@@ -207,15 +208,22 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         """D2's test loader with the K-Net mapper in evaluation mode (same image reading as
-        in training: 16-bit / CMYK images converted, unreadable files named)."""
-        return build_detection_test_loader(cfg, dataset_name, mapper=build_knet_test_mapper(cfg))
+        in training: 16-bit / CMYK images converted, unreadable files named), batches of
+        ``TEST.IMS_PER_BATCH`` images."""
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=build_knet_test_mapper(cfg),
+            batch_size=cfg.TEST.IMS_PER_BATCH,
+        )
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
         """D2's ``test``; a missing / unreadable image raises :class:`EvaluationDataError`
-        naming the file, instead of a data-loader worker traceback."""
+        naming the file, instead of a data-loader worker traceback. The model's kernel path
+        runs in ``TEST.PRECISION`` and through ``torch.compile`` with ``TEST.COMPILE``
+        (:mod:`knet_d2.inference_options`; the model is restored afterwards)."""
         try:
-            return super().test(cfg, model, evaluators)
+            with inference_options(model, cfg.TEST.PRECISION, cfg.TEST.COMPILE):
+                return super().test(cfg, model, evaluators)
         except (FileNotFoundError, ImageReadError) as e:
             raise EvaluationDataError(
                 f"evaluation stopped: {_original_message(e)} (train_net.py --check-data lists "
