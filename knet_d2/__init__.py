@@ -13,7 +13,8 @@ from . import (  # noqa: E402
     modeling,  # noqa: F401  (registers model parts)
     path_handlers,  # noqa: F401  (file:// URLs in PathManager)
 )
-from .config import add_knet_config, get_knet_cfg  # noqa: E402
+from .config import add_knet_config  # noqa: E402
+from .engine.defaults import get_knet_cfg  # noqa: E402
 from .knet_model import KNet  # noqa: E402
 from .predictor import Predictor  # noqa: E402
 

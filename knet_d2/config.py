@@ -1,14 +1,33 @@
-"""Config keys of knet_d2.
+"""Config keys of knet_d2, and reading a config file into them.
 
 Call :func:`add_knet_config` on a fresh ``get_cfg()`` *before* merging a YAML file, exactly as
 Mask2Former's ``add_maskformer2_config``: unknown keys in a YAML file raise ``KeyError``.
 Defaults follow the official K-Net R50 COCO configs (docs/reference.md §1, §2, §3).
+
+* :func:`load_knet_cfg` — D2 + DeepLab + K-Net keys, then a YAML file and ``KEY VALUE`` options.
+* :func:`merge_config` — unknown keys, wrong value types, missing ``_BASE_`` files and YAML
+  syntax errors name the config file (or command-line option) and the key, with the closest
+  known keys; every mistake is a :class:`ConfigError`.
+* :func:`check_task_flags` — at least one ``MODEL.KNET.TEST.*_ON`` output.
+
+This module is the bottom layer of knet_d2: it imports nothing else from the package.
 """
-from typing import Sequence
+from __future__ import annotations
 
+import difflib
+import os
+import re
+from typing import Any, List, Optional, Sequence
+
+import torch
+import yaml
+from detectron2.config import CfgNode, get_cfg
 from detectron2.config import CfgNode as CN
+from detectron2.projects.deeplab import add_deeplab_config
 
-__all__ = ["add_knet_config", "get_knet_cfg"]
+__all__ = [
+    "add_knet_config", "load_knet_cfg", "merge_config", "ConfigError", "check_task_flags",
+]
 
 
 def add_knet_config(cfg: CN) -> None:
@@ -28,8 +47,8 @@ def add_knet_config(cfg: CN) -> None:
     cfg.INPUT.CROP.AFTER_RESIZE = False
     # Training: skip (and count) samples that fail to load instead of stopping the run.
     cfg.DATALOADER.SKIP_BAD_SAMPLES = True
-    # Your own datasets, registered by get_knet_cfg: "NAME=KIND:FIELD:..." entries as for the
-    # --dataset option (knet_d2/data/datasets/cli.py), e.g.
+    # Your own datasets, registered by knet_d2.get_knet_cfg: "NAME=KIND:FIELD:..." entries as for
+    # the --dataset option (knet_d2/data/datasets/cli.py), e.g.
     # ["my_train=coco_instance:data/train.json:data/train_images"].
     cfg.DATASETS.REGISTER = []
     # train_net.py: check that every image / annotation file of DATASETS.TRAIN and TEST exists
@@ -184,43 +203,143 @@ def add_knet_config(cfg: CN) -> None:
     s.USE_CHECKPOINT = False
 
 
-def get_knet_cfg(
-    config_file: str,
-    opts: Sequence[str] = (),
-    freeze: bool = True,
-    datasets: Sequence[str] = (),
-) -> CN:
-    """The config ``train_net.py`` / ``demo/demo.py`` build: D2 defaults, DeepLab keys (poly LR,
-    deep stem), K-Net keys, then ``config_file`` and the ``KEY VALUE`` ``opts``.
+def load_knet_cfg(config_file: str, opts: Sequence[str] = ()) -> CN:
+    """D2 defaults, DeepLab keys (poly LR, deep stem), K-Net keys, then ``config_file`` and the
+    ``KEY VALUE`` ``opts`` (not frozen; nothing registered). Falls back to ``MODEL.DEVICE cpu``
+    when CUDA is not available.
 
-    ``datasets`` (the ``--dataset`` specs) are appended to ``DATASETS.REGISTER``, and every
-    entry of that list is registered (``knet_d2.data.datasets.cli``); a bad entry raises
-    ``ConfigError`` (or ``FileNotFoundError`` naming the missing file).
-    Falls back to ``MODEL.DEVICE cpu`` when CUDA is not available.
+    Raises:
+        FileNotFoundError: ``config_file`` does not exist.
+        ConfigError: unknown keys / bad values, naming the file (or option) and the key.
+
+    Scripts call :func:`knet_d2.get_knet_cfg`, which also registers ``DATASETS.REGISTER``.
     """
-    import os
-
-    import torch
-    from detectron2.config import get_cfg
-    from detectron2.projects.deeplab import add_deeplab_config
-
-    from knet_d2.data.datasets.cli import register_dataset_specs
-    from knet_d2.engine.startup_checks import ConfigError, merge_config
-
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file not found: {config_file}")
     cfg = get_cfg()
     add_deeplab_config(cfg)
     add_knet_config(cfg)
-    # Unknown keys / bad values raise ConfigError (a ValueError) naming the file and the key.
     merge_config(cfg, config_file, opts)
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
         cfg.MODEL.DEVICE = "cpu"
-    cfg.DATASETS.REGISTER = list(cfg.DATASETS.REGISTER) + list(datasets)
-    try:
-        register_dataset_specs(cfg.DATASETS.REGISTER)
-    except ValueError as e:  # DatasetSpecError, or a bad JSON named by register_custom
-        raise ConfigError(str(e)) from None
-    if freeze:
-        cfg.freeze()
     return cfg
+
+
+# --------------------------------------------------------------------------- merging
+class ConfigError(ValueError):
+    """A configuration mistake found before training; the message says what to change."""
+
+
+# --------------------------------------------------------------------------- config merging
+def _all_keys(node: CfgNode, prefix: str = "") -> List[str]:
+    keys = []
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, CfgNode):
+            keys += _all_keys(v, full + ".")
+    return keys
+
+
+def _suggest(cfg: CfgNode, key: str) -> str:
+    keys = _all_keys(cfg)
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.85)
+    if not close:  # a right leaf name under a wrong parent, e.g. MODEL.NUM_PROPOSALS
+        leaf = key.rsplit(".", 1)[-1]
+        close = [k for k in keys if k.rsplit(".", 1)[-1] == leaf][:3]
+    return f" Did you mean {' or '.join(close)}?" if close else ""
+
+
+def _yaml_chain(config_file: str) -> List[tuple]:
+    """``[(file, safe-loaded dict or None)]`` for ``config_file`` and its ``_BASE_`` files,
+    the file itself first."""
+    out, todo, seen = [], [config_file], set()
+    while todo:
+        f = todo.pop(0)
+        if f in seen:
+            continue
+        seen.add(f)
+        try:
+            with open(f) as fh:
+                data = yaml.safe_load(fh)
+        except (OSError, yaml.YAMLError):
+            data = None
+        out.append((f, data))
+        bases = (data or {}).get("_BASE_") if isinstance(data, dict) else None
+        for b in [bases] if isinstance(bases, str) else (bases or []):
+            b = os.path.expanduser(b)
+            if not b.startswith(("/", "http://", "https://")):
+                b = os.path.join(os.path.dirname(f), b)
+            todo.append(b)
+    return out
+
+
+def _files_setting(config_file: str, key: str) -> List[str]:
+    files = []
+    for f, data in _yaml_chain(config_file):
+        node: Any = data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                node = KeyError
+                break
+            node = node[part]
+        if node is not KeyError:
+            files.append(f)
+    return files
+
+
+def _key_in(message: str) -> Optional[str]:
+    m = re.search(r"(?:key|config key):\s*([A-Za-z0-9_.]+)", message)
+    return m.group(1) if m else None
+
+
+def merge_config(cfg: CfgNode, config_file: str, opts: Sequence[str] = ()) -> None:
+    """``cfg.merge_from_file(config_file)`` then ``cfg.merge_from_list(opts)``; any mistake
+    raises :class:`ConfigError` naming the file / option, the key and what to do."""
+    try:
+        cfg.merge_from_file(config_file)
+    except (KeyError, ValueError, AssertionError) as e:
+        msg = str(e.args[0]) if e.args else str(e)
+        key = _key_in(msg)
+        where = _files_setting(config_file, key) if key else []
+        src = where[0] if where else config_file
+        if key and "Non-existent" in msg:
+            raise ConfigError(
+                f"{src}: unknown config key {key}.{_suggest(cfg, key)} Fix or remove it "
+                f"(loading {config_file})."
+            ) from None
+        raise ConfigError(f"{src}: {msg} (loading {config_file})") from None
+    except FileNotFoundError as e:
+        missing = [f for f, _ in _yaml_chain(config_file) if not os.path.isfile(f)]
+        what = f"base config {missing[0]} not found" if missing else str(e)
+        raise ConfigError(f"{config_file}: {what} (check its _BASE_ entries)") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(
+            f"{config_file} (or one of its _BASE_ files): invalid YAML: {e}"
+        ) from None
+
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigError(
+            f"command-line options must be KEY VALUE pairs; got an odd number: {opts}"
+        )
+    for key, value in zip(opts[0::2], opts[1::2]):
+        try:
+            cfg.merge_from_list([key, value])
+        except (KeyError, ValueError, AssertionError) as e:
+            msg = str(e.args[0]) if e.args else str(e)
+            if "Non-existent" in msg:
+                raise ConfigError(
+                    f"command-line option {key}: unknown config key.{_suggest(cfg, key)}"
+                ) from None
+            raise ConfigError(f"command-line option {key} {value}: {msg}") from None
+
+
+# --------------------------------------------------------------------------- values
+def check_task_flags(semantic_on: bool, instance_on: bool, panoptic_on: bool) -> None:
+    """A K-Net model must return at least one output (``MODEL.KNET.TEST.*_ON``)."""
+    if not (semantic_on or instance_on or panoptic_on):
+        raise ConfigError(
+            "All of MODEL.KNET.TEST.SEMANTIC_ON / INSTANCE_ON / PANOPTIC_ON are False: inference "
+            "would return nothing. Turn at least one on."
+        )

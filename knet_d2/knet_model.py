@@ -25,13 +25,13 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import BitMasks, ImageList
 from detectron2.utils.memory import retry_if_cuda_oom
 from torch import nn
 
-from .data.class_layout import ClassLayout, class_layout_of_datasets
+from .config import check_task_flags
+from .data.class_layout import ClassLayout, check_class_counts, class_layout_of_datasets
 from .modeling.criterion import KNetCriterion
 from .modeling.kernel_head import KernelGenerationHead
 from .modeling.kernel_update_head import build_kernel_update_head, upsample_masks
@@ -46,33 +46,6 @@ from .modeling.postprocessing import (
 __all__ = ["KNet"]
 
 logger = logging.getLogger(__name__)
-
-
-def check_class_counts(cfg, num_thing: int, num_stuff: int) -> None:
-    """Fail at start-up when ``MODEL.KNET.NUM_*_CLASSES`` disagree with the dataset metadata."""
-    for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
-        meta = MetadataCatalog.get(name)
-        stuff = getattr(meta, "stuff_classes", None)
-        # Count things by their dataset-id mapping when there is one: D2's
-        # "coco_panoptic_standard" metadata (coco_2017_*_panoptic) lists all 133 classes in
-        # thing_classes, but maps only the 80 thing ids in thing_dataset_id_to_contiguous_id.
-        thing_ids = getattr(meta, "thing_dataset_id_to_contiguous_id", None)
-        things = getattr(meta, "thing_classes", None)
-        n_things = len(thing_ids) if thing_ids is not None else (
-            len(things) if things is not None else None
-        )
-        if n_things is not None and n_things != num_thing:
-            raise ValueError(
-                f"MODEL.KNET.NUM_THING_CLASSES is {num_thing} but dataset '{name}' has "
-                f"{n_things} thing classes: set MODEL.KNET.NUM_THING_CLASSES {n_things}"
-            )
-        # Panoptic metadata lists every class in stuff_classes (things first).
-        if num_stuff > 0 and stuff is not None and len(stuff) != num_thing + num_stuff:
-            raise ValueError(
-                f"MODEL.KNET.NUM_THING_CLASSES + NUM_STUFF_CLASSES is {num_thing + num_stuff} but "
-                f"dataset '{name}' has {len(stuff)} classes in stuff_classes: set "
-                f"MODEL.KNET.NUM_STUFF_CLASSES {len(stuff) - num_thing}"
-            )
 
 
 def downsample_masks(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
@@ -157,11 +130,7 @@ class KNet(nn.Module):
                 ``None`` when the dataset's ids are things first already.
         """
         super().__init__()
-        if not (semantic_on or instance_on or panoptic_on):
-            raise ValueError(
-                "All of MODEL.KNET.TEST.SEMANTIC_ON / INSTANCE_ON / PANOPTIC_ON are False: "
-                "inference would return nothing. Turn at least one on."
-            )
+        check_task_flags(semantic_on, instance_on, panoptic_on)
         if panoptic_on and num_stuff_classes == 0:
             logger.info("PANOPTIC_ON with 0 stuff classes: panoptic output contains things only")
         self.backbone = backbone

@@ -32,9 +32,9 @@ from detectron2.modeling import build_model
 from PIL import Image, ImageOps
 
 from . import model_zoo
-from .config import get_knet_cfg
 from .data.image_io import read_image
 from .engine.checkpointer import KNetCheckpointer
+from .engine.defaults import get_knet_cfg
 from .engine.weights_report import check_inference_weights
 from .inference_options import check_precision, install_inference_options
 

@@ -1,6 +1,5 @@
 """Shared pytest fixtures: paths to the real sample data in ../shared/data."""
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,6 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 # convolutions several times slower (OpenMP oversubscription).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
-if str(REPO_ROOT) not in sys.path:  # train_net.py lives at the repo root
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 @pytest.fixture(scope="session")

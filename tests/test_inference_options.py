@@ -19,13 +19,14 @@ from detectron2.utils.env import seed_all_rng
 
 import train_net
 from knet_d2 import Predictor
+from knet_d2.config import ConfigError
 from knet_d2.data.datasets.register_synthetic import (
     ensure_synthetic_for_datasets,
     register_synthetic_datasets,
 )
 from knet_d2.data.image_io import read_image
 from knet_d2.engine import KNetCheckpointer
-from knet_d2.engine.startup_checks import ConfigError, check_inference_options
+from knet_d2.engine.startup_checks import check_inference_options
 from knet_d2.inference_options import inference_options, install_inference_options
 
 PREFIX = "knet_test_batched"

@@ -142,7 +142,7 @@ def test_class_counts_on_d2_coco_panoptic_metadata():
     on a wrong split."""
     from conftest import load_config
 
-    from knet_d2.knet_model import check_class_counts
+    from knet_d2.data.class_layout import check_class_counts
 
     cfg = load_config("configs/coco/panoptic-segmentation/knet_R50_1x.yaml")
     check_class_counts(cfg, 80, 53)

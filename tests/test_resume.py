@@ -65,7 +65,6 @@ def _driver(argv) -> None:
     ap.add_argument("--kill-at-iter", type=int, default=-1)
     ap.add_argument("--kill-before-replace", default="")
     a = ap.parse_args(argv)
-    sys.path.insert(0, str(REPO_ROOT))
     torch.set_num_threads(1)
     from detectron2.engine import HookBase, default_argument_parser
 
@@ -91,7 +90,7 @@ def _driver(argv) -> None:
             if module.training and self.iter == a.kill_at_iter:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        self._trainer.model.register_forward_pre_hook(kill_mid_iteration)
+        self.model.register_forward_pre_hook(kill_mid_iteration)
 
     train_net.Trainer.build_hooks = patched_build_hooks
     train_net.Trainer.__init__ = patched_init
@@ -112,7 +111,9 @@ def _driver(argv) -> None:
 
 
 def _run(out, data, *extra) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # the driver imports train_net from the repository root (a script's path is its own folder)
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=path)
     return subprocess.run(
         [sys.executable, __file__, "--out", str(out), "--data", str(data), *map(str, extra)],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,

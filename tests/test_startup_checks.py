@@ -10,11 +10,12 @@ from conftest import REPO_ROOT
 from detectron2.engine import default_argument_parser
 
 from knet_d2 import get_knet_cfg
-from knet_d2.engine import ConfigError, check_model_weights, check_output_dir
+from knet_d2.config import ConfigError
+from knet_d2.engine import check_model_weights, check_output_dir
 from knet_d2.engine.startup_checks import (
     apply_determinism,
+    check_knet_task_flags,
     check_num_classes,
-    check_task_flags,
     weights_hint,
 )
 
@@ -217,8 +218,8 @@ def test_all_test_flags_off_fails_at_startup(tmp_path):
     off = [f"MODEL.KNET.TEST.{k}_ON" for k in ("SEMANTIC", "INSTANCE", "PANOPTIC")]
     cfg = _out_cfg(tmp_path, *[x for k in off for x in (k, "False")])
     with pytest.raises(ConfigError, match="SEMANTIC_ON / INSTANCE_ON / PANOPTIC_ON"):
-        check_task_flags(cfg)
-    check_task_flags(_out_cfg(tmp_path, off[0], "False"))
+        check_knet_task_flags(cfg)
+    check_knet_task_flags(_out_cfg(tmp_path, off[0], "False"))
 
 
 # ------------------------------------------------------------------------------- determinism

@@ -23,7 +23,11 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 from detectron2.data import MetadataCatalog
 
-__all__ = ["ClassLayout", "class_layout_of_datasets"]
+from ..config import ConfigError
+
+__all__ = [
+    "ClassLayout", "class_layout_of_datasets", "check_class_counts", "check_semantic_class_count",
+]
 
 
 @dataclass(frozen=True)
@@ -177,3 +181,45 @@ def class_layout_of_datasets(names: Iterable[str]) -> Optional[ClassLayout]:
                 "datasets with the same metadata"
             )
     return found
+
+
+def check_class_counts(cfg, num_thing: int, num_stuff: int) -> None:
+    """K-Net's ``MODEL.KNET.NUM_*_CLASSES`` (``num_thing``, ``num_stuff``) vs. the metadata of
+    ``DATASETS.TRAIN`` / ``TEST``; a mismatch raises :class:`ConfigError` saying what to set."""
+    for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+        meta = MetadataCatalog.get(name)
+        stuff = getattr(meta, "stuff_classes", None)
+        # Count things by their dataset-id mapping when there is one: D2's
+        # "coco_panoptic_standard" metadata (coco_2017_*_panoptic) lists all 133 classes in
+        # thing_classes, but maps only the 80 thing ids in thing_dataset_id_to_contiguous_id.
+        thing_ids = getattr(meta, "thing_dataset_id_to_contiguous_id", None)
+        things = getattr(meta, "thing_classes", None)
+        n_things = len(thing_ids) if thing_ids is not None else (
+            len(things) if things is not None else None
+        )
+        if n_things is not None and n_things != num_thing:
+            raise ConfigError(
+                f"MODEL.KNET.NUM_THING_CLASSES is {num_thing} but dataset '{name}' has "
+                f"{n_things} thing classes: set MODEL.KNET.NUM_THING_CLASSES {n_things}"
+            )
+        # Panoptic metadata lists every class in stuff_classes (things first).
+        if num_stuff > 0 and stuff is not None and len(stuff) != num_thing + num_stuff:
+            raise ConfigError(
+                f"MODEL.KNET.NUM_THING_CLASSES + NUM_STUFF_CLASSES is {num_thing + num_stuff} but "
+                f"dataset '{name}' has {len(stuff)} classes in stuff_classes: set "
+                f"MODEL.KNET.NUM_STUFF_CLASSES {len(stuff) - num_thing}"
+            )
+
+
+def check_semantic_class_count(cfg) -> None:
+    """``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` vs. the ``stuff_classes`` of ``DATASETS.TRAIN`` /
+    ``TEST``; a mismatch raises :class:`ConfigError` saying what to set."""
+    n = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+        classes = getattr(MetadataCatalog.get(name), "stuff_classes", None)
+        if classes is not None and len(classes) != n:
+            raise ConfigError(
+                f"MODEL.SEM_SEG_HEAD.NUM_CLASSES is {n} but dataset '{name}' has "
+                f"{len(classes)} classes (stuff_classes): set "
+                f"MODEL.SEM_SEG_HEAD.NUM_CLASSES {len(classes)}"
+            )

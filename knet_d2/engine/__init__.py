@@ -3,6 +3,8 @@
 * :class:`KNetCheckpointer` — atomic checkpoint writes, ``weights_only`` / restricted loading.
 * :func:`build_resumable_train_loader` + :class:`IterationRNGHook` — ``EXACT_RESUME``.
 * :mod:`.startup_checks` — configuration mistakes reported before training starts.
+* :mod:`.defaults` — what the command-line tools run around the Trainer: the config with its
+  datasets registered (:func:`knet_d2.get_knet_cfg`), the argument parser, the output setup.
 * :mod:`.weights_report` — what a checkpoint filled; :func:`check_inference_weights` refuses
   one that leaves model parameters missing or of another shape.
 """
@@ -15,12 +17,10 @@ from .resumable_sampler import (
     resumable_sampler_of,
 )
 from .startup_checks import (
-    ConfigError,
     apply_determinism,
     check_model_weights,
     check_num_classes,
     check_output_dir,
-    merge_config,
     run_startup_checks,
 )
 from .weights_report import (
@@ -40,12 +40,10 @@ __all__ = [
     "SeededMapDataset",
     "build_resumable_train_loader",
     "resumable_sampler_of",
-    "ConfigError",
     "apply_determinism",
     "check_model_weights",
     "check_num_classes",
     "check_output_dir",
-    "merge_config",
     "run_startup_checks",
     "IncompatibleWeightsError",
     "WeightsLoadReport",

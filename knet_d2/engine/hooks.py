@@ -1,4 +1,5 @@
-"""Training-loop helpers: per-iteration RNG seeding and the non-finite loss report."""
+"""Training-loop helpers: per-iteration RNG seeding, the checkpoint hook that saves through the
+trainer's checkpointer, and the non-finite loss report."""
 from __future__ import annotations
 
 import math
@@ -8,12 +9,15 @@ from typing import Callable, Dict, Mapping, Optional
 import numpy as np
 import torch
 from detectron2.engine import HookBase
+from detectron2.engine.hooks import PeriodicCheckpointer
 from detectron2.utils import comm
 from torch import nn
 
 from .resumable_sampler import STREAM_MODEL, derive_seed
 
-__all__ = ["IterationRNGHook", "LossCapture", "non_finite_loss_message"]
+__all__ = [
+    "IterationRNGHook", "TrainerCheckpointHook", "LossCapture", "non_finite_loss_message",
+]
 
 
 class IterationRNGHook(HookBase):
@@ -33,6 +37,24 @@ class IterationRNGHook(HookBase):
         random.seed(s)
         np.random.seed(s)
         torch.manual_seed(s)
+
+
+class TrainerCheckpointHook(PeriodicCheckpointer):
+    """D2's ``PeriodicCheckpointer`` hook that saves through ``trainer.checkpointer`` as it is
+    when training starts, so a trainer may set its own checkpointer after
+    ``DefaultTrainer.__init__`` has built the hooks."""
+
+    @classmethod
+    def replacing(cls, hook: PeriodicCheckpointer) -> TrainerCheckpointHook:
+        """The same schedule as ``hook`` (period, max_iter, max_to_keep, file prefix)."""
+        return cls(
+            hook.checkpointer, hook.period, max_iter=hook.max_iter,
+            max_to_keep=hook.max_to_keep, file_prefix=hook.file_prefix,
+        )
+
+    def before_train(self) -> None:
+        self.checkpointer = self.trainer.checkpointer
+        super().before_train()
 
 
 class LossCapture:

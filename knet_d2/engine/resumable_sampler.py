@@ -268,6 +268,8 @@ def build_resumable_train_loader(
 
 def resumable_sampler_of(data_loader: Any) -> Optional[ResumableTrainingSampler]:
     """The :class:`ResumableTrainingSampler` of a loader from
-    :func:`build_resumable_train_loader`, else ``None``."""
-    sampler = getattr(data_loader, "sampler", None)
+    :func:`build_resumable_train_loader` (also inside a wrapper with a ``loader`` attribute,
+    e.g. :class:`~knet_d2.engine.worker_failure.WatchedLoader`), else ``None``."""
+    loader = getattr(data_loader, "loader", data_loader)
+    sampler = getattr(loader, "sampler", None)
     return sampler if isinstance(sampler, ResumableTrainingSampler) else None

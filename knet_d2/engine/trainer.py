@@ -21,6 +21,7 @@ from detectron2.data import (
 )
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as d2_defaults
+from detectron2.engine.hooks import PeriodicCheckpointer
 from detectron2.evaluation import (
     COCOEvaluator,
     COCOPanopticEvaluator,
@@ -36,11 +37,16 @@ from ..inference_options import inference_options
 from ..solver import build_knet_optimizer
 from .benchmark_evaluators import benchmark_evaluators
 from .checkpointer import KNetCheckpointer
-from .hooks import IterationRNGHook, LossCapture, non_finite_loss_message
+from .hooks import (
+    IterationRNGHook,
+    LossCapture,
+    TrainerCheckpointHook,
+    non_finite_loss_message,
+)
 from .preemption import PreemptionHook
 from .resumable_sampler import build_resumable_train_loader, resumable_sampler_of
 from .weights_report import check_inference_weights
-from .worker_failure import worker_failure_message
+from .worker_failure import WatchedLoader, worker_failure_message
 
 __all__ = ["Trainer", "build_knet_evaluator", "EvaluationDataError"]
 
@@ -136,17 +142,22 @@ class Trainer(DefaultTrainer):
     def __init__(self, cfg: CfgNode):
         with _ddp_for_cpu_models():
             super().__init__(cfg)
-        self._loss_capture = LossCapture(self._trainer.model)
-
-    def build_hooks(self):
-        # DefaultTrainer.__init__ creates a DetectionCheckpointer just before calling this:
-        # swap it (same model, directory and checkpointables) so that the PeriodicCheckpointer
-        # hook built below saves through the atomic one.
+        # The atomic checkpointer replaces the DetectionCheckpointer DefaultTrainer creates (same
+        # model, directory and checkpointables); the checkpoint hook saves through
+        # ``self.checkpointer`` as it is when training starts (TrainerCheckpointHook).
         self.checkpointer = KNetCheckpointer.from_checkpointer(self.checkpointer)
-        hooks = super().build_hooks()
-        sampler = resumable_sampler_of(self._trainer.data_loader)
+        sampler = resumable_sampler_of(self.data_loader)
         if sampler is not None:
             self.checkpointer.add_checkpointable("data_sampler", sampler)
+        self._loss_capture = LossCapture(self.model)
+
+    def build_hooks(self):
+        hooks = [
+            TrainerCheckpointHook.replacing(h) if isinstance(h, PeriodicCheckpointer) else h
+            for h in super().build_hooks()
+        ]
+        sampler = resumable_sampler_of(self.data_loader)
+        if sampler is not None:
             hooks.insert(0, IterationRNGHook(lambda: sampler.seed))
         if self.cfg.PREEMPTION.SIGNALS:  # last: after the LR scheduler stepped, as checkpoints
             hooks.append(PreemptionHook(self.cfg.PREEMPTION.SIGNALS))
@@ -156,8 +167,9 @@ class Trainer(DefaultTrainer):
         try:
             return super().train()
         except (RuntimeError, OSError, EOFError) as e:
-            loader_iter = getattr(self._trainer, "_data_loader_iter_obj", None)
-            message = worker_failure_message(self.iter, e, loader_iter)
+            message = worker_failure_message(
+                self.iter, e, getattr(self.data_loader, "iterator", None)
+            )
             if message is None:
                 raise
             raise RuntimeError(message) from e
@@ -174,7 +186,7 @@ class Trainer(DefaultTrainer):
             )
         elif report is not None:  # initial weights (ImageNet: heads missing by design)
             logger.info(f"Initial weights {report.summary()}.")
-        sampler = resumable_sampler_of(self._trainer.data_loader)
+        sampler = resumable_sampler_of(self.data_loader)
         if sampler is not None:  # the loader's iterator is created lazily, at the first step
             sampler.set_start_iter(self.start_iter)
 
@@ -192,18 +204,20 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """K-Net's training mapper (bad samples skipped with ``DATALOADER.SKIP_BAD_SAMPLES``), the
+        resumable loader with ``EXACT_RESUME``, wrapped so that a dead worker can be named."""
         mapper = build_knet_train_mapper(cfg)
         if cfg.DATALOADER.SKIP_BAD_SAMPLES:
             mapper = SkipBadSamples(mapper)
+        if cfg.EXACT_RESUME and cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
+            return WatchedLoader(build_resumable_train_loader(cfg, mapper))
         if cfg.EXACT_RESUME:
-            if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
-                return build_resumable_train_loader(cfg, mapper)
             logger.warning(
                 f"EXACT_RESUME needs DATALOADER.SAMPLER_TRAIN 'TrainingSampler' (got "
                 f"'{cfg.DATALOADER.SAMPLER_TRAIN}'): using D2's loader; --resume will not "
                 "replay the same data order."
             )
-        return build_detection_train_loader(cfg, mapper=mapper)
+        return WatchedLoader(build_detection_train_loader(cfg, mapper=mapper))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

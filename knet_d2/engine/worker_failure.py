@@ -11,11 +11,32 @@ from __future__ import annotations
 
 import re
 import signal
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional
 
-__all__ = ["dead_workers", "worker_failure_message"]
+__all__ = ["WatchedLoader", "dead_workers", "worker_failure_message"]
 
 _WORKER_ERROR = re.compile(r"DataLoader worker \(pids?\(?s?\)? ?([\d, ]+)\)")
+
+
+class WatchedLoader:
+    """Iterates ``loader`` and keeps its current iterator (``iterator``, None before the first
+    ``iter``), whose worker processes :func:`dead_workers` inspects when training fails.
+
+    Attributes:
+        loader: the wrapped data loader (e.g. a ``torch.utils.data.DataLoader``).
+        iterator: the iterator of the last ``iter(self)``.
+    """
+
+    def __init__(self, loader: Any):
+        self.loader = loader
+        self.iterator: Any = None
+
+    def __iter__(self) -> Iterator[Any]:
+        self.iterator = iter(self.loader)
+        return self.iterator
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
 
 def dead_workers(loader_iter: Any) -> List[str]:

@@ -16,7 +16,7 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 
-from ..config import get_knet_cfg
+from ..config import load_knet_cfg
 from ..engine.checkpointer import KNetCheckpointer
 from ..engine.weights_report import check_inference_weights
 from .releases import MODEL_ZOO, ModelZooEntry
@@ -111,7 +111,7 @@ def get_checkpoint_url(name: str) -> str:
 def get_config(name: str, trained: bool = False) -> CfgNode:
     """The config of ``name`` (not frozen); with ``trained`` its ``MODEL.WEIGHTS`` is the
     official checkpoint URL, else the config's own (ImageNet) weights."""
-    cfg = get_knet_cfg(get_config_file(name), freeze=False)
+    cfg = load_knet_cfg(get_config_file(name))
     if trained:
         cfg.MODEL.WEIGHTS = get_checkpoint_url(name)
     return cfg

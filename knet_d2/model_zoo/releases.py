@@ -1,16 +1,26 @@
-"""The one table of knet_d2's model zoo: config -> official release (URL, metric).
+"""The tables of knet_d2's known weights: the model zoo (config -> official release: URL,
+metric) and the ImageNet backbones the configs start from (file -> original release, converter).
 
-Every knet_d2 config with an official counterpart is listed once. ``url`` is the checkpoint
-released with the official code (None where the config was never released); ``metric`` is the
-official number on the validation set. ``MODEL_ZOO.md`` shows the same rows (a test checks that
-the two agree), and the checkpoints load as they are released (converted on load).
+Every knet_d2 config with an official counterpart is listed once in :data:`MODEL_ZOO`. ``url``
+is the checkpoint released with the official code (None where the config was never released);
+``metric`` is the official number on the validation set. ``MODEL_ZOO.md`` shows the same rows
+(a test checks that the two agree), and the checkpoints load as they are released (converted on
+load).
+:data:`PRETRAINED_BACKBONES` lists the ``MODEL.WEIGHTS`` files of the configs; the start-up
+check of ``MODEL.WEIGHTS`` tells a user without the file where to get it from these rows.
+
+This module is data only: it imports nothing from knet_d2.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-__all__ = ["ModelZooEntry", "MODEL_ZOO"]
+__all__ = [
+    "ModelZooEntry", "MODEL_ZOO", "PretrainedBackbone", "PRETRAINED_BACKBONES",
+    "find_pretrained_backbone",
+]
 
 # Release folders: ZwwWayne/K-Net (mmdet, COCO) and mmsegmentation configs/knet (ADE20K).
 _MMDET = "https://download.openmmlab.com/mim-example/knet/det/knet/"
@@ -174,3 +184,77 @@ MODEL_ZOO: Tuple[ModelZooEntry, ...] = (
         metric="mIoU 52.21",
     ),
 )
+
+
+# ---------------------------------------------------------------- ImageNet backbones
+_TORCHVISION = "https://download.pytorch.org/models/"
+_OPENMMLAB = "https://download.openmmlab.com/pretrain/third_party/"
+_SWIN = "https://github.com/SwinTransformer/storage/releases/download/v1.0.0/"
+_D2_IMAGENET = "ImageNetPretrained/torchvision/"  # under detectron2:// = the URL below
+_D2_FILES = "https://dl.fbaipublicfiles.com/detectron2/"
+
+
+@dataclass(frozen=True)
+class PretrainedBackbone:
+    """ImageNet weights that configs name in ``MODEL.WEIGHTS``.
+
+    Attributes:
+        file_pattern: regular expression for the file name (e.g. ``R-50.pkl``); its named
+            groups fill the ``{...}`` fields of ``source_url``.
+        description: what the file is, e.g. "torchvision's ImageNet ResNet-50 in D2 format".
+        source_url: the original release that ``converter`` turns into the file.
+        converter: the repository's script that converts ``source_url`` into the file
+            (``python <converter> <source> <file>``).
+        d2_path: where D2 serves the converted file itself (``detectron2://<d2_path>``), or
+            None.
+    """
+
+    file_pattern: str
+    description: str
+    source_url: str
+    converter: str
+    d2_path: Optional[str] = None
+
+    @property
+    def d2_name(self) -> Optional[str]:
+        return f"detectron2://{self.d2_path}" if self.d2_path else None
+
+    @property
+    def d2_url(self) -> Optional[str]:
+        return f"{_D2_FILES}{self.d2_path}" if self.d2_path else None
+
+
+def _torchvision_resnet(depth: int, file: str) -> PretrainedBackbone:
+    return PretrainedBackbone(
+        rf"R-{depth}\.pkl", f"torchvision's ImageNet ResNet-{depth} in D2 format",
+        _TORCHVISION + file, "tools/convert-torchvision-to-d2.py", f"{_D2_IMAGENET}R-{depth}.pkl",
+    )
+
+
+def _mmcv_resnet_v1c(depth: int, file: str) -> PretrainedBackbone:
+    return PretrainedBackbone(
+        rf"resnet{depth}_v1c(_d2)?\.pkl", f"OpenMMLab's ImageNet ResNetV1c-{depth}",
+        _OPENMMLAB + file, "tools/convert-mmcv-resnet-v1c-to-d2.py",
+    )
+
+
+PRETRAINED_BACKBONES: Tuple[PretrainedBackbone, ...] = (
+    _torchvision_resnet(50, "resnet50-0676ba61.pth"),
+    _torchvision_resnet(101, "resnet101-63fe2227.pth"),
+    _mmcv_resnet_v1c(50, "resnet50_v1c-2cccc1ad.pth"),
+    _mmcv_resnet_v1c(101, "resnet101_v1c-e67eebb6.pth"),
+    PretrainedBackbone(
+        r"(?P<name>swin_\w+)\.pkl", "an official Swin Transformer ImageNet checkpoint",
+        _SWIN + "{name}.pth", "tools/convert-pretrained-swin-model-to-d2.py",
+    ),
+)
+
+
+def find_pretrained_backbone(file_name: str) -> Optional[Tuple[PretrainedBackbone, str]]:
+    """The row of :data:`PRETRAINED_BACKBONES` matching ``file_name`` and its source URL, or
+    None for a file that is not in the table."""
+    for row in PRETRAINED_BACKBONES:
+        m = re.fullmatch(row.file_pattern, file_name)
+        if m:
+            return row, row.source_url.format(**m.groupdict())
+    return None
