@@ -40,9 +40,8 @@ class IterationRNGHook(HookBase):
 
 
 class TrainerCheckpointHook(PeriodicCheckpointer):
-    """D2's ``PeriodicCheckpointer`` hook that saves through ``trainer.checkpointer`` as it is
-    when training starts, so a trainer may set its own checkpointer after
-    ``DefaultTrainer.__init__`` has built the hooks."""
+    """D2's ``PeriodicCheckpointer`` hook that always saves through ``trainer.checkpointer``, so
+    a trainer may set its own checkpointer after ``DefaultTrainer.__init__`` built the hooks."""
 
     @classmethod
     def replacing(cls, hook: PeriodicCheckpointer) -> TrainerCheckpointHook:
@@ -52,9 +51,14 @@ class TrainerCheckpointHook(PeriodicCheckpointer):
             max_to_keep=hook.max_to_keep, file_prefix=hook.file_prefix,
         )
 
-    def before_train(self) -> None:
-        self.checkpointer = self.trainer.checkpointer
-        super().before_train()
+    @property
+    def checkpointer(self):
+        """The registered trainer's ``checkpointer`` (before registration: the one given)."""
+        return self._given if self.trainer is None else self.trainer.checkpointer
+
+    @checkpointer.setter
+    def checkpointer(self, checkpointer) -> None:
+        self._given = checkpointer
 
 
 class LossCapture:

@@ -143,8 +143,8 @@ class Trainer(DefaultTrainer):
         with _ddp_for_cpu_models():
             super().__init__(cfg)
         # The atomic checkpointer replaces the DetectionCheckpointer DefaultTrainer creates (same
-        # model, directory and checkpointables); the checkpoint hook saves through
-        # ``self.checkpointer`` as it is when training starts (TrainerCheckpointHook).
+        # model, directory and checkpointables); the checkpoint hook always saves through
+        # ``self.checkpointer`` (TrainerCheckpointHook).
         self.checkpointer = KNetCheckpointer.from_checkpointer(self.checkpointer)
         sampler = resumable_sampler_of(self.data_loader)
         if sampler is not None:
