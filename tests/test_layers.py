@@ -4,7 +4,8 @@
     functions count too); (b) no import cycles between knet_d2 modules (module-level imports);
 (c) knet_d2 never imports the scripts (train_net.py, demo/, tools/, benchmarks/), and knet_onnx
 imports nothing from knet_d2; (d) no ``.py`` file of the repository edits ``sys.path``;
-(e) no file over :data:`MAX_LINES` lines in knet_d2/, demo/, tools/, benchmarks/.
+(e) no file over :data:`MAX_LINES` lines in knet_d2/, demo/, tools/, benchmarks/; and the URLs
+and hashes of known weights appear in knet_d2 only in the table knet_d2/model_zoo/releases.py.
 
 An import ``a.b.c`` counts as an import of the deepest knet_d2 module it names (the package
 ``__init__`` files Python runs on the way are not counted). The checker is tested on a small
@@ -13,6 +14,7 @@ tree with an upward import, a cycle and an unplaced subpackage.
 from __future__ import annotations
 
 import ast
+import re
 import textwrap
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
@@ -158,7 +160,7 @@ def layer_violations(root: Path, package: str, layers: Dict[str, int]) -> List[s
         if level is None:
             problems.append(
                 f"{path.relative_to(root)}: module {name} has no layer: place it in LAYERS "
-                "(tests/test_layers.py) and in the README's layer table"
+                "(tests/test_layers.py) and in the layer table of docs/architecture.md"
             )
             continue
         for imported, line, _ in imports_of(name, path, modules):
@@ -319,6 +321,19 @@ def test_no_sys_path_edits():
     sorted(PENDING_LONG_FILES)))
 def test_no_file_over_the_line_limit():
     assert long_files(REPO_ROOT) == {}
+
+
+def test_weight_urls_and_hashes_live_in_the_release_table():
+    # a download address (with a host) or a file name with a hash, e.g. resnet50-0676ba61.pth
+    known = re.compile(r"https?://[\w-]+\.[\w.-]+/|[\w.-]+-[0-9a-f]{8}\.pth")
+    table = REPO_ROOT / "knet_d2/model_zoo/releases.py"
+    elsewhere = {
+        f"{path.relative_to(REPO_ROOT)}:{n}": line.strip()
+        for path in source_files(REPO_ROOT, ["knet_d2"]) if path != table
+        for n, line in enumerate(path.read_text().splitlines(), 1) if known.search(line)
+    }
+    assert elsewhere == {}
+    assert len(known.findall(table.read_text())) >= 10
 
 
 # ------------------------------------------------------------------------------- the checker
