@@ -203,7 +203,7 @@ def add_knet_config(cfg: CN) -> None:
     s.USE_CHECKPOINT = False
 
 
-def load_knet_cfg(config_file: str, opts: Sequence[str] = ()) -> CN:
+def load_knet_cfg(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
     """D2 defaults, DeepLab keys (poly LR, deep stem), K-Net keys, then ``config_file`` and the
     ``KEY VALUE`` ``opts`` (not frozen; nothing registered). Falls back to ``MODEL.DEVICE cpu``
     when CUDA is not available.
@@ -230,7 +230,6 @@ class ConfigError(ValueError):
     """A configuration mistake found before training; the message says what to change."""
 
 
-# --------------------------------------------------------------------------- config merging
 def _all_keys(node: CfgNode, prefix: str = "") -> List[str]:
     keys = []
     for k, v in node.items():

@@ -14,6 +14,9 @@ ids their own way:
 ``stuff_dataset_id_to_contiguous_id`` is stuff; each group keeps its dataset order). Mappers and
 evaluators keep the dataset's ids (D2's convention); the model converts its targets to K-Net ids
 and its outputs back (:class:`knet_d2.KNet`).
+
+:func:`check_class_counts` / :func:`check_semantic_class_count` compare a config's class counts
+with the datasets' metadata (when the model is built, and as start-up checks).
 """
 from __future__ import annotations
 
