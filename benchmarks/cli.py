@@ -9,6 +9,7 @@ convention: ``$KNET_BENCH_DATA`` if set, else ``$DETECTRON2_DATASETS``, else ``d
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -33,7 +34,7 @@ def default_data_root() -> Path:
     return Path(os.path.expanduser(root))
 
 
-def add_common_args(parser) -> None:
+def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by both benchmark scripts."""
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--amp", nargs="+", default=None, choices=list(AMP_DTYPES),
@@ -54,7 +55,7 @@ def add_common_args(parser) -> None:
                              f"${DATA_ROOT_ENV}, else $DETECTRON2_DATASETS, else datasets)")
 
 
-def setup_run(args) -> torch.device:
+def setup_run(args: argparse.Namespace) -> torch.device:
     """Apply ``--threads`` / ``--seed``, check ``--device`` and fill ``--amp``'s default."""
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch.cuda.is_available() is False on this machine")
@@ -77,7 +78,7 @@ def setup_run(args) -> torch.device:
     return torch.device(args.device)
 
 
-def environment(args, argv: Sequence[str], module: str) -> List[str]:
+def environment(args: argparse.Namespace, argv: Sequence[str], module: str) -> List[str]:
     """Lines describing the run: date, device, versions, command (``python -m module ...``)."""
     import detectron2
 

@@ -10,10 +10,13 @@ a trained model).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence
+from typing import TYPE_CHECKING, List, Sequence
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from detectron2.config import CfgNode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +41,7 @@ MODEL_NAMES = {
 }
 
 
-def knet_cfg(key: str, device: str, opts: Sequence[str] = ()):
+def knet_cfg(key: str, device: str, opts: Sequence[str] = ()) -> CfgNode:
     """The K-Net config of ``key`` with random weights (``MODEL.WEIGHTS ""``)."""
     from knet_d2 import get_knet_cfg
 
@@ -66,7 +69,7 @@ def d2_config_file(name: str) -> str:
     return model_zoo.get_config_file(name)
 
 
-def d2_cfg(key: str, device: str, opts: Sequence[str] = ()):
+def d2_cfg(key: str, device: str, opts: Sequence[str] = ()) -> CfgNode:
     """A D2 model-zoo config with random weights, 100 detections, score threshold 0."""
     from detectron2.config import get_cfg
 
@@ -81,11 +84,12 @@ def d2_cfg(key: str, device: str, opts: Sequence[str] = ()):
     return cfg
 
 
-def build_cfg(key: str, device: str, opts: Sequence[str] = ()):
+def build_cfg(key: str, device: str, opts: Sequence[str] = ()) -> CfgNode:
+    """:func:`knet_cfg` for the ``knet_*`` keys, else :func:`d2_cfg`."""
     return knet_cfg(key, device, opts) if key.startswith("knet") else d2_cfg(key, device, opts)
 
 
-def build_model_from_cfg(cfg, channels_last: bool = False) -> nn.Module:
+def build_model_from_cfg(cfg: CfgNode, channels_last: bool = False) -> nn.Module:
     """``detectron2.modeling.build_model`` (+ channels_last), in eval mode."""
     from detectron2.modeling import build_model
 
