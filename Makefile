@@ -37,7 +37,7 @@ lock:
 ## Generate the synthetic datasets, train K-Net on the CPU, evaluate with D2's evaluators,
 ## write demo pictures.
 quickstart: $(STAMP)
-	$(PY) benchmarks/quickstart.py --output $(QS_OUT) $(QS_FLAGS)
+	$(PY) -m benchmarks.quickstart --output $(QS_OUT) $(QS_FLAGS)
 
 clean-synthetic:
 	rm -rf "$(DETECTRON2_DATASETS)/knet_synth"

@@ -2,7 +2,7 @@
 """Inference speed and peak memory of K-Net vs Detectron2's own models, in one process run.
 
 Models (random weights, FrozenBN statistics calibrated on the first image so that activations
-are finite, see ``_bench_common.calibrate_frozen_bn``):
+are finite, see ``benchmarks.models.calibrate_frozen_bn``):
 
 * K-Net R50 instance (``configs/coco/instance-segmentation/knet_R50_1x.yaml``) vs D2 Mask R-CNN
   R50-FPN and Cascade Mask R-CNN R50-FPN (model-zoo 3x configs);
@@ -20,8 +20,8 @@ number of instances per image so that this can be checked. K-Net always returns 
 
 Usage::
 
-    python benchmarks/bench_inference.py --device cpu --threads 1 --num-images 3 --warmup 1
-    python benchmarks/bench_inference.py --device cuda --amp none bf16 --channels-last \
+    python -m benchmarks.bench_inference --device cpu --threads 1 --num-images 3 --warmup 1
+    python -m benchmarks.bench_inference --device cuda --amp none bf16 --channels-last \
         --compile --cuda-graphs --num-images 20 --warmup 5 --iters 5
 
 Timing: all models are built first; after the warm-up each model's peak memory is measured
@@ -40,8 +40,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _bench_common as bc  # noqa: E402
+from .cli import add_common_args, environment, setup_run
+from .data import coco_tiny_inputs, inputs_for
+from .measure import PeakMemory, autocast, synchronize, time_interleaved
+from .models import D2_CONFIGS, MODEL_NAMES, build_cfg, build_model_from_cfg, calibrate_frozen_bn
+from .report import count_outputs, fmt_ratio, format_table
 
 INSTANCE_MODELS = ["knet_instance", "mask_rcnn", "cascade_mask_rcnn"]
 PANOPTIC_MODELS = ["knet_panoptic", "panoptic_fpn"]
@@ -59,7 +62,7 @@ FAST_PATH_TARGET = 150.0  # img/s of K-Net R50 instance through compile / CUDA g
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    bc.add_common_args(p)
+    add_common_args(p)
     p.add_argument("--num-images", type=int, default=3, help="coco_tiny val images")
     p.add_argument("--models", nargs="+", default=ALL_MODELS, choices=ALL_MODELS)
     p.add_argument("--compile", action="store_true",
@@ -133,12 +136,12 @@ class CudaGraphKernels:
         static_images = ImageList(static_in, list(images.image_sizes))
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream), bc.autocast(self.device, self.amp, cache_enabled=False):
+        with torch.cuda.stream(stream), autocast(self.device, self.amp, cache_enabled=False):
             for _ in range(3):  # warm up cudnn / allocator outside the capture
                 self.orig(static_images)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), bc.autocast(self.device, self.amp, cache_enabled=False):
+        with torch.cuda.graph(graph), autocast(self.device, self.amp, cache_enabled=False):
             static_out = self.orig(static_images)
         return graph, static_in, static_out
 
@@ -177,7 +180,7 @@ class Runner:
         if self.path is not None:
             self.path.install()
         try:
-            with torch.no_grad(), bc.autocast(self.device, self.amp):
+            with torch.no_grad(), autocast(self.device, self.amp):
                 return self.model([self.inputs[i % len(self.inputs)]])
         finally:
             if self.path is not None:
@@ -192,7 +195,7 @@ def profile_once(runner: Runner, name: str) -> None:
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=acts, record_shapes=False) as prof:
         runner(0)
-        bc.synchronize(runner.device)
+        synchronize(runner.device)
     key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     print(f"\n### torch.profiler: {name}, {runner.amp}, {runner.variant}\n")
     print(prof.key_averages().table(sort_by=key, row_limit=25))
@@ -241,19 +244,19 @@ def variants_for(key: str, args) -> List[str]:
 
 def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> List[dict]:
     """Build every model, warm up, measure memory per model, then time them taking turns."""
-    device = bc.setup_run(args)
-    for line in bc.environment(args, argv, Path(__file__).name):
+    device = setup_run(args)
+    for line in environment(args, argv, __spec__.name):
         print_fn(line)
-    images = bc.coco_tiny_inputs(args.data_root, args.num_images, args.min_size, args.max_size)
+    images = coco_tiny_inputs(args.data_root, args.num_images, args.min_size, args.max_size)
     sizes = [tuple(x["image"].shape[-2:]) for x in images]
     print_fn(f"inputs: {len(images)} coco_tiny val2017 images, batch 1, resized sizes "
              f"{sorted(set(sizes))}")
     runners: Dict[str, Runner] = {}
     for key in args.models:
         torch.manual_seed(args.seed)
-        model = bc.build_model_from_cfg(bc.build_cfg(key, args.device), args.channels_last)
-        inputs = bc.inputs_for(key, images, device, args.channels_last)
-        bc.calibrate_frozen_bn(model, inputs[:1])
+        model = build_model_from_cfg(build_cfg(key, args.device), args.channels_last)
+        inputs = inputs_for(key, images, device, args.channels_last)
+        calibrate_frozen_bn(model, inputs[:1])
         for amp in args.amp:
             for variant in variants_for(key, args):
                 runners[f"{key}|{amp}|{variant}"] = Runner(key, model, inputs, device, amp,
@@ -280,11 +283,11 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
     largest = max(range(len(images)), key=lambda i: sizes[i][0] * sizes[i][1])
     memory = {}
     for name, runner in runners.items():
-        with bc.PeakMemory(device) as mem:
+        with PeakMemory(device) as mem:
             runner(largest)
         memory[name] = mem
     counts: Dict[str, List[dict]] = {name: [] for name in runners}
-    seconds = bc.time_interleaved(
+    seconds = time_interleaved(
         runners, list(range(args.iters * len(images))), device,
         on_result=lambda name, out: counts[name].extend(out),
     )
@@ -295,13 +298,13 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
             "model": runner.key, "amp": runner.amp, "variant": runner.variant,
             "s_per_img": seconds[name], "img_per_s": 1.0 / seconds[name],
             "peak_mib": mem.peak_mib, "extra_mib": mem.extra_mib, "mem_method": mem.method,
-            **bc.count_outputs(counts[name]),
+            **count_outputs(counts[name]),
             "agreement_with_fp32_eager": agreement.get(name),
         })
     if args.profile:
         for runner in runners.values():
             if runner.key.startswith("knet"):
-                profile_once(runner, bc.MODEL_NAMES[runner.key])
+                profile_once(runner, MODEL_NAMES[runner.key])
     report(results, args, print_fn)
     if args.json is not None:
         args.json.write_text(json.dumps({"argv": list(argv), "results": results}, indent=1))
@@ -319,32 +322,32 @@ def report(results: List[dict], args, print_fn: Callable[[str], None] = print) -
     """Print the results table and the ratio table."""
     gpu = args.device == "cuda"
     rows = [
-        [bc.MODEL_NAMES[r["model"]], r["amp"], r["variant"], r["img_per_s"],
+        [MODEL_NAMES[r["model"]], r["amp"], r["variant"], r["img_per_s"],
          r["s_per_img"] * 1000, r["peak_mib"], r["extra_mib"],
          r.get("instances", "-"), r.get("segments", "-")]
         for r in results
     ]
     print_fn("\n## Inference results\n")
-    print_fn(bc.format_table(
+    print_fn(format_table(
         ["model", "precision", "variant", "img/s", "ms/img", "peak MiB", "extra MiB",
          "instances/img", "segments/img"], rows))
     methods = sorted({r["mem_method"] for r in results})
     print_fn(f"\nmemory (one call on the largest image): {'; '.join(methods)}")
-    bad = [r for r in results if r["model"] in bc.D2_CONFIGS and r.get("instances") != 100]
+    bad = [r for r in results if r["model"] in D2_CONFIGS and r.get("instances") != 100]
     if bad:
         print_fn("WARNING: D2 models below the forced 100 detections/image: "
-                 + ", ".join(f"{bc.MODEL_NAMES[r['model']]} {r['instances']}" for r in bad))
-    elif any(r["model"] in bc.D2_CONFIGS for r in results):
+                 + ", ".join(f"{MODEL_NAMES[r['model']]} {r['instances']}" for r in bad))
+    elif any(r["model"] in D2_CONFIGS for r in results):
         print_fn("workload check: every D2 model returned 100 instances per image")
 
     agree = [r for r in results if r.get("agreement_with_fp32_eager")]
     if agree:
         print_fn("\n## Output agreement with fp32 eager (image 0)\n")
         keys = ["score_max_abs_diff", "same_class", "mask_px_differ", "panoptic_px_differ"]
-        print_fn(bc.format_table(
+        print_fn(format_table(
             ["model", "precision", "variant", "max |score diff|", "same class",
              "mask pixels differ", "panoptic pixels differ"],
-            [[bc.MODEL_NAMES[r["model"]], r["amp"], r["variant"],
+            [[MODEL_NAMES[r["model"]], r["amp"], r["variant"],
               *(f"{r['agreement_with_fp32_eager'][k]:.3g}"
                 if k in r["agreement_with_fp32_eager"] else "-" for k in keys)]
              for r in agree]))
@@ -358,20 +361,20 @@ def report(results: List[dict], args, print_fn: Callable[[str], None] = print) -
                 n = _find(results, num, amp, variant)
                 if n is None or d is None:
                     continue
-                label = f"{bc.MODEL_NAMES[num]} ({variant}) / {bc.MODEL_NAMES[den]} (eager)"
-                ratio_rows.append([amp, label, *bc.fmt_ratio(
+                label = f"{MODEL_NAMES[num]} ({variant}) / {MODEL_NAMES[den]} (eager)"
+                ratio_rows.append([amp, label, *fmt_ratio(
                     n["img_per_s"] / d["img_per_s"], target)])
     fp32 = "none"
     for amp in [a for a in args.amp if a != fp32]:
         for key in ("knet_instance", "knet_panoptic"):
             lo, hi = _find(results, key, fp32), _find(results, key, amp)
             if lo is not None and hi is not None:
-                ratio_rows.append([amp, f"{bc.MODEL_NAMES[key]}: {amp} / fp32 img/s",
-                                   *bc.fmt_ratio(hi["img_per_s"] / lo["img_per_s"],
+                ratio_rows.append([amp, f"{MODEL_NAMES[key]}: {amp} / fp32 img/s",
+                                   *fmt_ratio(hi["img_per_s"] / lo["img_per_s"],
                                                  BF16_TARGET if gpu else None)])
     for r in results:
         if r["model"] == "knet_instance" and r["variant"] != "eager":
-            ratio_rows.append([r["amp"], f"{bc.MODEL_NAMES[r['model']]} ({r['variant']}) img/s",
+            ratio_rows.append([r["amp"], f"{MODEL_NAMES[r['model']]} ({r['variant']}) img/s",
                                f"{r['img_per_s']:.1f}",
                                f">= {FAST_PATH_TARGET:g} (H100)" if gpu else "-",
                                ("yes" if r["img_per_s"] >= FAST_PATH_TARGET else "**no**")
@@ -380,12 +383,12 @@ def report(results: List[dict], args, print_fn: Callable[[str], None] = print) -
         for num, den, _, _ in RATIO_TARGETS:
             n, d = _find(results, num, amp), _find(results, den, amp)
             if n is not None and d is not None:
-                ratio_rows.append([amp, f"peak memory (extra) {bc.MODEL_NAMES[num]} / "
-                                   f"{bc.MODEL_NAMES[den]}",
+                ratio_rows.append([amp, f"peak memory (extra) {MODEL_NAMES[num]} / "
+                                   f"{MODEL_NAMES[den]}",
                                    f"{n['extra_mib'] / max(d['extra_mib'], 1e-9):.2f}", "-", "-"])
     if ratio_rows:
         print_fn(f"\n## Ratios (same run; {'GPU' if gpu else 'CPU'} targets)\n")
-        print_fn(bc.format_table(["precision", "ratio", "value", "target", "met"], ratio_rows))
+        print_fn(format_table(["precision", "ratio", "value", "target", "met"], ratio_rows))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:

@@ -13,7 +13,7 @@ which is what D2's ``prepare_panoptic_fpn.py`` + ``DatasetMapper`` give.
 A step is forward (losses) + backward + optimizer step, each model with its own optimizer
 (K-Net: AdamW with full-model gradient clipping, ``knet_d2.solver``; D2: SGD from
 ``detectron2.solver.build_optimizer``). Weights are random with calibrated FrozenBN statistics
-(``_bench_common.calibrate_frozen_bn``).
+(``benchmarks.models.calibrate_frozen_bn``).
 
 Timing: every model is built and warmed up first, each one's peak memory is measured over one
 step alone, then the models take turns step by step (each step between two device
@@ -32,8 +32,8 @@ of those steps alone.
 
 Usage::
 
-    python benchmarks/bench_train.py --device cpu --threads 1 --warmup 1 --iters 2
-    python benchmarks/bench_train.py --device cuda --amp none bf16 --warmup 3 --iters 10
+    python -m benchmarks.bench_train --device cpu --threads 1 --warmup 1 --iters 2
+    python -m benchmarks.bench_train --device cuda --amp none bf16 --warmup 3 --iters 10
 """
 from __future__ import annotations
 
@@ -47,17 +47,19 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from detectron2.utils.events import EventStorage
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _bench_common as bc  # noqa: E402
+from .cli import add_common_args, environment, setup_run
+from .data import d2_batch, panoptic_batch
+from .measure import PeakMemory, SectionTimer, autocast, synchronize, time_interleaved
+from .models import MODEL_NAMES, build_cfg, build_model_from_cfg, calibrate_frozen_bn
+from .report import fmt_ratio, format_table
 
 ALL_MODELS = ["knet_panoptic", "mask_rcnn", "panoptic_fpn"]
 LOSS_SHARE_TARGET = 0.10  # matching + losses <= 10% of a K-Net training step
-NUM_THINGS = 80
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    bc.add_common_args(p)
+    add_common_args(p)
     p.add_argument("--batch-size", type=int, default=2,
                    help="images per step (coco_panoptic_sample has 2; more repeat them)")
     p.add_argument("--models", nargs="+", default=ALL_MODELS, choices=ALL_MODELS)
@@ -68,52 +70,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if min(args.batch_size, args.iters) < 1 or args.warmup < 0:
         p.error("--batch-size and --iters must be >= 1, --warmup >= 0")
     return args
-
-
-# ---------------------------------------------------------------------------- data
-def panoptic_batch(data_root: Path, batch_size: int, min_size: int, max_size: int
-                   ) -> List[dict]:
-    """K-Net training inputs of the coco_panoptic_sample images (RGB, things first)."""
-    from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
-    from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
-
-    from knet_d2.data.dataset_mappers import build_knet_train_mapper
-
-    root = data_root / "coco_panoptic_sample"
-    dicts = load_coco_panoptic_json(
-        str(root / "panoptic_examples.json"), str(root / "input_images"),
-        str(root / "panoptic_examples"), _get_builtin_metadata("coco_panoptic_standard"),
-    )
-    cfg = bc.knet_cfg("knet_panoptic", "cpu", [
-        "INPUT.MIN_SIZE_TRAIN", f"({min_size},)", "INPUT.MAX_SIZE_TRAIN", str(max_size),
-        "INPUT.RANDOM_FLIP", "none",
-    ])
-    mapper = build_knet_train_mapper(cfg)
-    return [mapper(dicts[i % len(dicts)]) for i in range(batch_size)]
-
-
-def d2_batch(batch: List[dict], key: str) -> List[dict]:
-    """The K-Net batch in the format of D2's Mask R-CNN / PanopticFPN training inputs."""
-    from detectron2.structures import Instances
-
-    out = []
-    for x in batch:
-        inst = x["instances"]
-        things = inst.gt_classes < NUM_THINGS
-        d2_inst = Instances(inst.image_size)
-        d2_inst.gt_boxes = inst.gt_boxes[things]
-        d2_inst.gt_classes = inst.gt_classes[things]
-        d2_inst.gt_masks = inst.gt_masks[things]
-        y = {k: v for k, v in x.items() if k not in ("instances", "sem_seg")}
-        y["image"] = bc.to_format(x["image"], "BGR")
-        y["instances"] = d2_inst
-        if key == "panoptic_fpn":
-            sem = x["sem_seg"]
-            y["sem_seg"] = torch.where(
-                sem == 255, sem, torch.where(sem < NUM_THINGS, 0, sem - NUM_THINGS + 1)
-            )
-        out.append(y)
-    return out
 
 
 # ---------------------------------------------------------------------------- steps
@@ -136,7 +92,7 @@ class Stepper:
         self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
 
     def __call__(self) -> torch.Tensor:
-        with bc.autocast(self.device, self.amp):
+        with autocast(self.device, self.amp):
             loss_dict = self.model(self.batch)
         loss = sum(loss_dict.values())
         self.optimizer.zero_grad(set_to_none=True)
@@ -170,7 +126,7 @@ def knet_loss_backward_s(model, batch: List[dict], device: torch.device, amp: st
     """Seconds of the losses' backward alone: criterion inputs are leaves, backward stops there."""
     total = 0.0
     for _ in range(iters):
-        with bc.autocast(device, amp):
+        with autocast(device, amp):
             images = model.preprocess_image(batch)
             with torch.no_grad():
                 rpn, stages = model.forward_kernels(images)
@@ -178,10 +134,10 @@ def knet_loss_backward_s(model, batch: List[dict], device: torch.device, amp: st
             targets = model.prepare_targets(batch, images)
             losses = model.criterion(rpn, stages, targets)
         loss = sum(losses.values())
-        bc.synchronize(device)
+        synchronize(device)
         t0 = time.perf_counter()
         loss.backward()
-        bc.synchronize(device)
+        synchronize(device)
         total += time.perf_counter() - t0
     return total / iters
 
@@ -189,8 +145,8 @@ def knet_loss_backward_s(model, batch: List[dict], device: torch.device, amp: st
 def prepare(key: str, args, device: torch.device, amp: str, batch: List[dict]) -> Stepper:
     """Model (random weights, calibrated FrozenBN, train mode), optimizer and batch of ``key``."""
     torch.manual_seed(args.seed)
-    cfg = bc.build_cfg(key, args.device)
-    model = bc.build_model_from_cfg(cfg, args.channels_last)
+    cfg = build_cfg(key, args.device)
+    model = build_model_from_cfg(cfg, args.channels_last)
     model_batch = batch if key.startswith("knet") else d2_batch(batch, key)
     model_batch = [{**x, "image": x["image"].to(device)} for x in model_batch]
     if args.channels_last:
@@ -198,7 +154,7 @@ def prepare(key: str, args, device: torch.device, amp: str, batch: List[dict]) -
             {**x, "image": x["image"][None].contiguous(memory_format=torch.channels_last)[0]}
             for x in model_batch
         ]
-    bc.calibrate_frozen_bn(model, model_batch[:1])
+    calibrate_frozen_bn(model, model_batch[:1])
     model.train()
     return Stepper(model, build_optimizer(key, cfg, model), model_batch, device, amp)
 
@@ -206,8 +162,8 @@ def prepare(key: str, args, device: torch.device, amp: str, batch: List[dict]) -
 def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> List[dict]:
     """Warm up every model, measure each one's peak memory over one step, then time the models
     taking turns step by step (K-Net with its loss-path timers installed)."""
-    device = bc.setup_run(args)
-    for line in bc.environment(args, argv, Path(__file__).name):
+    device = setup_run(args)
+    for line in environment(args, argv, __spec__.name):
         print_fn(line)
     batch = panoptic_batch(args.data_root, args.batch_size, args.min_size, args.max_size)
     desc = ", ".join(
@@ -238,10 +194,10 @@ def measure_precision(args, device: torch.device, amp: str, batch: List[dict],
             breakdown = knet_breakdown(step, device, amp, args.iters)
     memory = {}
     for key, step in steppers.items():
-        with bc.PeakMemory(device) as mem:
+        with PeakMemory(device) as mem:
             step()
         memory[key] = mem
-    seconds = bc.time_interleaved(
+    seconds = time_interleaved(
         {k: (lambda i, s=s: s()) for k, s in steppers.items()}, list(range(args.iters)), device)
     results = []
     for key, step in steppers.items():
@@ -254,7 +210,7 @@ def measure_precision(args, device: torch.device, amp: str, batch: List[dict],
         if key == "knet_panoptic":
             res.update(breakdown)
         results.append(res)
-        print_fn(f"  measured {bc.MODEL_NAMES[key]} {amp}: {sec:.3g} s/step")
+        print_fn(f"  measured {MODEL_NAMES[key]} {amp}: {sec:.3g} s/step")
     return results
 
 
@@ -266,12 +222,12 @@ def knet_breakdown(step: Stepper, device: torch.device, amp: str, iters: int
     timers around ``prepare_targets``, ``match_stages`` and the criterion; the share
     is relative to these steps' own time. The losses' backward is timed separately.
     """
-    timer = bc.SectionTimer(device)
+    timer = SectionTimer(device)
     timer.wrap(step.model, "prepare_targets", "targets")
     timer.wrap(step.model.criterion, "match_stages", "matching")
     timer.wrap(step.model.criterion, "forward", "criterion")
     try:
-        sec = bc.time_interleaved({"knet": lambda i: step()}, list(range(iters)), device)["knet"]
+        sec = time_interleaved({"knet": lambda i: step()}, list(range(iters)), device)["knet"]
     finally:
         timer.restore()
     per = {k: v / iters for k, v in timer.totals.items()}
@@ -292,14 +248,14 @@ def report(results: List[dict], args, print_fn: Callable[[str], None] = print) -
         return r[k] * 1000 if k in r else "-"
 
     rows = [
-        [bc.MODEL_NAMES[r["model"]], r["amp"], r["s_per_step"], r["img_per_s"], r["peak_mib"],
+        [MODEL_NAMES[r["model"]], r["amp"], r["s_per_step"], r["img_per_s"], r["peak_mib"],
          r["extra_mib"], ms(r, "targets_s"), ms(r, "matching_s"), ms(r, "loss_fwd_s"),
          ms(r, "loss_bwd_s"), r.get("breakdown_step_s", "-"),
          f"{r['share'] * 100:.1f}%" if "share" in r else "-"]
         for r in results
     ]
     print_fn(f"\n## Training step results (batch {args.batch_size})\n")
-    print_fn(bc.format_table(
+    print_fn(format_table(
         ["model", "precision", "s/step", "img/s", "peak MiB", "extra MiB", "targets ms",
          "matching ms", "loss fwd ms", "loss bwd ms", "alone s/step",
          "matching+losses share"], rows))
@@ -314,11 +270,11 @@ def report(results: List[dict], args, print_fn: Callable[[str], None] = print) -
             d = next((r for r in results if r["model"] == other and r["amp"] == amp), None)
             if d is None:
                 continue
-            name = f"{bc.MODEL_NAMES['knet_panoptic']} vs {bc.MODEL_NAMES[other]}"
+            name = f"{MODEL_NAMES['knet_panoptic']} vs {MODEL_NAMES[other]}"
             ratio_rows.append([amp, f"{name}: step-time speed-up (D2 s/step / K-Net s/step)",
-                               *bc.fmt_ratio(d["s_per_step"] / knet["s_per_step"], None)])
+                               *fmt_ratio(d["s_per_step"] / knet["s_per_step"], None)])
             ratio_rows.append([amp, f"{name}: peak memory (extra) K-Net / D2",
-                               *bc.fmt_ratio(knet["extra_mib"] / max(d["extra_mib"], 1e-9),
+                               *fmt_ratio(knet["extra_mib"] / max(d["extra_mib"], 1e-9),
                                              None)])
         share = knet["share"]
         ratio_rows.append([amp, "K-Net: (targets + matching + losses fwd/bwd) / step, K-Net alone",
@@ -326,7 +282,7 @@ def report(results: List[dict], args, print_fn: Callable[[str], None] = print) -
                            "yes" if share <= LOSS_SHARE_TARGET else "**no**"])
     if ratio_rows:
         print_fn("\n## Ratios (same run)\n")
-        print_fn(bc.format_table(["precision", "ratio", "value", "target", "met"], ratio_rows))
+        print_fn(format_table(["precision", "ratio", "value", "target", "met"], ratio_rows))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:

@@ -80,7 +80,7 @@ def main() -> int:
         task_out = out / task
         print(f"[quickstart] training + evaluating K-Net ({task}) on the CPU -> {task_out}")
         proc = subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks/train_synthetic.py"), "--task", task,
+            [sys.executable, "-m", "benchmarks.train_synthetic", "--task", task,
              "--output", str(task_out), *(["--overwrite"] if a.overwrite else [])],
             cwd=ROOT,
         )

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Proof that K-Net learns: train on a synthetic split on the CPU, evaluate with D2's evaluators.
 
-    python benchmarks/train_synthetic.py --task panoptic --output output/bench_panoptic
-    python benchmarks/train_synthetic.py --task instance --time-budget 600
-    python benchmarks/train_synthetic.py --task panoptic --overwrite   # retrain into --output
+    python -m benchmarks.train_synthetic --task panoptic --output output/bench_panoptic
+    python -m benchmarks.train_synthetic --task instance --time-budget 600
+    python -m benchmarks.train_synthetic --task panoptic --overwrite   # retrain into --output
+
+(from the repository root, which puts ``train_net`` on the import path).
 
 Trains the config of the task (``configs/synthetic/<task>/...``) with ``train_net.Trainer`` for
 the iterations in the config, then evaluates on the synthetic val split and prints one line per
@@ -20,7 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # task -> (config, metric group, metric key, target)
 TASKS = {

@@ -18,24 +18,31 @@ Metadata conventions (Mask2Former style, see docs):
   all categories.
 * ``ignore_label`` = 255, ``label_divisor`` = 1000 for panoptic data.
 
-The ``register_*_dataset`` functions check their inputs at once and raise
-FileNotFoundError / ValueError naming the offending path. The ``register_*_from_metadata``
-functions are the lower-level variants: they touch no file at registration time (used for
-data that is created later, e.g. the synthetic dataset), and accept a ``prepare`` callable
-that runs before the dataset dicts are loaded.
+The ``register_*_dataset`` functions check their inputs at once (directories exist, the JSON
+parses and its ``categories`` have what the metadata needs) and raise FileNotFoundError /
+ValueError naming the offending path. The ``register_*_from_metadata`` functions are the
+lower-level variants: they touch no file at registration time (used for data that is created
+later, e.g. the synthetic dataset), and accept a ``prepare`` callable that runs before the
+dataset dicts are loaded.
+
+Like D2's ``register_coco_panoptic`` / ``register_coco_instances``, each name is registered once
+with a plain loader (:mod:`.coco_json`, D2's ``load_sem_seg``) and its metadata is set next to
+it. The loaders check the category ids of every annotation against the categories before
+building dicts, so a bad id is reported with the JSON file, the image and the segment.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_sem_seg, register_coco_instances, register_coco_panoptic
+from detectron2.data.datasets import load_sem_seg
 from detectron2.utils.colormap import colormap
+
+from .coco_json import load_instance_json, load_panoptic_json, read_coco_json
 
 __all__ = [
     "contiguous_id_map",
@@ -48,7 +55,6 @@ __all__ = [
     "register_sem_seg_from_metadata",
 ]
 
-logger = logging.getLogger(__name__)
 
 def _default_color(index: int) -> list[int]:
     palette = colormap(rgb=True, maximum=255)
@@ -101,7 +107,7 @@ def metadata_from_categories(categories: Sequence[dict]) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# Input checks
+# Input checks (at registration)
 # ----------------------------------------------------------------------------------------------
 def _require_dir(path: str | os.PathLike, what: str) -> None:
     if not os.path.isdir(path):
@@ -114,13 +120,9 @@ def _require_file(path: str | os.PathLike, what: str) -> None:
 
 
 def _read_categories(json_file: str | os.PathLike, need_isthing: bool) -> list[dict]:
-    _require_file(json_file, "annotation JSON")
-    try:
-        with open(json_file) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{json_file}: not valid JSON ({e})") from e
-    cats = data.get("categories") if isinstance(data, dict) else None
+    """The ``categories`` of a COCO-format JSON, each checked for ``id``, ``name`` (and
+    ``isthing`` for panoptic data)."""
+    cats = read_coco_json(json_file).get("categories")
     if not cats:
         raise ValueError(f"{json_file}: no 'categories' list")
     keys = ("id", "name", "isthing") if need_isthing else ("id", "name")
@@ -131,74 +133,21 @@ def _read_categories(json_file: str | os.PathLike, need_isthing: bool) -> list[d
     return cats
 
 
-def _wrap_loader(
+def _register(
     name: str,
+    load: Callable[[], list[dict]],
     prepare: Callable[[], object] | None,
-    post: Callable[[list[dict]], list[dict]] | None = None,
-    diagnose: Callable[[Exception], None] | None = None,
+    **metadata,
 ) -> None:
-    """Replace the loader D2's helper registered for ``name`` with prepare -> load -> post.
-
-    ``diagnose(error)`` runs when D2's loader raises ``KeyError`` / ``AssertionError`` (its
-    bare ``KeyError: 999`` or ``AssertionError: <path>``); it raises a clearer error or returns
-    to let the original one propagate.
-    """
-    load = DatasetCatalog[name]
-    if prepare is None and post is None and diagnose is None:
-        return
+    """``DatasetCatalog.register(name, prepare -> load)`` and set ``metadata`` on ``name``."""
 
     def loader() -> list[dict]:
         if prepare is not None:
             prepare()
-        try:
-            dicts = load()
-        except (KeyError, AssertionError) as e:
-            if diagnose is not None:
-                diagnose(e)
-            raise
-        return post(dicts) if post is not None else dicts
+        return load()
 
-    DatasetCatalog.remove(name)
     DatasetCatalog.register(name, loader)
-
-
-def _diagnose_coco_load(
-    json_file: str, valid_ids: Sequence[int], panoptic: bool, error: Exception
-) -> None:
-    """Turn D2 loader failures into errors naming the JSON, the image and the problem.
-
-    Runs only after D2's ``load_coco_json`` / ``load_coco_panoptic_json`` failed: re-reads the
-    JSON to find the first annotation whose ``category_id`` is not a listed category, and
-    explains D2's first-file existence assertions.
-    """
-    if isinstance(error, AssertionError) and error.args:
-        path = str(error.args[0])
-        if path.startswith("No images found"):
-            raise ValueError(f"{json_file}: no annotations to load ({path})") from error
-        if os.path.isabs(path) or os.sep in path:
-            if not os.path.isfile(path):
-                raise FileNotFoundError(
-                    f"{json_file}: file of its first annotation not found: {path} (check the "
-                    "image / panoptic PNG directories given at registration)"
-                ) from error
-        return
-    valid = {int(i) for i in valid_ids}
-    with open(json_file) as f:
-        data = json.load(f)
-    images = {img.get("id"): img.get("file_name") for img in data.get("images", [])}
-    for ann in data.get("annotations", []):
-        image_id = ann.get("image_id")
-        where = f"{json_file}: image_id {image_id} ({images.get(image_id, ann.get('file_name'))})"
-        items = ann.get("segments_info", []) if panoptic else [ann]
-        for item in items:
-            cat = item.get("category_id")
-            if cat not in valid:
-                what = f"segment {item.get('id')}" if panoptic else f"annotation {item.get('id')}"
-                raise ValueError(
-                    f"{where}: {what} has category_id {cat}, which is not one of the "
-                    f"{len(valid)} ids in the JSON's 'categories' ({sorted(valid)[:10]}"
-                    f"{' ...' if len(valid) > 10 else ''})"
-                ) from error
+    MetadataCatalog.get(name).set(**metadata)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,9 +163,11 @@ def register_panoptic_from_metadata(
     instances_json: str | os.PathLike | None = None,
     prepare: Callable[[], object] | None = None,
 ) -> None:
-    """Register a COCO-panoptic dataset through D2's ``register_coco_panoptic``.
+    """Register a COCO-panoptic dataset loaded by :func:`.coco_json.load_panoptic_json`.
 
-    With ``sem_seg_root``, every dataset dict also gets ``sem_seg_file_name`` =
+    The metadata is what D2's ``register_coco_panoptic`` sets (``evaluator_type``
+    ``coco_panoptic_seg``, ``ignore_label`` 255, ``label_divisor`` 1000, the paths). With
+    ``sem_seg_root``, every dataset dict also gets ``sem_seg_file_name`` =
     ``sem_seg_root/<panoptic png name>`` and the metadata gets ``sem_seg_root``, so a
     panoptic model can be evaluated with SemSegEvaluator as well.
 
@@ -228,40 +179,30 @@ def register_panoptic_from_metadata(
         instances_json: optional COCO instance JSON (stored as ``json_file``).
         prepare: called before loading the dicts (e.g. to create missing data).
     """
-    register_coco_panoptic(
-        name,
-        metadata,
-        str(image_root),
-        str(panoptic_root),
-        str(panoptic_json),
-        None if instances_json is None else str(instances_json),
-    )
-    post = None
+    paths = {
+        "image_root": str(image_root),
+        "panoptic_root": str(panoptic_root),
+        "panoptic_json": str(panoptic_json),
+        "json_file": None if instances_json is None else str(instances_json),
+    }
     if sem_seg_root is not None:
-        sem_root = str(sem_seg_root)
-        MetadataCatalog.get(name).set(sem_seg_root=sem_root)
-
-        def post(dicts: list[dict]) -> list[dict]:
-            for d in dicts:
-                d["sem_seg_file_name"] = os.path.join(
-                    sem_root, os.path.basename(d["pan_seg_file_name"])
-                )
-            if dicts and not os.path.isfile(dicts[0]["sem_seg_file_name"]):
-                # only semantic evaluation reads them: warn, panoptic training still works
-                logger.warning(
-                    f"{name}: semantic PNG not found: {dicts[0]['sem_seg_file_name']}; "
-                    "SemSegEvaluator will fail (make them with datasets/prepare_*: "
-                    "prepare_coco_semantic_annos_from_panoptic_annos.py for COCO, "
-                    "prepare_ade20k_sem_seg.py for ADE20K; see datasets/README.md)"
-                )
-            return dicts
-
-    all_ids = list(metadata["stuff_dataset_id_to_contiguous_id"]) + list(
-        metadata["thing_dataset_id_to_contiguous_id"]
-    )
-    json_str = str(panoptic_json)
-    _wrap_loader(
-        name, prepare, post, lambda e: _diagnose_coco_load(json_str, all_ids, True, e)
+        paths["sem_seg_root"] = str(sem_seg_root)
+    _register(
+        name,
+        partial(
+            load_panoptic_json,
+            paths["panoptic_json"],
+            paths["image_root"],
+            paths["panoptic_root"],
+            metadata,
+            paths.get("sem_seg_root"),
+        ),
+        prepare,
+        evaluator_type="coco_panoptic_seg",
+        ignore_label=255,
+        label_divisor=1000,
+        **paths,
+        **metadata,
     )
 
 
@@ -272,21 +213,22 @@ def register_instances_from_metadata(
     image_root: str | os.PathLike,
     prepare: Callable[[], object] | None = None,
 ) -> None:
-    """Register a COCO instance dataset through D2's ``register_coco_instances``.
+    """Register a COCO instance dataset loaded by :func:`.coco_json.load_instance_json`.
 
+    The metadata is what D2's ``register_coco_instances`` sets (``evaluator_type`` ``coco``).
     ``metadata['thing_classes']`` / ``thing_dataset_id_to_contiguous_id`` must equal what
     D2's ``load_coco_json`` derives (categories sorted by id), or loading raises.
     """
-    register_coco_instances(name, metadata, str(json_file), str(image_root))
-    json_str = str(json_file)
-
-    def diagnose(e: Exception) -> None:
-        if isinstance(e, KeyError) and "category_id" in str(e):
-            with open(json_str) as f:
-                ids = [int(c["id"]) for c in json.load(f).get("categories", [])]
-            _diagnose_coco_load(json_str, ids, False, e)
-
-    _wrap_loader(name, prepare, diagnose=diagnose)
+    json_file, image_root = str(json_file), str(image_root)
+    _register(
+        name,
+        partial(load_instance_json, json_file, image_root, name),
+        prepare,
+        json_file=json_file,
+        image_root=image_root,
+        evaluator_type="coco",
+        **metadata,
+    )
 
 
 def register_sem_seg_from_metadata(
@@ -306,14 +248,10 @@ def register_sem_seg_from_metadata(
     if "stuff_classes" not in metadata:
         raise ValueError(f"metadata for {name!r} needs 'stuff_classes'")
     image_root, sem_seg_root = str(image_root), str(sem_seg_root)
-
-    def loader() -> list[dict]:
-        if prepare is not None:
-            prepare()
-        return load_sem_seg(sem_seg_root, image_root, gt_ext=gt_ext, image_ext=image_ext)
-
-    DatasetCatalog.register(name, loader)
-    MetadataCatalog.get(name).set(
+    _register(
+        name,
+        partial(load_sem_seg, sem_seg_root, image_root, gt_ext=gt_ext, image_ext=image_ext),
+        prepare,
         image_root=image_root,
         sem_seg_root=sem_seg_root,
         evaluator_type="sem_seg",
@@ -364,7 +302,7 @@ def register_panoptic_dataset(
 def register_instance_dataset(
     name: str, json_file: str | os.PathLike, image_root: str | os.PathLike
 ) -> dict:
-    """Register a COCO instance-segmentation dataset (wraps D2's ``register_coco_instances``).
+    """Register a COCO instance-segmentation dataset (loaded with D2's ``load_coco_json``).
 
     The thing metadata is read from the JSON's categories now (the whole JSON is parsed),
     so models and evaluators can use it before the dataset dicts are loaded.
