@@ -8,7 +8,7 @@ from conftest import REPO_ROOT, load_config
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_backbone
 
-from knet_d2.modeling.semantic.resnet_v1c import convert_mmcv_resnet_v1c_state_dict
+from knet_d2.checkpoint import convert_mmcv_resnet_v1c_state_dict
 
 _spec = importlib.util.spec_from_file_location(
     "convert_v1c", REPO_ROOT / "tools/convert-mmcv-resnet-v1c-to-d2.py"

@@ -14,11 +14,11 @@ from detectron2.modeling import build_backbone, build_model
 from detectron2.modeling.backbone import resnet as d2_resnet
 from torch.nn.modules.utils import _pair
 
+from knet_d2.checkpoint import rename_torchvision_resnet_key
 from knet_d2.modeling.backbone.deform_resnet import (
     DeformBottleneckBlock,
     DeformConv2d,
     build_knet_resnet_backbone,
-    rename_torchvision_resnet_key,
 )
 
 CONFIGS = {
