@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from knet_d2.checkpoint import (
+from knet_d2.checkpoint.loading import (
     ConversionError,
     CorruptCheckpointError,
     load_pickle_restricted,
     load_state_dict_file,
+    read_d2_pickle,
     strip_prefix,
+    torch_load_weights_first,
     unwrap_state_dict,
 )
-from knet_d2.checkpoint.loading import read_d2_pickle, torch_load_weights_first
 
 
 class _CallsAFunction:
