@@ -20,6 +20,7 @@ from .torchvision_resnet import rename_torchvision_resnet_key
 
 __all__ = ["convert_detection_state_dict"]
 
+
 _NECK_RE = re.compile(r"^neck\.(lateral_convs|fpn_convs)\.(\d+)\.conv\.(weight|bias)$")
 _CONV_MODULE = r"(?:conv|gn|bn)\.(?:weight|bias|running_mean|running_var)"
 _LOC_FPN_RE = re.compile(
