@@ -8,8 +8,6 @@ from conftest import REPO_ROOT, load_config
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_backbone
 
-from knet_d2.modeling.semantic.resnet_v1c import convert_mmcv_resnet_v1c_state_dict
-
 _spec = importlib.util.spec_from_file_location(
     "convert_v1c", REPO_ROOT / "tools/convert-mmcv-resnet-v1c-to-d2.py"
 )
@@ -61,11 +59,6 @@ def test_converter_round_trip_loads_every_key(tmp_path):
 def test_converter_errors_name_the_file(tmp_path, capsys):
     assert convert_v1c.main([str(tmp_path / "missing.pth"), str(tmp_path / "o.pkl")]) == 2
     assert "missing.pth" in capsys.readouterr().err
-
-
-def test_unexpected_stem_key_is_an_error():
-    with pytest.raises(KeyError, match="stem.2"):
-        convert_mmcv_resnet_v1c_state_dict({"stem.2.weight": torch.zeros(1)})
 
 
 # ------------------------------------------------ tools/convert-torchvision-to-d2.py

@@ -18,7 +18,6 @@ from knet_d2.modeling.backbone.deform_resnet import (
     DeformBottleneckBlock,
     DeformConv2d,
     build_knet_resnet_backbone,
-    rename_torchvision_resnet_key,
 )
 
 CONFIGS = {
@@ -297,23 +296,6 @@ def test_builder_dcn_r50_layout_and_freezing():
     assert model.res4[0].conv2_offset.weight.requires_grad
     with pytest.raises(ValueError, match="R18/R34"):
         build_knet_resnet_backbone(_resnet_cfg([False, True, False, False], depth=18), ShapeSpec(3))
-
-
-def test_rename_torchvision_and_mmdet_dcn_keys():
-    assert rename_torchvision_resnet_key("conv1.weight") == "stem.conv1.weight"
-    assert rename_torchvision_resnet_key("bn1.running_var") == "stem.conv1.norm.running_var"
-    assert rename_torchvision_resnet_key("layer1.0.bn3.bias") == "res2.0.conv3.norm.bias"
-    assert rename_torchvision_resnet_key("layer4.0.downsample.0.weight") == "res5.0.shortcut.weight"
-    assert rename_torchvision_resnet_key("layer4.0.downsample.1.weight") == (
-        "res5.0.shortcut.norm.weight")
-    assert rename_torchvision_resnet_key("layer3.22.conv2.conv_offset.bias") == (
-        "res4.22.conv2_offset.bias")
-    assert rename_torchvision_resnet_key("layer3.0.conv2_offset.weight") == (
-        "res4.0.conv2_offset.weight")
-    assert rename_torchvision_resnet_key("layer2.1.conv2.weight") == "res3.1.conv2.weight"
-    for unused in ("fc.weight", "layer1.0.bn1.num_batches_tracked", "layer1.0.se.fc.weight",
-                   "bn1.num_batches_tracked"):
-        assert rename_torchvision_resnet_key(unused) is None
 
 
 @pytest.mark.parametrize("task", sorted(CONFIGS))

@@ -5,6 +5,7 @@ and one real ADE20K photo. Raw graph outputs must match PyTorch within 1e-3; fin
 must be identical except at pixels that are numerical ties in PyTorch itself (a decision whose
 two sides differ by less than the measured float difference of the two runtimes).
 """
+import importlib.util
 import json
 import os
 import subprocess
@@ -385,11 +386,10 @@ def test_cli_exports_checks_and_refuses_to_overwrite(tmp_path):
 
 
 def test_cli_errors_without_traceback(tmp_path, capsys):
-    sys.path.insert(0, str(REPO_ROOT / "tools"))
-    try:
-        import export_model
-    finally:
-        sys.path.remove(str(REPO_ROOT / "tools"))
+    tool = REPO_ROOT / "tools" / "export_model.py"
+    spec = importlib.util.spec_from_file_location("export_model", tool)
+    export_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export_model)
     out = str(tmp_path / "o")
     cfg = CONFIGS["instance"]
     cases = [

@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from knet_d2 import add_knet_config
+from knet_d2.checkpoint import convert_mmcv_resnet_v1c_state_dict
 from knet_d2.data.dataset_mappers import MAPPER_REGISTRY, build_knet_train_mapper
 from knet_d2.data.dataset_mappers.semantic_mapper import (
     KNetSemanticDatasetMapper,
@@ -33,10 +34,7 @@ from knet_d2.modeling.semantic import (
     UPerHead,
     mmseg_cross_entropy,
 )
-from knet_d2.modeling.semantic.resnet_v1c import (
-    convert_mmcv_resnet_v1c_state_dict,
-    stage_dilations,
-)
+from knet_d2.modeling.semantic.resnet_v1c import stage_dilations
 from knet_d2.test_time_augmentation import SemanticSegmentorWithTTA, SemSegDatasetMapperTTA
 
 REPO = Path(__file__).resolve().parents[1]

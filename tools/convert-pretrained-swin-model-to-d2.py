@@ -18,13 +18,10 @@ official names minus the classifier ``head.*``, the classification ``norm.*`` an
 An existing output file is never overwritten.
 """
 import argparse
-import os
 import sys
 from typing import List, Optional
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from knet_d2.checkpoint.io import check_paths, load_state_dict_file, write_d2_pickle  # noqa: E402
-from knet_d2.modeling.backbone.swin import convert_swin_state_dict  # noqa: E402
+from knet_d2.checkpoint.convert_files import convert_swin_file
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -34,25 +31,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("input", help="official Swin checkpoint (.pth)")
     parser.add_argument("output", help="D2 weights to write (.pkl); must not exist")
     args = parser.parse_args(argv)
-    src, dst = args.input, args.output
-    problem = check_paths(src, dst)
-    if problem:
-        print(problem, file=sys.stderr)
-        return 2
-    try:
-        converted, dropped = convert_swin_state_dict(load_state_dict_file(src))
-    except ValueError as e:
-        msg = str(e)
-        print(msg if msg.startswith(src) else f"{src}: cannot convert: {msg}", file=sys.stderr)
-        return 1
-    if dropped:
-        heads = [k for k in dropped if k.startswith("head.")]
-        others = [k for k in dropped if not k.startswith("head.")]
-        print(f"dropped {len(dropped)} keys not used by the backbone: classifier {heads}"
-              + (f", other {others}" if others else ""))
-    write_d2_pickle(converted, dst, author="third_party")
-    print(f"wrote {len(converted)} tensors to {dst}")
-    return 0
+    return convert_swin_file(args.input, args.output)
 
 
 if __name__ == "__main__":

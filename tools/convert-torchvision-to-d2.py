@@ -9,9 +9,7 @@ under ``"state_dict"`` / ``"model"``. Output: ``{"model": {D2 name: numpy array}
 "__author__": "torchvision", "matching_heuristics": True}``; ``DetectionCheckpointer`` then
 maps ``res2.0.conv1.weight`` onto ``backbone.bottom_up.res2.0.conv1.weight`` by suffix.
 
-Renames (``knet_d2.modeling.backbone.deform_resnet.rename_torchvision_resnet_key``):
-``conv1``/``bn1`` -> ``stem.conv1``/``stem.conv1.norm``, ``layer{i}`` -> ``res{i+1}``,
-``bn{k}`` -> ``conv{k}.norm``, ``downsample.0``/``.1`` -> ``shortcut``/``shortcut.norm``.
+Renames: ``knet_d2/checkpoint/torchvision_resnet.py`` (``layer{i}`` -> ``res{i+1}``, ...).
 ``fc.*`` and BN ``num_batches_tracked`` are dropped and listed as unused.
 
 The weights expect the torchvision preprocessing and the "pytorch" ResNet style, i.e. a config
@@ -24,60 +22,21 @@ with (as configs/coco/Base-KNet-R50.yaml has)::
 
 An existing output file is never overwritten.
 """
-import os
+import argparse
 import sys
-from typing import Dict, List, Tuple
+from typing import List, Optional
 
-import torch
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from knet_d2.checkpoint.io import check_paths, load_state_dict_file, write_d2_pickle  # noqa: E402
-from knet_d2.modeling.backbone.deform_resnet import rename_torchvision_resnet_key  # noqa: E402
+from knet_d2.checkpoint.convert_files import convert_torchvision_file
 
 
-def convert(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """torchvision ResNet state dict -> (D2-named tensors, sorted unused source keys).
-
-    Raises:
-        ValueError: the input is not a ResNet state dict (no ``conv1.weight`` / ``layer1.*``).
-    """
-    if "conv1.weight" not in state_dict or not any(k.startswith("layer1.") for k in state_dict):
-        sample = ", ".join(sorted(state_dict)[:5]) or "no keys"
-        raise ValueError(
-            "not a torchvision ResNet state dict (needs conv1.weight and layer1.* keys); "
-            f"found {len(state_dict)} keys such as: {sample}"
-        )
-    converted, unused = {}, []
-    for key, value in state_dict.items():
-        new = rename_torchvision_resnet_key(key)
-        if new is None:
-            unused.append(key)
-        else:
-            converted[new] = value
-    return converted, sorted(unused)
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print(__doc__)
-        return 2
-    src, dst = argv
-    problem = check_paths(src, dst)
-    if problem:
-        print(problem, file=sys.stderr)
-        return 2
-    try:
-        converted, unused = convert(load_state_dict_file(src))
-    except ValueError as e:
-        msg = str(e)
-        print(msg if msg.startswith(src) else f"{src}: {msg}", file=sys.stderr)
-        return 1
-    if unused:
-        print(f"unused keys ({len(unused)}): {', '.join(unused)}")
-    write_d2_pickle(converted, dst, author="torchvision")
-    print(f"wrote {len(converted)} tensors to {dst}")
-    return 0
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("input", help="torchvision ResNet checkpoint (.pth)")
+    parser.add_argument("output", help="D2 weights to write (.pkl); must not exist")
+    args = parser.parse_args(argv)
+    return convert_torchvision_file(args.input, args.output)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from knet_d2 import get_knet_cfg  # noqa: E402
-from knet_d2.export import (  # noqa: E402
+from knet_d2 import get_knet_cfg
+from knet_d2.export import (
     MAX_OPSET,
     MIN_OPSET,
     SUPPORTED_META_ARCHITECTURES,
@@ -49,7 +48,7 @@ from knet_d2.export import (  # noqa: E402
     preprocess_params,
     reference_outputs,
 )
-from knet_d2.export.predictor import compare_predictions  # noqa: E402
+from knet_d2.export.predictor import compare_predictions
 
 logger = logging.getLogger("knet_d2.export_model")
 

@@ -34,27 +34,23 @@ import sys
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Set, Tuple
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(_REPO_ROOT) not in sys.path:  # runnable from any working directory
-    sys.path.insert(0, str(_REPO_ROOT))
-
-import knet_d2  # noqa: E402,F401  (first: hides named third-party warnings; registers)
+import knet_d2  # noqa: F401  (first: hides named third-party warnings; registers)
 
 # isort: split
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from detectron2.config import CfgNode  # noqa: E402
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.data import detection_utils as utils  # noqa: E402
-from detectron2.data.build import get_detection_dataset_dicts  # noqa: E402
-from detectron2.data.catalog import Metadata  # noqa: E402
-from detectron2.structures import BitMasks, PolygonMasks  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
-from detectron2.utils.visualizer import Visualizer  # noqa: E402
+import cv2
+import numpy as np
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.data.build import get_detection_dataset_dicts
+from detectron2.data.catalog import Metadata
+from detectron2.structures import BitMasks, PolygonMasks
+from detectron2.utils.logger import setup_logger
+from detectron2.utils.visualizer import Visualizer
 
-from knet_d2 import get_knet_cfg  # noqa: E402
-from knet_d2.data.datasets.cli import add_dataset_argument  # noqa: E402
+from knet_d2 import get_knet_cfg
+from knet_d2.data.datasets.cli import add_dataset_argument
 
 logger = logging.getLogger("knet_d2.visualize_data")
 

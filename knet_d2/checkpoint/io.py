@@ -1,22 +1,100 @@
-"""File handling shared by the ImageNet-weight converters in ``tools/convert-*-to-d2.py``.
+"""Writing checkpoint files: the one atomic writer of knet_d2 and the converter outputs.
 
-Inputs are read with ``torch.load(weights_only=True)`` (no code runs); outputs are Detectron2
-pickles ``{"model": {name: numpy array}, "__author__": ..., "matching_heuristics": True}``
-written atomically (temporary file + rename), and an existing output is never replaced.
+:func:`atomic_write` is used for every file knet_d2 writes that a crash must not tear: training
+checkpoints and ``last_checkpoint`` (:class:`knet_d2.engine.KNetCheckpointer`) and the outputs
+of the layout converters (``tools/convert*.py``), which are never allowed to replace an existing
+file. Converter outputs are either Detectron2 pickles ``{"model": {name: numpy array},
+"__author__": ..., "matching_heuristics": True}`` (:func:`write_d2_pickle`, ImageNet backbones)
+or ``torch.save`` files (:func:`save_new_torch_file`, converted K-Net releases).
 """
 from __future__ import annotations
 
 import os
 import pickle
-from typing import Dict, Mapping, Optional
+import secrets
+from typing import IO, Any, Callable, Mapping, Optional
 
 import torch
 
-__all__ = ["ConversionError", "check_paths", "load_state_dict_file", "write_d2_pickle"]
+__all__ = [
+    "TEMP_SUFFIX",
+    "atomic_write",
+    "check_paths",
+    "save_new_torch_file",
+    "write_d2_pickle",
+]
+
+#: suffix of the temporary files written by :func:`atomic_write`
+TEMP_SUFFIX = ".tmp"
 
 
-class ConversionError(ValueError):
-    """A converter input that cannot be converted; the message names the file."""
+def _fsync_dir(path: str) -> None:
+    """Make a rename in ``path`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _publish_new(tmp: str, path: str) -> None:
+    """Give the complete file ``tmp`` the name ``path``, failing if ``path`` exists."""
+    try:
+        os.link(tmp, path)  # atomic and never replaces: EEXIST when path exists
+    except FileExistsError:
+        raise FileExistsError(f"refusing to overwrite existing file: {path}") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if os.path.lexists(path):
+            raise FileExistsError(f"refusing to overwrite existing file: {path}") from None
+        os.replace(tmp, path)
+        return
+    os.remove(tmp)
+
+
+def atomic_write(
+    path: str, write: Callable[[IO[bytes]], None], *, overwrite: bool = True
+) -> None:
+    """Write a file so that ``path`` is either its old content or the complete new one.
+
+    ``write(f)`` fills a binary file ``<dir>/.<basename>.<random>.tmp``; the temporary file is
+    flushed, fsync-ed and renamed onto ``path`` (``os.replace``), then the directory is
+    fsync-ed. On any error the temporary file is removed and the error re-raised. A process
+    killed in between leaves only the temporary file behind, never a torn ``path``.
+
+    Args:
+        path: the file to write; its directory is created when missing.
+        write: fills the open binary file.
+        overwrite: False = raise ``FileExistsError`` (nothing written) when ``path`` exists,
+            also when another process creates it while ``write`` runs.
+    """
+    if not overwrite and os.path.lexists(path):
+        raise FileExistsError(f"refusing to overwrite existing file: {path}")
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(
+        directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    )
+    # O_EXCL: never reuse a file; mode 0o666 (minus umask) as a plain open() would create.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_dir(directory)
 
 
 def check_paths(src: str, dst: str) -> Optional[str]:
@@ -28,49 +106,24 @@ def check_paths(src: str, dst: str) -> Optional[str]:
     return None
 
 
-def load_state_dict_file(src: str) -> Dict[str, torch.Tensor]:
-    """The tensors of checkpoint ``src``: a bare state dict or one under ``state_dict``/``model``.
-
-    Raises:
-        ConversionError: naming ``src``, when it is not a readable torch file of tensors.
-    """
-    try:
-        obj = torch.load(src, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise ConversionError(f"{src}: not a readable torch checkpoint ({e})") from e
-    if isinstance(obj, dict):
-        for wrapper in ("state_dict", "model"):
-            if isinstance(obj.get(wrapper), dict):
-                obj = obj[wrapper]
-                break
-    if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ConversionError(
-            f"{src}: expected a state dict of tensors, got {type(obj).__name__}"
-        )
-    return obj
-
-
 def write_d2_pickle(tensors: Mapping[str, torch.Tensor], dst: str, author: str) -> None:
     """Write ``tensors`` as a D2 pickle (matching heuristics on) to ``dst``, atomically.
 
     Raises:
         FileExistsError: when ``dst`` exists (never overwritten).
     """
-    if os.path.exists(dst):
-        raise FileExistsError(f"refusing to overwrite existing file: {dst}")
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     payload = {
         "model": {k: v.detach().cpu().numpy() for k, v in tensors.items()},
         "__author__": author,
         "matching_heuristics": True,
     }
-    tmp = f"{dst}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            pickle.dump(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(dst, lambda f: pickle.dump(payload, f), overwrite=False)
+
+
+def save_new_torch_file(payload: Any, dst: str) -> None:
+    """``torch.save(payload)`` to the new file ``dst``, atomically.
+
+    Raises:
+        FileExistsError: when ``dst`` exists (never overwritten).
+    """
+    atomic_write(dst, lambda f: torch.save(payload, f), overwrite=False)

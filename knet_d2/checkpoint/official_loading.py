@@ -14,15 +14,12 @@ import logging
 from collections import Counter
 from typing import Any, Dict, Mapping, Optional
 
-from .knet_converter import (
-    _layout,
-    convert_detection_state_dict,
-    convert_semantic_state_dict,
-    detect_task,
-    unwrap_state_dict,
-)
+from .knet_mmdet import convert_detection_state_dict
+from .knet_mmseg import convert_semantic_state_dict
+from .knet_official import detect_task, official_layout
+from .loading import unwrap_state_dict
 
-__all__ = ["OfficialCheckpointError", "official_layout", "convert_if_official"]
+__all__ = ["OfficialCheckpointError", "convert_if_official"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +29,6 @@ MAX_LISTED_KEYS = 10
 
 class OfficialCheckpointError(ValueError):
     """An mmdet / mmseg checkpoint that cannot be converted; the message names the file."""
-
-
-def official_layout(state_dict: Mapping[str, Any]) -> Optional[str]:
-    """"mmdet" (``rpn_head.*`` / ``roi_head.*`` keys) or "mmseg" (``decode_head.*`` /
-    ``auxiliary_head.*``) when ``state_dict`` (unwrapped) has the top-level modules of an
-    official K-Net release, else None. knet_d2 names never start with these modules."""
-    return _layout(state_dict)
 
 
 def _unwrap(loaded: Mapping[str, Any]) -> Optional[Dict[str, Any]]:

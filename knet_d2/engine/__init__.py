@@ -8,7 +8,7 @@
 * :mod:`.weights_report` — what a checkpoint filled; :func:`check_inference_weights` refuses
   one that leaves model parameters missing or of another shape.
 """
-from .checkpointer import KNetCheckpointer, atomic_write, load_pickle_restricted
+from .checkpointer import KNetCheckpointer
 from .hooks import IterationRNGHook, LossCapture, non_finite_loss_message
 from .resumable_sampler import (
     ResumableTrainingSampler,
@@ -31,8 +31,6 @@ from .weights_report import (
 
 __all__ = [
     "KNetCheckpointer",
-    "atomic_write",
-    "load_pickle_restricted",
     "IterationRNGHook",
     "LossCapture",
     "non_finite_loss_message",

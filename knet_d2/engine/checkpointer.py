@@ -14,134 +14,50 @@ So ``last_checkpoint`` always names a complete file, and a temporary file is nev
 deletes the leftovers of a killed save (``train_net.Trainer`` calls it when a run resumes; an
 ``--eval-only`` run leaves them alone, since a training run may be writing into the directory).
 
-Loading:
-
-* ``.pth`` files (ours, D2's) go through ``torch.load(weights_only=True)``, which rebuilds only
-  tensors and plain containers. A file that needs full unpickling is loaded with a warning
-  that unpickling can execute code (only load files you trust).
-* ``.pkl`` files (D2 / Caffe2 model zoo, ``tools/convert-*.py`` outputs) are read by a
-  restricted unpickler that accepts only numpy arrays/scalars and plain containers; any other
-  object in the file triggers the same warning before a full ``pickle`` load.
+Loading: ``.pth`` files through ``torch.load(weights_only=True)``, ``.pkl`` files through a
+restricted unpickler; a file that needs full unpickling loads with a warning
+(``knet_d2/checkpoint/loading.py``). Official K-Net releases are converted on load.
 """
 from __future__ import annotations
 
 import errno
-import io
 import logging
 import os
-import pickle
 import re
-import secrets
 import shutil
 from typing import IO, Any, Callable, Dict, List, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ..checkpoint.io import TEMP_SUFFIX, atomic_write
+from ..checkpoint.loading import (
+    CorruptCheckpointError,
+    read_d2_pickle,
+    strip_prefix,
+    torch_load_weights_first,
+)
 from ..checkpoint.official_loading import convert_if_official
 from .weights_report import WeightsLoadReport, report_from_incompatible_keys
 
-__all__ = [
-    "KNetCheckpointer",
-    "CorruptCheckpointError",
-    "atomic_write",
-    "load_pickle_restricted",
-    "TEMP_SUFFIX",
-]
+__all__ = ["KNetCheckpointer", "CorruptCheckpointError"]
 
 logger = logging.getLogger(__name__)
 
-#: suffix of the temporary files written by :func:`atomic_write`
-TEMP_SUFFIX = ".tmp"
 # The temporary files a KNetCheckpointer writes: ".<name>.pth.<8 hex>.tmp" and the tag's.
 _TEMP_NAME = re.compile(r"\.(?:.+\.pth|last_checkpoint)\.[0-9a-f]{8}" + re.escape(TEMP_SUFFIX))
 
-# Globals a model-zoo pickle (dicts of numpy arrays) may reference: numpy array/scalar/dtype
-# reconstruction (numpy 1.x and 2.x module names), OrderedDict, and ``_codecs.encode`` which
-# Python 3 uses for ``bytes`` in protocol-2 pickles.
-_SAFE_PICKLE_GLOBALS = {
-    ("collections", "OrderedDict"),
-    ("_codecs", "encode"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),  # arrays in protocol-5 pickles
-    ("numpy._core.numeric", "_frombuffer"),
-}
 
-_CODE_EXECUTION_WARNING = (
-    "%s needs full unpickling (%s), which can execute arbitrary code: load only files from a "
-    "source you trust."
-)
-
-
-class _DisallowedGlobal(pickle.UnpicklingError):
-    pass
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_PICKLE_GLOBALS or (
-            module.startswith("numpy.dtypes") and name.endswith("DType")
-        ):
-            return super().find_class(module, name)
-        raise _DisallowedGlobal(f"{module}.{name}")
-
-
-def load_pickle_restricted(f: IO[bytes], **kwargs: Any) -> Any:
-    """``pickle.load`` that only rebuilds numpy arrays/scalars and plain Python containers.
-
-    Raises ``pickle.UnpicklingError`` (message: the refused ``module.name``) when the file
-    references any other global.
-    """
-    return _RestrictedUnpickler(f, **kwargs).load()
-
-
-def _fsync_dir(path: str) -> None:
-    """Make a rename in ``path`` durable (no-op where directories cannot be opened)."""
+def _atomic_write_or_explain_disk_full(path: str, write: Callable[[IO[bytes]], None]) -> None:
+    """:func:`~knet_d2.checkpoint.io.atomic_write`; a full disk (ENOSPC / EDQUOT) is re-raised
+    as an ``OSError(ENOSPC)`` that names the directory, its free space and what to do."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
-    """Write a file so that ``path`` is either its old content or the complete new one.
-
-    ``write(f)`` fills a binary file ``<dir>/.<basename>.<random>.tmp``; the temporary file is
-    flushed, fsync-ed and renamed onto ``path`` (``os.replace``), then the directory is
-    fsync-ed. On any error the temporary file is removed and the error re-raised. A process
-    killed in between leaves only the temporary file behind, never a torn ``path``.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(
-        directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
-    )
-    # O_EXCL: never reuse a file; mode 0o666 (minus umask) as a plain open() would create.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, write)
     except BaseException as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         if _is_disk_full(e):
+            directory = os.path.dirname(os.path.abspath(path))
             raise OSError(errno.ENOSPC, _disk_full_message(path, directory)) from e
         raise
-    _fsync_dir(directory)
 
 
 def _is_disk_full(err: BaseException) -> bool:
@@ -220,7 +136,7 @@ class KNetCheckpointer(DetectionCheckpointer):
         if os.path.basename(path) != basename:
             raise ValueError(f"checkpoint name must be a plain file name, got {name!r}")
         self.logger.info(f"Saving checkpoint to {path}")
-        atomic_write(path, lambda f: torch.save(data, f))
+        _atomic_write_or_explain_disk_full(path, lambda f: torch.save(data, f))
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
@@ -229,7 +145,9 @@ class KNetCheckpointer(DetectionCheckpointer):
             super().tag_last_checkpoint(last_filename_basename)
             return
         text = last_filename_basename.encode("utf-8")
-        atomic_write(os.path.join(self.save_dir, "last_checkpoint"), lambda f: f.write(text))
+        _atomic_write_or_explain_disk_full(
+            os.path.join(self.save_dir, "last_checkpoint"), lambda f: f.write(text)
+        )
 
     # ------------------------------------------------------------------ resuming
     def stale_temporary_files(self) -> List[str]:
@@ -337,8 +255,7 @@ class KNetCheckpointer(DetectionCheckpointer):
         source = checkpoint.get("knet_source", "")
         provided = None  # names renamed by D2's matching heuristics: trust its missing_keys
         if not checkpoint.get("matching_heuristics", False):
-            provided = {k[len("module."):] if k.startswith("module.") else k
-                        for k in checkpoint["model"]}
+            provided = set(strip_prefix(dict.fromkeys(checkpoint["model"]), "module."))
         incompatible = super()._load_model(checkpoint)
         self.last_load_report = report_from_incompatible_keys(
             getattr(self, "_loading", None) or "<checkpoint>",
@@ -353,59 +270,11 @@ class KNetCheckpointer(DetectionCheckpointer):
 
     def _torch_load(self, f: str) -> Any:
         """``torch.load(weights_only=True)``; full unpickling only with a warning."""
-        try:
-            return torch.load(f, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            if "weights_only" not in str(e) and "Weights only" not in str(e):
-                raise _corrupt(f, e) from e
-            logger.warning(_CODE_EXECUTION_WARNING, f, _weights_only_reason(e))
-        except (RuntimeError, EOFError) as e:
-            raise _corrupt(f, e) from e
-        try:
-            return torch.load(f, map_location="cpu", weights_only=False)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-            raise _corrupt(f, e) from e
+        return torch_load_weights_first(f)
 
     def _load_pkl(self, filename: str) -> Dict[str, Any]:
         """A D2 model-zoo (``{"model": ..., "__author__": ...}``) or Caffe2 (``{"blobs": ...}``
         or a bare name -> array dict) pickle, as D2's ``DetectionCheckpointer`` reads it."""
         with self.path_manager.open(filename, "rb") as f:
             raw = f.read()
-        try:
-            data = load_pickle_restricted(io.BytesIO(raw), encoding="latin1")
-        except _DisallowedGlobal as e:
-            logger.warning(_CODE_EXECUTION_WARNING, filename, f"it contains a {e} object")
-            data = pickle.loads(raw, encoding="latin1")
-        except (pickle.UnpicklingError, EOFError, ValueError) as e:
-            raise _corrupt(filename, e) from e
-        if not isinstance(data, dict):
-            raise ValueError(
-                f"{filename}: expected a pickled dict of weights, got {type(data).__name__}"
-            )
-        if "model" in data and "__author__" in data:
-            self.logger.info(f"Reading a file from '{data['__author__']}'")
-            return data
-        weights = data.get("blobs", data)
-        weights = {k: v for k, v in weights.items() if not k.endswith("_momentum")}
-        return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
-
-
-def _weights_only_reason(err: BaseException) -> str:
-    """The line of torch's weights_only error that names the refused object."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    for ln in lines:
-        if "WeightsUnpickler error" in ln:
-            return "torch.load(weights_only=True) refused it: " + ln.split(":", 1)[1].strip()
-    return "torch.load(weights_only=True) refused it" + (f": {lines[0]}" if lines else "")
-
-
-class CorruptCheckpointError(ValueError):
-    """A checkpoint file that cannot be read (truncated, torn or not a checkpoint)."""
-
-
-def _corrupt(filename: str, err: BaseException) -> CorruptCheckpointError:
-    return CorruptCheckpointError(
-        f"Cannot read checkpoint {filename}: the file is incomplete or corrupt "
-        f"({type(err).__name__}: {err}). Delete it, or resume from an earlier checkpoint by "
-        "writing its file name into last_checkpoint."
-    )
+        return read_d2_pickle(raw, filename)

@@ -15,7 +15,6 @@ This module provides:
   draws in the same order, so one seed gives bit-identical weights), hence D2 checkpoints load.
 * :func:`build_knet_resnet_backbone`: D2's ``build_resnet_backbone`` (same ``MODEL.RESNETS.*``
   keys, freezing and names) using this block where ``DEFORM_ON_PER_STAGE[i]`` is True.
-* :func:`rename_torchvision_resnet_key`: torchvision / mmdet ResNet names -> D2 names.
 
 Offset / mask channel layout (``conv2_offset`` output, (B, C, H_out, W_out), K = 9 kernel
 points in row-major order, G = deformable groups):
@@ -31,7 +30,8 @@ points in row-major order, G = deformable groups):
 
 mmcv (and so official mmdet K-Net checkpoints) uses the same layout, so an mmdet DCN
 checkpoint's ``layer{i}.{j}.conv2.conv_offset.{weight,bias}`` copies **unchanged** into
-``res{i+1}.{j}.conv2_offset.{weight,bias}``:
+``res{i+1}.{j}.conv2_offset.{weight,bias}`` (the rename is in
+``knet_d2/checkpoint/torchvision_resnet.py``):
 
 * mmcv ``DeformConv2dPack`` (registered as ``'DCN'``; mmcv/ops/deform_conv.py lines 367-401 at
   open-mmlab/mmcv@a8073c7) computes the offsets with ``conv_offset = nn.Conv2d(in,
@@ -59,7 +59,6 @@ checkpoint's ``layer{i}.{j}.conv2.conv_offset.{weight,bias}`` copies **unchanged
 ``tests/test_deform_resnet.py`` checks the (dy, dx) per-kernel-point layout of
 ``torchvision.ops.deform_conv2d`` numerically against a slow bilinear reference.
 """
-import re
 from typing import Optional
 
 import fvcore.nn.weight_init as weight_init
@@ -72,11 +71,12 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 from torchvision.ops import deform_conv2d
 
+from .resnet_depths import RESNET_BLOCKS_PER_STAGE
+
 __all__ = [
     "DeformConv2d",
     "DeformBottleneckBlock",
     "build_knet_resnet_backbone",
-    "rename_torchvision_resnet_key",
 ]
 
 
@@ -277,10 +277,6 @@ class DeformBottleneckBlock(CNNBlockBase):
         return F.relu_(out + shortcut)
 
 
-_NUM_BLOCKS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3],
-               152: [3, 8, 36, 3]}
-
-
 @BACKBONE_REGISTRY.register()
 def build_knet_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """D2's ``build_resnet_backbone`` with a pure-PyTorch deformable bottleneck.
@@ -298,8 +294,10 @@ def build_knet_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """
     r = cfg.MODEL.RESNETS
     depth = r.DEPTH
-    if depth not in _NUM_BLOCKS:
-        raise ValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_NUM_BLOCKS)}, got {depth}")
+    if depth not in RESNET_BLOCKS_PER_STAGE:
+        raise ValueError(
+            f"MODEL.RESNETS.DEPTH must be one of {sorted(RESNET_BLOCKS_PER_STAGE)}, got {depth}"
+        )
     if r.RES5_DILATION not in (1, 2):
         raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
     deform_on = list(r.DEFORM_ON_PER_STAGE)
@@ -319,7 +317,7 @@ def build_knet_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     in_channels, out_channels = r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS
     bottleneck_channels = r.NUM_GROUPS * r.WIDTH_PER_GROUP
     stages = []
-    for idx, num_blocks in enumerate(_NUM_BLOCKS[depth]):
+    for idx, num_blocks in enumerate(RESNET_BLOCKS_PER_STAGE[depth]):
         dilation = r.RES5_DILATION if idx == 3 else 1
         first_stride = 1 if idx == 0 or dilation == 2 else 2
         kwargs = dict(
@@ -350,43 +348,3 @@ def build_knet_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         bottleneck_channels *= 2
     return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
 
-
-_LAYER_RE = re.compile(r"^layer([1-4])\.(\d+)\.(.+)$")
-_BLOCK_RENAMES = (
-    (re.compile(r"^bn([123])\.(.+)$"), r"conv\1.norm.\2"),
-    (re.compile(r"^downsample\.0\.(.+)$"), r"shortcut.\1"),
-    (re.compile(r"^downsample\.1\.(.+)$"), r"shortcut.norm.\1"),
-    (re.compile(r"^conv2\.conv_offset\.(weight|bias)$"), r"conv2_offset.\1"),  # mmdet DCN
-    (re.compile(r"^conv2_offset\.(weight|bias)$"), r"conv2_offset.\1"),  # mmdet v1 DCN
-    (re.compile(r"^conv([123])\.weight$"), r"conv\1.weight"),
-)
-
-
-def rename_torchvision_resnet_key(key: str) -> Optional[str]:
-    """Map a torchvision (or mmdet) ResNet state-dict key to D2's ResNet name.
-
-    ``conv1.weight`` / ``bn1.*`` -> ``stem.conv1.weight`` / ``stem.conv1.norm.*``;
-    ``layer{i}.{j}.conv{k}.weight`` -> ``res{i+1}.{j}.conv{k}.weight``; ``bn{k}.*`` ->
-    ``conv{k}.norm.*``; ``downsample.0.*`` / ``downsample.1.*`` -> ``shortcut.*`` /
-    ``shortcut.norm.*``; mmdet DCN ``conv2.conv_offset.*`` (and mmdet v1 ``conv2_offset.*``) ->
-    ``conv2_offset.*`` (same channel layout, see the module docstring).
-
-    Returns:
-        The D2 name, or None for keys that are not part of the ResNet body (``fc.*``, BN
-        ``num_batches_tracked`` counters, anything unknown).
-    """
-    if key.endswith(".num_batches_tracked"):
-        return None
-    if key == "conv1.weight":
-        return "stem.conv1.weight"
-    m = re.match(r"^bn1\.(weight|bias|running_mean|running_var)$", key)
-    if m:
-        return f"stem.conv1.norm.{m.group(1)}"
-    m = _LAYER_RE.match(key)
-    if not m:
-        return None
-    stage, block, rest = m.groups()
-    for pattern, repl in _BLOCK_RENAMES:
-        if pattern.match(rest):
-            return f"res{int(stage) + 1}.{block}.{pattern.sub(repl, rest)}"
-    return None

@@ -17,7 +17,8 @@ that halves the resolution and doubles the channels for the next stage. The outp
 is taken *before* its patch merging.
 
 Parameter names are those of the official Swin repositories (so official ImageNet checkpoints
-load after ``tools/convert-pretrained-swin-model-to-d2.py`` only drops the classifier):
+load once ``knet_d2.checkpoint.swin``, run by ``tools/convert-pretrained-swin-model-to-d2.py``,
+has dropped the classifier):
 ``patch_embed.proj.*``, ``patch_embed.norm.*``, ``absolute_pos_embed`` (APE only),
 ``layers.{i}.blocks.{j}.{norm1, attn.qkv, attn.proj, attn.relative_position_bias_table,
 attn.relative_position_index, norm2, mlp.fc1, mlp.fc2}.*``,
@@ -25,7 +26,7 @@ attn.relative_position_index, norm2, mlp.fc1, mlp.fc2}.*``,
 ``MODEL.BACKBONE.FREEZE_AT`` is not used: every stage trains (official ``frozen_stages=-1``).
 """
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -556,47 +557,3 @@ def build_swin_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
     """
     return SwinTransformer(**swin_kwargs_from_cfg(cfg, input_shape.channels))
 
-
-def convert_swin_state_dict(
-    state_dict: Dict[str, torch.Tensor]
-) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Official Swin ImageNet state dict -> the keys of :class:`SwinTransformer`.
-
-    Names are kept (they already match); dropped are the classifier ``head.*``, the final
-    classification ``norm.*`` (the backbone has per-stage ``norm{i}`` instead) and
-    ``*.attn_mask`` buffers (recomputed for every input size here). A (1, L, C)
-    ``absolute_pos_embed`` of the classification model is reshaped to (1, C, sqrt(L), sqrt(L)).
-    A leading ``module.`` (DDP) is stripped.
-
-    Returns:
-        (converted state dict, sorted list of dropped keys).
-
-    Raises:
-        ValueError: the dict does not look like an official-layout Swin checkpoint.
-    """
-    sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
-    if "patch_embed.proj.weight" not in sd or not any(k.startswith("layers.") for k in sd):
-        if "patch_embed.projection.weight" in sd or any(k.startswith("stages.") for k in sd):
-            raise ValueError(
-                "this is an mmdet/mmseg-layout Swin checkpoint (patch_embed.projection, "
-                "stages.*); use the official Swin ImageNet checkpoint instead"
-            )
-        raise ValueError(
-            "not a Swin checkpoint in the official layout: 'patch_embed.proj.weight' and "
-            f"'layers.*' keys are missing (first keys: {sorted(sd)[:5]})"
-        )
-    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ValueError(f"not a state dict of tensors: {bad[:5]} are not tensors")
-    out, dropped = {}, []
-    for k, v in sd.items():
-        if k.startswith(("head.", "norm.")) or k.endswith(".attn_mask"):
-            dropped.append(k)
-            continue
-        if k == "absolute_pos_embed" and v.dim() == 3:
-            side = math.isqrt(v.shape[1])
-            if side * side != v.shape[1]:
-                raise ValueError(f"absolute_pos_embed {tuple(v.shape)}: token count not square")
-            v = v.transpose(1, 2).reshape(1, v.shape[2], side, side)
-        out[k] = v
-    return out, sorted(dropped)

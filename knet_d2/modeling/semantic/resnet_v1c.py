@@ -26,15 +26,10 @@ Depths 18/34 use :class:`BasicBlockV1c` (mmseg ``BasicBlock``: dilation on conv1
 accept any ``RES2_OUT_CHANNELS`` (useful for tiny CPU models).
 
 Parameter names are D2's (``stem.conv{1,2,3}{,.norm}``, ``res{2-5}.{j}.conv{1-3}{,.norm}``,
-``res{k}.0.shortcut{,.norm}``). mmseg -> D2: ``stem.0/1`` -> ``stem.conv1``/``stem.conv1.norm``,
-``stem.3/4`` -> ``stem.conv2*``, ``stem.6/7`` -> ``stem.conv3*``, ``layer{k}.{j}.conv{i}`` /
-``bn{i}`` -> ``res{k+1}.{j}.conv{i}`` / ``.conv{i}.norm``, ``layer{k}.0.downsample.0/1`` ->
-``res{k+1}.0.shortcut`` / ``.shortcut.norm`` (:func:`convert_mmcv_resnet_v1c_state_dict`).
-Save its output for ``MODEL.WEIGHTS`` as a ``.pkl`` with ``{"model": {"backbone." + k: v.numpy()},
-"__author__": "mmcv", "matching_heuristics": True}``.
+``res{k}.0.shortcut{,.norm}``); mmcv / mmseg checkpoints are renamed to them by
+``knet_d2.checkpoint.mmcv_resnet_v1c`` (``tools/convert-mmcv-resnet-v1c-to-d2.py``).
 """
-import re
-from typing import Dict, List
+from typing import List
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -44,11 +39,12 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicStem, BottleneckBlock, ResNet
 from detectron2.projects.deeplab.resnet import DeepLabStem
 
+from ..backbone.resnet_depths import BOTTLENECK_MIN_DEPTH, RESNET_BLOCKS_PER_STAGE
+
 __all__ = [
     "BasicBlockV1c",
     "build_resnet_v1c_backbone",
     "stage_dilations",
-    "convert_mmcv_resnet_v1c_state_dict",
 ]
 
 
@@ -118,15 +114,6 @@ def stage_dilations(dilation: int, num_blocks: int, contract: bool = True) -> Li
     return [first] + [dilation] * (num_blocks - 1)
 
 
-_NUM_BLOCKS = {
-    18: [2, 2, 2, 2],
-    34: [3, 4, 6, 3],
-    50: [3, 4, 6, 3],
-    101: [3, 4, 23, 3],
-    152: [3, 8, 36, 3],
-}
-
-
 @BACKBONE_REGISTRY.register()
 def build_resnet_v1c_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """ResNetV1c(-D8/-D16) backbone from ``MODEL.RESNETS.*`` (see the module docstring).
@@ -145,7 +132,7 @@ def build_resnet_v1c_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         raise ValueError(f"Unknown MODEL.RESNETS.STEM_TYPE {stem_type!r}")
 
     depth = r.DEPTH
-    if depth not in _NUM_BLOCKS:
+    if depth not in RESNET_BLOCKS_PER_STAGE:
         raise ValueError(f"ResNetV1c depth {depth} not supported")
     res4_dilation = r.get("RES4_DILATION", 1)
     res5_dilation = r.RES5_DILATION
@@ -163,7 +150,7 @@ def build_resnet_v1c_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     for idx, stage_idx in enumerate(range(2, max_stage + 1)):
         dilation = {4: res4_dilation, 5: res5_dilation}.get(stage_idx, 1)
         first_stride = 1 if (idx == 0 or dilation > 1) else 2
-        n = _NUM_BLOCKS[depth][idx]
+        n = RESNET_BLOCKS_PER_STAGE[depth][idx]
         kwargs = {
             "num_blocks": n,
             "stride_per_block": [first_stride] + [1] * (n - 1),
@@ -172,7 +159,7 @@ def build_resnet_v1c_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
             "out_channels": out_channels,
             "norm": norm,
         }
-        if depth >= 50:
+        if depth >= BOTTLENECK_MIN_DEPTH:
             kwargs.update(
                 block_class=BottleneckBlock,
                 bottleneck_channels=bottleneck_channels,
@@ -187,36 +174,3 @@ def build_resnet_v1c_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         bottleneck_channels *= 2
     return ResNet(stem, stages, out_features=out_features).freeze(cfg.MODEL.BACKBONE.FREEZE_AT)
 
-
-_STEM_MAP = {"0": "conv1", "1": "conv1.norm", "3": "conv2", "4": "conv2.norm", "6": "conv3",
-             "7": "conv3.norm"}
-
-
-def convert_mmcv_resnet_v1c_state_dict(
-    state_dict: Dict[str, torch.Tensor],
-) -> Dict[str, torch.Tensor]:
-    """Rename an mmcv/mmseg ResNetV1c state dict to this backbone's names (see module doc).
-
-    Accepts a raw state dict or a checkpoint with ``state_dict``; strips a ``backbone.``
-    prefix; drops ``fc.*`` (ImageNet classifier) and anything that is not a backbone weight.
-    """
-    if "state_dict" in state_dict:
-        state_dict = state_dict["state_dict"]
-    out = {}
-    for key, value in state_dict.items():
-        k = key[len("backbone."):] if key.startswith("backbone.") else key
-        m = re.fullmatch(r"stem\.(\d+)\.(.+)", k)
-        if m:
-            if m.group(1) not in _STEM_MAP:
-                raise KeyError(f"unexpected stem key {key}")
-            out[f"stem.{_STEM_MAP[m.group(1)]}.{m.group(2)}"] = value
-            continue
-        m = re.fullmatch(r"layer(\d)\.(\d+)\.(.+)", k)
-        if not m:
-            continue
-        stage, block, rest = int(m.group(1)) + 1, m.group(2), m.group(3)
-        rest = re.sub(r"^bn(\d)\.", r"conv\1.norm.", rest)
-        rest = re.sub(r"^downsample\.0\.", "shortcut.", rest)
-        rest = re.sub(r"^downsample\.1\.", "shortcut.norm.", rest)
-        out[f"res{stage}.{block}.{rest}"] = value
-    return out

@@ -1,0 +1,74 @@
+"""mmdet-layout K-Net releases (instance and panoptic) -> the ``KNet`` meta-architecture.
+
+The key mapping is in the docstring of ``knet_converter``. The ResNet backbone goes through
+``torchvision_resnet`` (mmdet keeps torchvision's names), Swin through ``mmdet_swin``. The BN
+step counters of the backbone are dropped on purpose: the detection configs use ``FrozenBN``,
+which has none.
+"""
+import re
+from typing import Any, Mapping, Optional
+
+from .knet_official import (
+    ConversionResult,
+    backbone_kind,
+    describe_backbone,
+    rename_kernel_update_head_key,
+    tensor_items,
+)
+from .mmdet_swin import convert_mmdet_swin_item
+from .torchvision_resnet import rename_torchvision_resnet_key
+
+__all__ = ["convert_detection_state_dict"]
+
+
+_NECK_RE = re.compile(r"^neck\.(lateral_convs|fpn_convs)\.(\d+)\.conv\.(weight|bias)$")
+_CONV_MODULE = r"(?:conv|gn|bn)\.(?:weight|bias|running_mean|running_var)"
+_LOC_FPN_RE = re.compile(
+    r"^rpn_head\.localization_fpn\.((?:convs_all_levels\.\d+\.conv\d+|conv_pred|aux_convs\.\d+)"
+    rf"\.{_CONV_MODULE})$"
+)
+_KERNEL_HEAD_RE = re.compile(
+    r"^rpn_head\.(init_kernels\.weight|conv_seg\.(?:weight|bias)|"
+    rf"(?:loc_convs|seg_convs)\.\d+\.{_CONV_MODULE})$"
+)
+_DET_UPDATE_RE = re.compile(r"^roi_head\.mask_head\.(\d+)\.(.+)$")
+
+
+def _rename_det_head_key(key: str) -> Optional[str]:
+    m = _NECK_RE.match(key)
+    if m:
+        kind = "lateral" if m.group(1) == "lateral_convs" else "output"
+        return f"backbone.fpn_{kind}{int(m.group(2)) + 2}.{m.group(3)}"
+    m = _LOC_FPN_RE.match(key)
+    if m:
+        return "neck." + m.group(1)
+    m = _KERNEL_HEAD_RE.match(key)
+    if m:
+        return "kernel_head." + m.group(1)
+    m = _DET_UPDATE_RE.match(key)
+    if m:
+        new = rename_kernel_update_head_key(m.group(2))
+        return None if new is None else f"update_heads.{m.group(1)}.{new}"
+    return None
+
+
+def convert_detection_state_dict(state_dict: Mapping[str, Any]) -> ConversionResult:
+    """Convert an mmdet-layout K-Net (instance or panoptic) state dict for ``KNet``."""
+    res = ConversionResult(source=f"mmdet K-Net, {describe_backbone(state_dict)}")
+    kind = backbone_kind(state_dict)
+    for key, value in tensor_items(res, state_dict):
+        if not key.startswith("backbone."):
+            res.put(key, _rename_det_head_key(key), value)
+            continue
+        rest = key[len("backbone."):]
+        if kind == "swin":
+            convert_mmdet_swin_item(res, key, rest, value, "backbone.bottom_up.")
+        elif kind == "resnet":
+            if rest.endswith(".num_batches_tracked"):
+                res.ignored[key] = "BN step counter; the FrozenBN backbone has none"
+                continue
+            new = rename_torchvision_resnet_key(rest)
+            res.put(key, None if new is None else "backbone.bottom_up." + new, value)
+        else:
+            res.unconverted[key] = "unknown backbone (expected an mmdet ResNet or Swin)"
+    return res
