@@ -5,7 +5,7 @@
 2. for each task (panoptic, instance, semantic): train K-Net on the CPU and evaluate it on the
    synthetic val split with D2's evaluators (benchmarks/train_synthetic.py, one process each);
 3. draw the trained models' predictions on synthetic val images and on real photos
-   (scikit-image's bundled samples) with D2's Visualizer (demo/predictor.py).
+   (scikit-image's bundled samples) with D2's Visualizer (knet_d2/rendering.py).
 
 Everything goes under ``--output`` (default output/quickstart); a summary table is printed and
 written to ``summary.json``. A task that fails is reported and the others still run.
@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "demo"))
 
 TASKS = ("panoptic", "instance", "semantic")
 
@@ -92,7 +90,7 @@ def main() -> int:
         summary[task] = json.loads(summary_file.read_text())
         weights = task_out / "model_final.pth"
         try:
-            from predictor import render_predictions
+            from knet_d2.rendering import render_predictions
 
             images = _val_images(task) + _real_photos(out / "real_photos")
             from knet_d2 import get_knet_cfg

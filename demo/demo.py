@@ -21,37 +21,30 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-_DEMO_DIR = Path(__file__).resolve().parent
-for _p in (str(_DEMO_DIR.parent), str(_DEMO_DIR)):  # runnable from any working directory
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-import knet_d2  # noqa: E402,F401  (first: hides named third-party warnings; registers)
+import knet_d2  # noqa: F401  (first: hides named third-party warnings; registers)
 
 # isort: split
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from detectron2.config import CfgNode  # noqa: E402
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
-from detectron2.utils.visualizer import ColorMode  # noqa: E402
-from predictor import (  # noqa: E402
-    TASKS,
-    RunSummary,
-    VisualizationDemo,
+import cv2
+import numpy as np
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils.logger import setup_logger
+from detectron2.utils.visualizer import ColorMode
+from predictor import VisualizationDemo
+from tqdm import tqdm
+from video_io import probe_video_codec, write_video
+
+from knet_d2 import get_knet_cfg
+from knet_d2.data.datasets.cli import add_dataset_argument
+from knet_d2.inference_options import check_precision
+from knet_d2.rendering import RunSummary, run_on_images
+from knet_d2.utils.io_paths import (
     expand_inputs,
     image_output_paths,
     output_is_directory,
-    probe_video_codec,
-    run_on_images,
     video_output_path,
-    write_video,
 )
-from tqdm import tqdm  # noqa: E402
-
-from knet_d2 import get_knet_cfg  # noqa: E402
-from knet_d2.data.datasets.cli import add_dataset_argument  # noqa: E402
-from knet_d2.inference_options import check_precision  # noqa: E402
+from knet_d2.utils.visualization import TASKS
 
 logger = logging.getLogger("knet_d2.demo")
 
@@ -198,7 +191,7 @@ def _run_video(args: argparse.Namespace, demo_factory) -> RunSummary:
     video = Path(args.video_input).expanduser()
     summary = RunSummary()
     if not video.is_file():
-        raise FileNotFoundError(f"demo: video not found: {video}")
+        raise FileNotFoundError(f"video not found: {video}")
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         logger.error("Cannot open video %s", video)

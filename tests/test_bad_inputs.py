@@ -654,13 +654,7 @@ def test_skip_bad_samples_is_on_by_default():
 
 # ----------------------------------------------------------------------------- demo
 def test_demo_reads_images_like_the_mappers(tmp_path):
-    import sys
-
-    sys.path.insert(0, str(REPO_ROOT / "demo"))
-    try:
-        import predictor
-    finally:
-        sys.path.remove(str(REPO_ROOT / "demo"))
+    from knet_d2.rendering import run_on_images
 
     seen = []
 
@@ -684,7 +678,7 @@ def test_demo_reads_images_like_the_mappers(tmp_path):
     good = _valid_jpeg(tmp_path / "ok.jpg")
     trunc = tmp_path / "trunc.jpg"
     trunc.write_bytes(good[: len(good) // 2])
-    summary = predictor.run_on_images(
+    summary = run_on_images(
         StubDemo(), [p16, trunc], [tmp_path / "o1.png", tmp_path / "o2.png"], progress=False
     )
     assert len(seen) == 1

@@ -1,114 +1,41 @@
-"""Tests of demo/demo.py and demo/predictor.py (fast: a stand-in predictor replaces the model).
+"""Tests of demo/demo.py, demo/predictor.py and demo/video_io.py (fast: a stand-in predictor
+replaces the model).
 
-One test runs a real, randomly initialised tiny K-Net when ``configs/synthetic/panoptic/*.yaml``
-exists.
+``predictor`` and ``video_io`` are the demo's own modules: pytest puts ``demo/`` on the path
+(``pythonpath`` in pyproject.toml), as running ``python demo/demo.py`` does.
 """
 from __future__ import annotations
 
 import copy
 import importlib.util
 import logging
-import os
 import queue
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import cv2
 import numpy as np
+import predictor
 import pytest
-import torch
+import video_io
+from conftest import REPO_ROOT
 from detectron2.data import MetadataCatalog
-from detectron2.structures import Boxes, Instances
-from detectron2.utils.visualizer import Visualizer
+from test_visualization import (
+    STUFF_FIRST,
+    THINGS_FIRST,
+    FakePredictor,
+    dataset_cfg,
+    small_photo,
+    write_image,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO_ROOT / "demo"
-if str(DEMO_DIR) not in sys.path:
-    sys.path.insert(0, str(DEMO_DIR))
-
-import predictor  # noqa: E402  (demo/predictor.py)
-
-THINGS_FIRST = "knet_demo_test_things_first"
-STUFF_FIRST = "knet_demo_test_stuff_first"
-
-
-def _register_metadata() -> None:
-    MetadataCatalog.get(THINGS_FIRST).set(
-        thing_classes=["person", "car"],
-        stuff_classes=["person", "car", "sky"],
-        thing_dataset_id_to_contiguous_id={1: 0, 2: 1},
-        stuff_dataset_id_to_contiguous_id={1: 0, 2: 1, 3: 2},
-    )
-    # ADE20K-like: stuff classes come first, thing ids are 2 and 3.
-    MetadataCatalog.get(STUFF_FIRST).set(
-        thing_classes=["person", "car"],
-        stuff_classes=["sky", "grass", "person", "car"],
-        thing_dataset_id_to_contiguous_id={10: 2, 20: 3},
-        stuff_dataset_id_to_contiguous_id={1: 0, 2: 1, 10: 2, 20: 3},
-    )
-
-
-_register_metadata()
-
-
-class FakePredictor:
-    """Stand-in for D2's DefaultPredictor: fixed outputs in the layout of the cfg's dataset.
-
-    Top-left block: thing "person" with score 0.9; bottom-right block: thing "car" with score 0.2;
-    the rest: the first stuff class. Raises on 1-pixel-high images. Picklable (AsyncPredictor
-    workers build it from the cfg).
-    """
-
-    def __init__(self, cfg) -> None:
-        meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-        self.thing_ids = sorted(meta.thing_dataset_id_to_contiguous_id.values())
-        all_ids = sorted(meta.stuff_dataset_id_to_contiguous_id.values())
-        self.stuff_id = [i for i in all_ids if i not in self.thing_ids][0]
-        self.num_classes = len(all_ids)
-        self.calls = 0
-
-    def __call__(self, image: np.ndarray) -> Dict[str, object]:
-        self.calls += 1
-        h, w = image.shape[:2]
-        if h == 1:
-            raise ValueError("boom: 1-pixel-high image")
-        high = torch.zeros(h, w, dtype=torch.bool)
-        high[2 : h // 2 - 2, 2 : w // 2 - 2] = True
-        low = torch.zeros(h, w, dtype=torch.bool)
-        low[h // 2 + 2 : h - 2, w // 2 + 2 : w - 2] = True
-        inst = Instances((h, w))
-        inst.pred_masks = torch.stack([high, low])
-        inst.scores = torch.tensor([0.9, 0.2])
-        inst.pred_classes = torch.tensor(self.thing_ids[:2])
-        inst.pred_boxes = Boxes(torch.zeros(2, 4))  # mask models may emit zero boxes
-        seg = torch.ones(h, w, dtype=torch.int32)
-        seg[high] = 2
-        seg[low] = 3
-        infos = [
-            {"id": 1, "category_id": self.stuff_id, "isthing": False},
-            {"id": 2, "category_id": self.thing_ids[0], "isthing": True, "score": 0.9},
-            {"id": 3, "category_id": self.thing_ids[1], "isthing": True, "score": 0.2},
-        ]
-        sem = torch.zeros(self.num_classes, h, w)
-        sem[self.stuff_id] = 1.0
-        sem[self.thing_ids[0]][high] = 2.0
-        sem[self.thing_ids[1]][low] = 2.0
-        return {"instances": inst, "panoptic_seg": (seg, infos), "sem_seg": sem}
-
-
-def _cfg(dataset: str = STUFF_FIRST):
-    from detectron2.config import get_cfg
-
-    cfg = get_cfg()
-    cfg.DATASETS.TEST = (dataset,)
-    cfg.MODEL.DEVICE = "cpu"
-    return cfg
 
 
 def _demo(dataset: str = STUFF_FIRST, **kwargs) -> predictor.VisualizationDemo:
-    cfg = _cfg(dataset)
+    cfg = dataset_cfg(dataset)
     return predictor.VisualizationDemo(cfg, predictor=FakePredictor(cfg), **kwargs)
 
 
@@ -130,10 +57,11 @@ def fake_model(monkeypatch):
 
 @pytest.fixture
 def demo_log(caplog):
-    """Capture the demo's log even when D2's setup_logger turned propagation off."""
-    log = logging.getLogger("knet_d2.demo")
+    """Capture the log of the demo and of knet_d2 (the renderer, io_paths) even when D2's
+    setup_logger turned propagation off."""
+    log = logging.getLogger("knet_d2")
     log.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="knet_d2.demo")
+    caplog.set_level(logging.INFO, logger="knet_d2")
     yield caplog
     log.removeHandler(caplog.handler)
 
@@ -147,20 +75,6 @@ def cfg_file(tmp_path) -> Path:
         f'MODEL:\n  META_ARCHITECTURE: "KNet"\n  DEVICE: "cpu"\n  WEIGHTS: "{weights}"\n'
         f'DATASETS:\n  TEST: ("{STUFF_FIRST}",)\n'
     )
-    return path
-
-
-def _photo(h: int = 72, w: int = 96, which: str = "astronaut") -> np.ndarray:
-    """A small real BGR photo from scikit-image's samples."""
-    import skimage.data
-
-    rgb = getattr(skimage.data, which)()
-    return cv2.resize(np.ascontiguousarray(rgb[:, :, ::-1]), (w, h), interpolation=cv2.INTER_AREA)
-
-
-def _write(path: Path, image: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), image)
     return path
 
 
@@ -178,8 +92,8 @@ def _count_frames(path: Path) -> List[np.ndarray]:
 
 # ------------------------------------------------------------------------------------ CLI: images
 def test_two_images_into_new_nested_dir(cli, fake_model, cfg_file, tmp_path):
-    a = _write(tmp_path / "in" / "a.jpg", _photo())
-    b = _write(tmp_path / "in" / "b.png", _photo(which="coffee"))
+    a = write_image(tmp_path / "in" / "a.jpg", small_photo())
+    b = write_image(tmp_path / "in" / "b.png", small_photo(which="coffee"))
     out = tmp_path / "new" / "nested" / "vis"
     rc = cli.main(["--config-file", str(cfg_file), "--input", str(a), str(b), "--output", str(out)])
     assert rc == 0
@@ -188,11 +102,12 @@ def test_two_images_into_new_nested_dir(cli, fake_model, cfg_file, tmp_path):
         drawn = cv2.imread(str(out / name))
         assert drawn is not None and drawn.shape == (72, 96, 3)
     # something was drawn: the output is not the input
-    assert np.abs(cv2.imread(str(out / "b.png")).astype(int) - _photo(which="coffee")).mean() > 1
+    coffee = small_photo(which="coffee")
+    assert np.abs(cv2.imread(str(out / "b.png")).astype(int) - coffee).mean() > 1
 
 
 def test_single_output_file_and_glob(cli, fake_model, cfg_file, tmp_path):
-    _write(tmp_path / "in" / "a.jpg", _photo())
+    write_image(tmp_path / "in" / "a.jpg", small_photo())
     out = tmp_path / "deep" / "result.png"
     rc = cli.main(["--config-file", str(cfg_file), "--input", str(tmp_path / "in" / "*.jpg"),
                    "--output", str(out)])
@@ -203,8 +118,8 @@ def test_corrupt_file_in_folder_is_reported_and_rest_written(
     cli, fake_model, cfg_file, tmp_path, demo_log, capsys
 ):
     folder = tmp_path / "imgs"
-    _write(folder / "good1.jpg", _photo())
-    _write(folder / "good2.png", _photo(which="coffee"))
+    write_image(folder / "good1.jpg", small_photo())
+    write_image(folder / "good2.png", small_photo(which="coffee"))
     (folder / "broken.jpg").write_bytes(np.random.default_rng(0).bytes(2048))
     (folder / "notes.txt").write_text("not an image")  # not picked up from a directory
     out = tmp_path / "out"
@@ -217,7 +132,7 @@ def test_corrupt_file_in_folder_is_reported_and_rest_written(
 
 
 def test_output_onto_input_is_refused(cli, fake_model, cfg_file, tmp_path):
-    a = _write(tmp_path / "in" / "a.jpg", _photo())
+    a = write_image(tmp_path / "in" / "a.jpg", small_photo())
     before = a.read_bytes()
     assert cli.main(["--config-file", str(cfg_file), "--input", str(a), "--output", str(a)]) == 2
     folder = a.parent
@@ -225,12 +140,10 @@ def test_output_onto_input_is_refused(cli, fake_model, cfg_file, tmp_path):
     assert rc == 2
     assert a.read_bytes() == before
     assert sorted(p.name for p in folder.iterdir()) == ["a.jpg"]
-    with pytest.raises(ValueError, match="one of the inputs"):
-        predictor.image_output_paths([a], a.parent)
 
 
 def test_confidence_threshold_changes_cli_output(cli, fake_model, cfg_file, tmp_path):
-    a = _write(tmp_path / "a.png", np.zeros((64, 64, 3), np.uint8))
+    a = write_image(tmp_path / "a.png", np.zeros((64, 64, 3), np.uint8))
     outs = {}
     for thr in ("0.0", "0.95"):
         out = tmp_path / f"thr{thr}" / "a.png"
@@ -292,7 +205,7 @@ def test_video_parallel_workers_and_refusals(cli, fake_model, cfg_file, tmp_path
 
 def test_no_output_without_display_is_a_clear_error(cli, fake_model, cfg_file, tmp_path,
                                                     monkeypatch):
-    a = _write(tmp_path / "a.jpg", _photo())
+    a = write_image(tmp_path / "a.jpg", small_photo())
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with pytest.raises(SystemExit, match="--output"):
@@ -301,7 +214,7 @@ def test_no_output_without_display_is_a_clear_error(cli, fake_model, cfg_file, t
 
 def test_run_on_video_draws_every_frame_stuff_first():
     demo = _demo(STUFF_FIRST, confidence_threshold=0.1)
-    frames = [_photo(48, 64) for _ in range(3)]
+    frames = [small_photo(48, 64) for _ in range(3)]
     out = list(demo.run_on_video(frames))
     assert len(out) == 3 and all(o.shape == (48, 64, 3) for o in out)
     inst_demo = _demo(STUFF_FIRST, task="instance", confidence_threshold=0.1)
@@ -310,11 +223,11 @@ def test_run_on_video_draws_every_frame_stuff_first():
 
 def test_codec_probe_skips_unknown_fourcc():
     cands = (("ZZZZ", ".mkv"), ("MJPG", ".avi"))
-    assert predictor.probe_video_codec((64, 48), cands) == ("MJPG", ".avi")
+    assert video_io.probe_video_codec((64, 48), cands) == ("MJPG", ".avi")
 
 
 def test_codec_probe_falls_back_when_writer_gives_empty_file(monkeypatch):
-    assert predictor.probe_video_codec((32, 32), (("mp4v", ".mp4"),)) == ("mp4v", ".mp4")
+    assert video_io.probe_video_codec((32, 32), (("mp4v", ".mp4"),)) == ("mp4v", ".mp4")
     real_writer = cv2.VideoWriter
     broken = cv2.VideoWriter_fourcc(*"mp4v")
 
@@ -340,136 +253,34 @@ def test_codec_probe_falls_back_when_writer_gives_empty_file(monkeypatch):
 
     monkeypatch.setattr(cv2, "VideoWriter", fake_writer)
     cands = (("mp4v", ".mp4"), ("MJPG", ".avi"))
-    assert predictor.probe_video_codec((32, 32), cands) == ("MJPG", ".avi")
+    assert video_io.probe_video_codec((32, 32), cands) == ("MJPG", ".avi")
     with pytest.raises(RuntimeError, match="cannot write video"):
-        predictor.probe_video_codec((32, 32), (("mp4v", ".mp4"), ("ZZZZ", ".mkv")))
+        video_io.probe_video_codec((32, 32), (("mp4v", ".mp4"), ("ZZZZ", ".mkv")))
 
 
 def test_codec_probe_prefers_requested_container():
     cands = (("MJPG", ".avi"), ("mp4v", ".mp4"))
-    assert predictor.probe_video_codec((32, 32), cands, prefer_suffix=".mp4") == ("mp4v", ".mp4")
+    assert video_io.probe_video_codec((32, 32), cands, prefer_suffix=".mp4") == ("mp4v", ".mp4")
 
 
-# ------------------------------------------------------------------------------------ threshold
-def test_filter_instances_by_score_and_boxes_from_masks():
-    out = FakePredictor(_cfg(THINGS_FIRST))(np.zeros((40, 40, 3), np.uint8))
-    kept = predictor.filter_instances(out["instances"], 0.5)
-    assert len(kept) == 1 and kept.scores.tolist() == [pytest.approx(0.9)]
-    assert kept.pred_classes.tolist() == [0]
-    # zero boxes replaced by the mask's box: rows/cols 2..17 -> [2, 2, 18, 18]
-    assert kept.pred_boxes.tensor.tolist() == [[2.0, 2.0, 18.0, 18.0]]
-    assert len(out["instances"]) == 2  # the model output is untouched
-    assert len(predictor.filter_instances(out["instances"], 0.0)) == 2
-    assert len(predictor.filter_instances(out["instances"], 0.95)) == 0
-
-
-def test_filter_panoptic_drops_low_things_to_void():
-    out = FakePredictor(_cfg(THINGS_FIRST))(np.zeros((40, 40, 3), np.uint8))
-    seg, infos = out["panoptic_seg"]
-    new_seg, new_infos = predictor.filter_panoptic(seg, infos, 0.5)
-    assert [s["id"] for s in new_infos] == [1, 2]
-    assert not (new_seg == 3).any()
-    void = new_seg[seg == 3].unique().tolist()
-    assert len(void) == 1 and void[0] not in (1, 2)
-    assert (seg == 3).any() and len(infos) == 3  # input untouched
-
-
-@pytest.mark.parametrize("task", ["instance", "panoptic"])
-def test_threshold_removes_low_score_from_drawing(task):
-    black = np.zeros((128, 128, 3), np.uint8)
-    low_region = (slice(74, 120), slice(74, 120))  # inside the score-0.2 "car" block
-    high_region = (slice(8, 56), slice(8, 56))  # inside the score-0.9 "person" block
-
-    def changed(img, region):  # share of pixels that are no longer black (labels are small)
-        return float((img[region].max(axis=-1) > 8).mean())
-
-    drawn = {}
-    for thr in (0.1, 0.5):
-        np.random.seed(0)  # D2 picks random instance colours; a near-black one would look "undrawn"
-        _, vis = _demo(THINGS_FIRST, task=task, confidence_threshold=thr).run_on_image(black)
-        drawn[thr] = vis.get_image()
-    assert changed(drawn[0.1], low_region) > 0.6  # drawn when the threshold is below its score
-    assert changed(drawn[0.5], low_region) < 0.2  # not drawn when above
-    assert changed(drawn[0.5], high_region) > 0.6  # the confident one stays
-
-
-def test_task_switch_and_missing_output():
-    demo = _demo(THINGS_FIRST, task="semantic")
-    preds, vis = demo.run_on_image(_photo(48, 64))
-    assert vis.get_image().shape == (48, 64, 3)
-    assert predictor.select_task(preds, "auto") == "panoptic_seg"
-    assert predictor.select_task({"sem_seg": preds["sem_seg"]}, "auto") == "sem_seg"
-    assert predictor.select_task({"sem_seg": 0, "instances": 0}, "auto") == "instances"
-    with pytest.raises(ValueError, match="needs 'panoptic_seg'"):
-        predictor.select_task({"instances": preds["instances"]}, "panoptic")
-    with pytest.raises(ValueError, match="unknown task"):
-        predictor.VisualizationDemo(_cfg(), predictor=lambda x: {}, task="boxes")
-
-
-# ------------------------------------------------------------------------------------ thing ids
-def test_non_contiguous_thing_ids_draw_without_index_error():
-    meta = MetadataCatalog.get(STUFF_FIRST)
-    out = FakePredictor(_cfg(STUFF_FIRST))(np.zeros((48, 64, 3), np.uint8))
-    seg, infos = out["panoptic_seg"]
-    # the defect being fixed: D2 indexes thing_classes with the contiguous id 3
-    with pytest.raises(IndexError):
-        Visualizer(np.zeros((48, 64, 3), np.uint8), meta).draw_panoptic_seg(seg, infos)
-    view = predictor.drawing_metadata(meta)
-    assert view.thing_classes[2] == "person" and view.thing_classes[3] == "car"
-    assert view.thing_classes[0] == "sky" and len(view.thing_colors) == 4
-    assert view.stuff_classes == meta.stuff_classes
-    assert MetadataCatalog.get(STUFF_FIRST).thing_classes == ["person", "car"]  # not modified
+def test_run_on_video_non_contiguous_thing_ids():
     for task in ("panoptic", "instance", "semantic"):
         demo = _demo(STUFF_FIRST, task=task, confidence_threshold=0.0)
-        _, vis = demo.run_on_image(_photo(48, 64))
-        assert vis.get_image().shape == (48, 64, 3)
-        assert len(list(demo.run_on_video([_photo(48, 64)] * 2))) == 2
+        assert len(list(demo.run_on_video([small_photo(48, 64)] * 2))) == 2
 
 
-def test_things_first_metadata_is_used_as_is():
-    meta = MetadataCatalog.get(THINGS_FIRST)
-    assert predictor.drawing_metadata(meta) is meta
-
-
-# ------------------------------------------------------------------------------------ inputs
-def test_expand_inputs_and_name_clashes(tmp_path):
-    a = _write(tmp_path / "x" / "img.jpg", _photo(16, 16))
-    b = _write(tmp_path / "y" / "img.jpg", _photo(16, 16))
-    _write(tmp_path / "y" / "other.png", _photo(16, 16))
-    files = predictor.expand_inputs([str(a), str(tmp_path / "y"), str(tmp_path / "*" / "*.jpg")])
-    assert files == [a, b, tmp_path / "y" / "other.png"]
-    outs = predictor.image_output_paths([a, b], tmp_path / "o")
-    assert [p.name for p in outs] == ["img.jpg", "img_1.jpg"]
-    with pytest.raises(FileNotFoundError, match="nothing_here"):
-        predictor.expand_inputs([str(tmp_path / "nothing_here*.jpg")])
-    with pytest.raises(ValueError, match="is a file"):
-        predictor.image_output_paths([a, b], a)
-    # a dotted name ending with '/' is a directory; without it, a file OpenCV cannot write
-    dotted = predictor.image_output_paths([a], f"{tmp_path / 'v1.d'}/")
-    assert dotted == [tmp_path / "v1.d" / "img.jpg"]
-    with pytest.raises(ValueError, match="end --output with '/'"):
-        predictor.image_output_paths([a], tmp_path / "v2.d")
-
-
-def test_render_predictions_for_quickstart(tmp_path):
-    imgs = [_write(tmp_path / "in" / f"{n}.jpg", _photo(which=n)) for n in ("astronaut", "coffee")]
-    cfg = _cfg(THINGS_FIRST)
-    written = predictor.render_predictions(
-        cfg, None, imgs, tmp_path / "qs" / "demo", predictor=FakePredictor(cfg)
-    )
-    assert written == [tmp_path / "qs" / "demo" / "astronaut.jpg",
-                       tmp_path / "qs" / "demo" / "coffee.jpg"]
-    assert all(cv2.imread(str(p)).shape == (72, 96, 3) for p in written)
-    (tmp_path / "in" / "bad.jpg").write_bytes(b"\x00" * 100)
-    with pytest.raises(RuntimeError, match="bad.jpg"):
-        predictor.render_predictions(
-            cfg, None, [tmp_path / "in" / "bad.jpg"], tmp_path / "qs2", predictor=FakePredictor(cfg)
-        )
+def test_visualization_demo_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="unknown task"):
+        predictor.VisualizationDemo(dataset_cfg(), predictor=lambda x: {}, task="boxes")
+    with pytest.raises(ValueError, match="--parallel runs one image per worker"):
+        predictor.VisualizationDemo(dataset_cfg(), parallel=True, batch_size=2)
+    with pytest.raises(ValueError, match="batch size must be >= 1"):
+        predictor.VisualizationDemo(dataset_cfg(), predictor=lambda x: {}, batch_size=0)
 
 
 # ------------------------------------------------------------------------------------ async
 def test_async_predictor_cpu_worker_keeps_order_and_reports_errors():
-    cfg = _cfg(THINGS_FIRST)
+    cfg = dataset_cfg(THINGS_FIRST)
     pred = predictor.AsyncPredictor(cfg, num_gpus=0, predictor_factory=FakePredictor,
                                     result_timeout=240)
     try:
@@ -502,27 +313,6 @@ def test_async_predictor_reorders_results():
         pred.get()
 
 
-# ------------------------------------------------------------------------------------ real model
-def test_real_tiny_knet_panoptic(tmp_path):
-    """Demo pictures from a randomly initialised tiny K-Net (the quickstart path)."""
-    configs = sorted((REPO_ROOT / "configs" / "synthetic" / "panoptic").glob("*.yaml"))
-    if not configs:
-        pytest.skip("no configs/synthetic/panoptic/*.yaml yet: nothing tiny to build")
-    from conftest import load_config
-
-    # random weights on purpose: MODEL.WEIGHTS_STRICT False lets inference run without a checkpoint
-    cfg = load_config(
-        configs[0], ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.WEIGHTS_STRICT", "False"]
-    )
-    torch.manual_seed(0)
-    img = _write(tmp_path / "astronaut.jpg", _photo(96, 128))
-    written = predictor.render_predictions(cfg, "", [img], tmp_path / "vis",
-                                           confidence_threshold=0.0)
-    assert written == [tmp_path / "vis" / "astronaut.jpg"]
-    assert cv2.imread(str(written[0])).shape == (96, 128, 3)
-    assert os.path.getsize(written[0]) > 0
-
-
 # ------------------------------------------------------------------------------------ tools
 # tools/visualize_data.py and tools/plot_metrics.py are written separately ("Demo" part 3). These
 # tests assume D2-like command lines:
@@ -545,7 +335,7 @@ def test_visualize_data_on_hand_made_dataset(tmp_path, monkeypatch):
     name = "knet_demo_test_handmade_instances"
     dicts = []
     for i, which in enumerate(("astronaut", "coffee")):
-        img = _write(tmp_path / "imgs" / f"{which}.jpg", _photo(64, 64, which))
+        img = write_image(tmp_path / "imgs" / f"{which}.jpg", small_photo(64, 64, which))
         x0, y0 = 8 + 8 * i, 10
         dicts.append({
             "file_name": str(img), "image_id": i, "height": 64, "width": 64,

@@ -3,7 +3,6 @@ checkpoint that does not fit the config, by name (issue items 1 and 2)."""
 from __future__ import annotations
 
 import importlib.util
-import sys
 
 import numpy as np
 import pytest
@@ -32,9 +31,6 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def demo_cli():
-    demo_dir = str(REPO_ROOT / "demo")
-    if demo_dir not in sys.path:
-        sys.path.insert(0, demo_dir)
     return _module("knet_demo_cli_weights", REPO_ROOT / "demo/demo.py")
 
 
