@@ -11,21 +11,16 @@ D2 ``.pkl`` with ``matching_heuristics`` on, so ``res2...`` keys map onto
 ``backbone.res2...`` when loaded by DetectionCheckpointer. An existing output is never
 overwritten.
 """
-import argparse
 import sys
 from typing import List, Optional
 
-from knet_d2.checkpoint.convert_files import convert_mmcv_resnet_v1c_file
+from knet_d2.checkpoint.convert_files import convert_mmcv_resnet_v1c_file, run_imagenet_converter
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    return run_imagenet_converter(
+        __doc__, convert_mmcv_resnet_v1c_file, "mmcv ResNetV1c checkpoint (.pth)", argv
     )
-    parser.add_argument("input", help="mmcv ResNetV1c checkpoint (.pth)")
-    parser.add_argument("output", help="D2 weights to write (.pkl); must not exist")
-    args = parser.parse_args(argv)
-    return convert_mmcv_resnet_v1c_file(args.input, args.output)
 
 
 if __name__ == "__main__":

@@ -17,21 +17,16 @@ official names minus the classifier ``head.*``, the classification ``norm.*`` an
 ``backbone.bottom_up.*`` (Swin + FPN) or ``backbone.*`` (plain Swin) by suffix matching.
 An existing output file is never overwritten.
 """
-import argparse
 import sys
 from typing import List, Optional
 
-from knet_d2.checkpoint.convert_files import convert_swin_file
+from knet_d2.checkpoint.convert_files import convert_swin_file, run_imagenet_converter
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    return run_imagenet_converter(
+        __doc__, convert_swin_file, "official Swin checkpoint (.pth)", argv
     )
-    parser.add_argument("input", help="official Swin checkpoint (.pth)")
-    parser.add_argument("output", help="D2 weights to write (.pkl); must not exist")
-    args = parser.parse_args(argv)
-    return convert_swin_file(args.input, args.output)
 
 
 if __name__ == "__main__":

@@ -22,21 +22,16 @@ with (as configs/coco/Base-KNet-R50.yaml has)::
 
 An existing output file is never overwritten.
 """
-import argparse
 import sys
 from typing import List, Optional
 
-from knet_d2.checkpoint.convert_files import convert_torchvision_file
+from knet_d2.checkpoint.convert_files import convert_torchvision_file, run_imagenet_converter
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    return run_imagenet_converter(
+        __doc__, convert_torchvision_file, "torchvision ResNet checkpoint (.pth)", argv
     )
-    parser.add_argument("input", help="torchvision ResNet checkpoint (.pth)")
-    parser.add_argument("output", help="D2 weights to write (.pkl); must not exist")
-    args = parser.parse_args(argv)
-    return convert_torchvision_file(args.input, args.output)
 
 
 if __name__ == "__main__":

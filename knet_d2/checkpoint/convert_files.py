@@ -8,11 +8,12 @@ the script: 0 written, 1 the input cannot be converted, 2 bad paths or an unread
 """
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
 import sys
 from collections import Counter
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
@@ -30,6 +31,7 @@ __all__ = [
     "convert_swin_file",
     "convert_torchvision_file",
     "load_checkpoint_for_conversion",
+    "run_imagenet_converter",
 ]
 
 
@@ -43,61 +45,90 @@ def _write_pickle(converted: Dict[str, torch.Tensor], dst: str, author: str) -> 
     return 0
 
 
-def convert_torchvision_file(src: str, dst: str) -> int:
-    """torchvision ImageNet ResNet ``src`` -> D2 pickle ``dst`` (author "torchvision");
-    the unused source keys (``fc.*``, BN step counters) are listed."""
+def _convert_imagenet_file(
+    src: str,
+    dst: str,
+    author: str,
+    convert: Callable[[Dict[str, Any]], Dict[str, torch.Tensor]],
+    error_prefix: Optional[str],
+) -> int:
+    """The shared steps of the ImageNet converters: check the paths, load ``src``, ``convert``
+    it (a ValueError is the input's problem: printed with ``src`` and ``error_prefix`` in front
+    unless the message names ``src`` already, or as is if ``error_prefix`` is None), write."""
     problem = check_paths(src, dst)
     if problem:
         _err(problem)
         return 2
     try:
-        converted, unused = convert_torchvision_resnet_state_dict(load_state_dict_file(src))
+        converted = convert(load_state_dict_file(src))
     except ValueError as e:
         msg = str(e)
-        _err(msg if msg.startswith(src) else f"{src}: {msg}")
+        if error_prefix is not None and not msg.startswith(src):
+            msg = f"{src}: {error_prefix}{msg}"
+        _err(msg)
         return 1
-    if unused:
-        print(f"unused keys ({len(unused)}): {', '.join(unused)}")
-    return _write_pickle(converted, dst, "torchvision")
+    return _write_pickle(converted, dst, author)
+
+
+def convert_torchvision_file(src: str, dst: str) -> int:
+    """torchvision ImageNet ResNet ``src`` -> D2 pickle ``dst`` (author "torchvision");
+    the unused source keys (``fc.*``, BN step counters) are listed."""
+
+    def convert(state_dict: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        converted, unused = convert_torchvision_resnet_state_dict(state_dict)
+        if unused:
+            print(f"unused keys ({len(unused)}): {', '.join(unused)}")
+        return converted
+
+    return _convert_imagenet_file(src, dst, "torchvision", convert, error_prefix="")
 
 
 def convert_mmcv_resnet_v1c_file(src: str, dst: str) -> int:
     """mmcv ImageNet ResNetV1c ``src`` -> D2 pickle ``dst`` (author "mmcv-resnet-v1c")."""
-    problem = check_paths(src, dst)
-    if problem:
-        _err(problem)
-        return 2
-    print(f"{src}: loading with torch.load(weights_only=True)")
-    try:
-        converted = convert_mmcv_resnet_v1c_state_dict(load_state_dict_file(src))
-    except ValueError as e:
-        _err(str(e))
-        return 1
-    if not converted:
-        _err(f"{src}: no ResNetV1c backbone weights found")
-        return 1
-    return _write_pickle(converted, dst, "mmcv-resnet-v1c")
+
+    def convert(state_dict: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        converted = convert_mmcv_resnet_v1c_state_dict(state_dict)
+        if not converted:
+            raise ValueError(f"{src}: no ResNetV1c backbone weights found")
+        return converted
+
+    if not check_paths(src, dst):
+        print(f"{src}: loading with torch.load(weights_only=True)")
+    return _convert_imagenet_file(src, dst, "mmcv-resnet-v1c", convert, error_prefix=None)
 
 
 def convert_swin_file(src: str, dst: str) -> int:
     """Official Swin ImageNet ``src`` -> D2 pickle ``dst`` (author "third_party"); the dropped
     keys (classifier, final norm, attention masks) are listed."""
-    problem = check_paths(src, dst)
-    if problem:
-        _err(problem)
-        return 2
-    try:
-        converted, dropped = convert_swin_state_dict(load_state_dict_file(src))
-    except ValueError as e:
-        msg = str(e)
-        _err(msg if msg.startswith(src) else f"{src}: cannot convert: {msg}")
-        return 1
-    if dropped:
-        heads = [k for k in dropped if k.startswith("head.")]
-        others = [k for k in dropped if not k.startswith("head.")]
-        print(f"dropped {len(dropped)} keys not used by the backbone: classifier {heads}"
-              + (f", other {others}" if others else ""))
-    return _write_pickle(converted, dst, "third_party")
+
+    def convert(state_dict: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        converted, dropped = convert_swin_state_dict(state_dict)
+        if dropped:
+            heads = [k for k in dropped if k.startswith("head.")]
+            others = [k for k in dropped if not k.startswith("head.")]
+            print(f"dropped {len(dropped)} keys not used by the backbone: classifier {heads}"
+                  + (f", other {others}" if others else ""))
+        return converted
+
+    return _convert_imagenet_file(
+        src, dst, "third_party", convert, error_prefix="cannot convert: "
+    )
+
+
+def run_imagenet_converter(
+    description: str,
+    convert_file: Callable[[str, str], int],
+    input_help: str,
+    argv: Optional[List[str]] = None,
+) -> int:
+    """The command line of the ``tools/convert-*-to-d2.py`` scripts (``input output``)."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("input", help=input_help)
+    parser.add_argument("output", help="D2 weights to write (.pkl); must not exist")
+    args = parser.parse_args(argv)
+    return convert_file(args.input, args.output)
 
 
 def load_checkpoint_for_conversion(path: str, allow_pickle: bool) -> Optional[Any]:

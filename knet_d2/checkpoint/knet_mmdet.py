@@ -8,12 +8,12 @@ which has none.
 import re
 from typing import Any, Mapping, Optional
 
+import torch
+
 from .knet_official import (
     ConversionResult,
-    backbone_kind,
-    describe_backbone,
+    convert_official_state_dict,
     rename_kernel_update_head_key,
-    tensor_items,
 )
 from .mmdet_swin import convert_mmdet_swin_item
 from .torchvision_resnet import rename_torchvision_resnet_key
@@ -52,23 +52,24 @@ def _rename_det_head_key(key: str) -> Optional[str]:
     return None
 
 
+def _convert_det_backbone_item(
+    res: ConversionResult, kind: str, key: str, rest: str, value: torch.Tensor
+) -> None:
+    """One mmdet backbone tensor (``rest``: its name without ``backbone.``)."""
+    if kind == "swin":
+        convert_mmdet_swin_item(res, key, rest, value, "backbone.bottom_up.")
+    elif kind == "resnet":
+        if rest.endswith(".num_batches_tracked"):
+            res.ignored[key] = "BN step counter; the FrozenBN backbone has none"
+            return
+        new = rename_torchvision_resnet_key(rest)
+        res.put(key, None if new is None else "backbone.bottom_up." + new, value)
+    else:
+        res.unconverted[key] = "unknown backbone (expected an mmdet ResNet or Swin)"
+
+
 def convert_detection_state_dict(state_dict: Mapping[str, Any]) -> ConversionResult:
     """Convert an mmdet-layout K-Net (instance or panoptic) state dict for ``KNet``."""
-    res = ConversionResult(source=f"mmdet K-Net, {describe_backbone(state_dict)}")
-    kind = backbone_kind(state_dict)
-    for key, value in tensor_items(res, state_dict):
-        if not key.startswith("backbone."):
-            res.put(key, _rename_det_head_key(key), value)
-            continue
-        rest = key[len("backbone."):]
-        if kind == "swin":
-            convert_mmdet_swin_item(res, key, rest, value, "backbone.bottom_up.")
-        elif kind == "resnet":
-            if rest.endswith(".num_batches_tracked"):
-                res.ignored[key] = "BN step counter; the FrozenBN backbone has none"
-                continue
-            new = rename_torchvision_resnet_key(rest)
-            res.put(key, None if new is None else "backbone.bottom_up." + new, value)
-        else:
-            res.unconverted[key] = "unknown backbone (expected an mmdet ResNet or Swin)"
-    return res
+    return convert_official_state_dict(
+        state_dict, "mmdet", _rename_det_head_key, _convert_det_backbone_item
+    )

@@ -7,13 +7,13 @@ The key mapping is in the docstring of ``knet_converter``. The ResNetV1c backbon
 import re
 from typing import Any, Mapping, Optional
 
+import torch
+
 from .knet_official import (
     ConversionResult,
-    backbone_kind,
-    describe_backbone,
+    convert_official_state_dict,
     rename_conv_module_key,
     rename_kernel_update_head_key,
-    tensor_items,
 )
 from .mmcv_resnet_v1c import convert_mmcv_resnet_v1c_state_dict
 from .mmdet_swin import convert_mmdet_swin_item
@@ -42,27 +42,28 @@ def _rename_sem_head_key(key: str) -> Optional[str]:
     return None
 
 
+def _convert_sem_backbone_item(
+    res: ConversionResult, kind: str, key: str, rest: str, value: torch.Tensor
+) -> None:
+    """One mmseg backbone tensor (``rest``: its name without ``backbone.``)."""
+    if kind == "swin":
+        convert_mmdet_swin_item(res, key, rest, value, "backbone.")
+    elif kind == "resnet_v1c":
+        try:
+            renamed = convert_mmcv_resnet_v1c_state_dict({rest: value})
+        except KeyError:
+            renamed = {}
+        if len(renamed) == 1:
+            (new, value), = renamed.items()
+            res.put(key, "backbone." + new, value)
+        else:
+            res.unconverted[key] = "not a ResNetV1c backbone weight"
+    else:
+        res.unconverted[key] = "unknown backbone (expected mmseg ResNetV1c or Swin)"
+
+
 def convert_semantic_state_dict(state_dict: Mapping[str, Any]) -> ConversionResult:
     """Convert an mmseg-layout K-Net (ADE20K) state dict for ``SemanticSegmentor``."""
-    res = ConversionResult(source=f"mmseg K-Net, {describe_backbone(state_dict)}")
-    kind = backbone_kind(state_dict)
-    for key, value in tensor_items(res, state_dict):
-        if not key.startswith("backbone."):
-            res.put(key, _rename_sem_head_key(key), value)
-            continue
-        rest = key[len("backbone."):]
-        if kind == "swin":
-            convert_mmdet_swin_item(res, key, rest, value, "backbone.")
-        elif kind == "resnet_v1c":
-            try:
-                renamed = convert_mmcv_resnet_v1c_state_dict({rest: value})
-            except KeyError:
-                renamed = {}
-            if len(renamed) == 1:
-                (new, value), = renamed.items()
-                res.put(key, "backbone." + new, value)
-            else:
-                res.unconverted[key] = "not a ResNetV1c backbone weight"
-        else:
-            res.unconverted[key] = "unknown backbone (expected mmseg ResNetV1c or Swin)"
-    return res
+    return convert_official_state_dict(
+        state_dict, "mmseg", _rename_sem_head_key, _convert_sem_backbone_item
+    )

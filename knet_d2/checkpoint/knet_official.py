@@ -8,7 +8,7 @@ contain: the ``KernelUpdateHead`` (:func:`rename_kernel_update_head_key`) and mm
 """
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -222,3 +222,22 @@ def tensor_items(res: ConversionResult, sd: Mapping[str, Any]) -> List[Tuple[str
         else:
             res.unconverted[k] = f"value is a {type(v).__name__}, not a tensor"
     return items
+
+
+def convert_official_state_dict(
+    state_dict: Mapping[str, Any],
+    layout: str,
+    rename_head_key: Callable[[str], Optional[str]],
+    convert_backbone_item: Callable[[ConversionResult, str, str, str, torch.Tensor], None],
+) -> ConversionResult:
+    """The walk both official layouts share: every tensor outside ``backbone.`` is renamed by
+    ``rename_head_key`` (None: no rule); each ``backbone.*`` tensor goes to
+    ``convert_backbone_item(res, backbone_kind, key, key_without_prefix, value)``."""
+    res = ConversionResult(source=f"{layout} K-Net, {describe_backbone(state_dict)}")
+    kind = backbone_kind(state_dict)
+    for key, value in tensor_items(res, state_dict):
+        if key.startswith("backbone."):
+            convert_backbone_item(res, kind, key, key[len("backbone."):], value)
+        else:
+            res.put(key, rename_head_key(key), value)
+    return res
