@@ -6,6 +6,7 @@ step counters of the backbone are dropped on purpose: the detection configs use 
 which has none.
 """
 import re
+from functools import partial
 from typing import Any, Mapping, Optional
 
 import torch
@@ -13,6 +14,8 @@ import torch
 from .knet_official import (
     ConversionResult,
     convert_official_state_dict,
+    prefixed,
+    rename_by_match,
     rename_kernel_update_head_key,
 )
 from .mmdet_swin import convert_mmdet_swin_item
@@ -34,42 +37,40 @@ _KERNEL_HEAD_RE = re.compile(
 _DET_UPDATE_RE = re.compile(r"^roi_head\.mask_head\.(\d+)\.(.+)$")
 
 
+def _neck_key(m: "re.Match[str]") -> str:
+    kind = "lateral" if m.group(1) == "lateral_convs" else "output"
+    return f"backbone.fpn_{kind}{int(m.group(2)) + 2}.{m.group(3)}"
+
+
+_DET_HEAD_RULES = (
+    (_NECK_RE, _neck_key),
+    (_LOC_FPN_RE, lambda m: "neck." + m.group(1)),
+    (_KERNEL_HEAD_RE, lambda m: "kernel_head." + m.group(1)),
+    (_DET_UPDATE_RE, lambda m: prefixed(
+        f"update_heads.{m.group(1)}.", rename_kernel_update_head_key(m.group(2)))),
+)
+
+
 def _rename_det_head_key(key: str) -> Optional[str]:
-    m = _NECK_RE.match(key)
-    if m:
-        kind = "lateral" if m.group(1) == "lateral_convs" else "output"
-        return f"backbone.fpn_{kind}{int(m.group(2)) + 2}.{m.group(3)}"
-    m = _LOC_FPN_RE.match(key)
-    if m:
-        return "neck." + m.group(1)
-    m = _KERNEL_HEAD_RE.match(key)
-    if m:
-        return "kernel_head." + m.group(1)
-    m = _DET_UPDATE_RE.match(key)
-    if m:
-        new = rename_kernel_update_head_key(m.group(2))
-        return None if new is None else f"update_heads.{m.group(1)}.{new}"
-    return None
+    return rename_by_match(_DET_HEAD_RULES, key)
 
 
-def _convert_det_backbone_item(
-    res: ConversionResult, kind: str, key: str, rest: str, value: torch.Tensor
-) -> None:
-    """One mmdet backbone tensor (``rest``: its name without ``backbone.``)."""
-    if kind == "swin":
-        convert_mmdet_swin_item(res, key, rest, value, "backbone.bottom_up.")
-    elif kind == "resnet":
-        if rest.endswith(".num_batches_tracked"):
-            res.ignored[key] = "BN step counter; the FrozenBN backbone has none"
-            return
-        new = rename_torchvision_resnet_key(rest)
-        res.put(key, None if new is None else "backbone.bottom_up." + new, value)
-    else:
-        res.unconverted[key] = "unknown backbone (expected an mmdet ResNet or Swin)"
+def _convert_resnet_item(res: ConversionResult, key: str, rest: str, value: torch.Tensor) -> None:
+    """One tensor of the torchvision-style ResNet (``rest``: its name without ``backbone.``)."""
+    if rest.endswith(".num_batches_tracked"):
+        res.ignored[key] = "BN step counter; the FrozenBN backbone has none"
+        return
+    res.put(key, prefixed("backbone.bottom_up.", rename_torchvision_resnet_key(rest)), value)
+
+
+_BACKBONES = {
+    "swin": partial(convert_mmdet_swin_item, prefix="backbone.bottom_up."),
+    "resnet": _convert_resnet_item,
+}
 
 
 def convert_detection_state_dict(state_dict: Mapping[str, Any]) -> ConversionResult:
     """Convert an mmdet-layout K-Net (instance or panoptic) state dict for ``KNet``."""
     return convert_official_state_dict(
-        state_dict, "mmdet", _rename_det_head_key, _convert_det_backbone_item
+        state_dict, "mmdet", _rename_det_head_key, _BACKBONES, "an mmdet ResNet or Swin"
     )

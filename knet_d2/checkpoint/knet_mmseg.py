@@ -5,6 +5,7 @@ The key mapping is in the docstring of ``knet_converter``. The ResNetV1c backbon
 ``ConvModule`` stacks (:func:`~.knet_official.rename_conv_module_key`).
 """
 import re
+from functools import partial
 from typing import Any, Mapping, Optional
 
 import torch
@@ -12,6 +13,8 @@ import torch
 from .knet_official import (
     ConversionResult,
     convert_official_state_dict,
+    prefixed,
+    rename_by_match,
     rename_conv_module_key,
     rename_kernel_update_head_key,
 )
@@ -26,44 +29,44 @@ _SEM_UPDATE_RE = re.compile(r"^decode_head\.kernel_update_head\.(\d+)\.(.+)$")
 _SEM_AUX_RE = re.compile(r"^auxiliary_head\.(.+)$")
 
 
+_SEM_HEAD_RULES = (
+    (_SEM_GEN_RE, lambda m: prefixed(
+        "sem_seg_head.kernel_generate_head.", rename_conv_module_key(m.group(1)))),
+    (_SEM_UPDATE_RE, lambda m: prefixed(
+        f"sem_seg_head.kernel_update_head.{m.group(1)}.",
+        rename_kernel_update_head_key(m.group(2)))),
+    (_SEM_AUX_RE, lambda m: prefixed(
+        "sem_seg_head.auxiliary_head.", rename_conv_module_key(m.group(1)))),
+)
+
+
 def _rename_sem_head_key(key: str) -> Optional[str]:
-    m = _SEM_GEN_RE.match(key)
-    if m:
-        new = rename_conv_module_key(m.group(1))
-        return None if new is None else "sem_seg_head.kernel_generate_head." + new
-    m = _SEM_UPDATE_RE.match(key)
-    if m:
-        new = rename_kernel_update_head_key(m.group(2))
-        return None if new is None else f"sem_seg_head.kernel_update_head.{m.group(1)}.{new}"
-    m = _SEM_AUX_RE.match(key)
-    if m:
-        new = rename_conv_module_key(m.group(1))
-        return None if new is None else "sem_seg_head.auxiliary_head." + new
-    return None
+    return rename_by_match(_SEM_HEAD_RULES, key)
 
 
-def _convert_sem_backbone_item(
-    res: ConversionResult, kind: str, key: str, rest: str, value: torch.Tensor
+def _convert_resnet_v1c_item(
+    res: ConversionResult, key: str, rest: str, value: torch.Tensor
 ) -> None:
-    """One mmseg backbone tensor (``rest``: its name without ``backbone.``)."""
-    if kind == "swin":
-        convert_mmdet_swin_item(res, key, rest, value, "backbone.")
-    elif kind == "resnet_v1c":
-        try:
-            renamed = convert_mmcv_resnet_v1c_state_dict({rest: value})
-        except KeyError:
-            renamed = {}
-        if len(renamed) == 1:
-            (new, value), = renamed.items()
-            res.put(key, "backbone." + new, value)
-        else:
-            res.unconverted[key] = "not a ResNetV1c backbone weight"
+    """One tensor of the mmseg ResNetV1c (``rest``: its name without ``backbone.``)."""
+    try:
+        renamed = convert_mmcv_resnet_v1c_state_dict({rest: value})
+    except KeyError:
+        renamed = {}
+    if len(renamed) == 1:
+        (new, value), = renamed.items()
+        res.put(key, "backbone." + new, value)
     else:
-        res.unconverted[key] = "unknown backbone (expected mmseg ResNetV1c or Swin)"
+        res.unconverted[key] = "not a ResNetV1c backbone weight"
+
+
+_BACKBONES = {
+    "swin": partial(convert_mmdet_swin_item, prefix="backbone."),
+    "resnet_v1c": _convert_resnet_v1c_item,
+}
 
 
 def convert_semantic_state_dict(state_dict: Mapping[str, Any]) -> ConversionResult:
     """Convert an mmseg-layout K-Net (ADE20K) state dict for ``SemanticSegmentor``."""
     return convert_official_state_dict(
-        state_dict, "mmseg", _rename_sem_head_key, _convert_sem_backbone_item
+        state_dict, "mmseg", _rename_sem_head_key, _BACKBONES, "mmseg ResNetV1c or Swin"
     )

@@ -8,7 +8,7 @@ contain: the ``KernelUpdateHead`` (:func:`rename_kernel_update_head_key`) and mm
 """
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -183,6 +183,24 @@ def rename_by_rules(
     return None
 
 
+def rename_by_match(
+    rules: Sequence[Tuple["re.Pattern[str]", Callable[["re.Match[str]"], Optional[str]]]],
+    key: str,
+) -> Optional[str]:
+    """``key`` renamed by the function of the first pattern it matches (given the match), or
+    None when no pattern matches or that function has no name for it."""
+    for pattern, rename in rules:
+        m = pattern.match(key)
+        if m:
+            return rename(m)
+    return None
+
+
+def prefixed(prefix: str, name: Optional[str]) -> Optional[str]:
+    """``prefix + name``, or None when ``name`` is None (a part without a renaming rule)."""
+    return None if name is None else prefix + name
+
+
 def rename_kernel_update_head_key(key: str) -> Optional[str]:
     """Key of one official ``KernelUpdateHead`` (relative to it) -> knet_d2's, or None.
 
@@ -224,20 +242,30 @@ def tensor_items(res: ConversionResult, sd: Mapping[str, Any]) -> List[Tuple[str
     return items
 
 
+BackboneItemConverter = Callable[[ConversionResult, str, str, torch.Tensor], None]
+
+
 def convert_official_state_dict(
     state_dict: Mapping[str, Any],
     layout: str,
     rename_head_key: Callable[[str], Optional[str]],
-    convert_backbone_item: Callable[[ConversionResult, str, str, str, torch.Tensor], None],
+    backbone_converters: Mapping[str, BackboneItemConverter],
+    expected_backbones: str,
 ) -> ConversionResult:
-    """The walk both official layouts share: every tensor outside ``backbone.`` is renamed by
-    ``rename_head_key`` (None: no rule); each ``backbone.*`` tensor goes to
-    ``convert_backbone_item(res, backbone_kind, key, key_without_prefix, value)``."""
+    """The walk both official layouts share.
+
+    Every tensor outside ``backbone.`` is renamed by ``rename_head_key`` (None: no rule). Each
+    ``backbone.*`` tensor goes to ``backbone_converters[backbone_kind(state_dict)](res, key,
+    key_without_prefix, value)``; a backbone kind without a converter leaves the backbone
+    unconverted ("unknown backbone (expected <expected_backbones>)").
+    """
     res = ConversionResult(source=f"{layout} K-Net, {describe_backbone(state_dict)}")
-    kind = backbone_kind(state_dict)
+    convert_backbone_item = backbone_converters.get(backbone_kind(state_dict))
     for key, value in tensor_items(res, state_dict):
-        if key.startswith("backbone."):
-            convert_backbone_item(res, kind, key, key[len("backbone."):], value)
-        else:
+        if not key.startswith("backbone."):
             res.put(key, rename_head_key(key), value)
+        elif convert_backbone_item is None:
+            res.unconverted[key] = f"unknown backbone (expected {expected_backbones})"
+        else:
+            convert_backbone_item(res, key, key[len("backbone."):], value)
     return res
