@@ -7,13 +7,13 @@ which has none.
 """
 import re
 from functools import partial
-from typing import Any, Mapping, Optional
+from typing import Optional
 
 import torch
 
 from .knet_official import (
     ConversionResult,
-    convert_official_state_dict,
+    OfficialLayout,
     prefixed,
     rename_by_match,
     rename_kernel_update_head_key,
@@ -21,7 +21,7 @@ from .knet_official import (
 from .mmdet_swin import convert_mmdet_swin_item
 from .torchvision_resnet import rename_torchvision_resnet_key
 
-__all__ = ["convert_detection_state_dict"]
+__all__ = ["MMDET_LAYOUT", "convert_detection_state_dict"]
 
 
 _NECK_RE = re.compile(r"^neck\.(lateral_convs|fpn_convs)\.(\d+)\.conv\.(weight|bias)$")
@@ -63,14 +63,11 @@ def _convert_resnet_item(res: ConversionResult, key: str, rest: str, value: torc
     res.put(key, prefixed("backbone.bottom_up.", rename_torchvision_resnet_key(rest)), value)
 
 
-_BACKBONES = {
-    "swin": partial(convert_mmdet_swin_item, prefix="backbone.bottom_up."),
-    "resnet": _convert_resnet_item,
-}
-
-
-def convert_detection_state_dict(state_dict: Mapping[str, Any]) -> ConversionResult:
-    """Convert an mmdet-layout K-Net (instance or panoptic) state dict for ``KNet``."""
-    return convert_official_state_dict(
-        state_dict, "mmdet", _rename_det_head_key, _BACKBONES, "an mmdet ResNet or Swin"
-    )
+MMDET_LAYOUT = OfficialLayout(
+    "mmdet", _rename_det_head_key,
+    {"swin": partial(convert_mmdet_swin_item, prefix="backbone.bottom_up."),
+     "resnet": _convert_resnet_item},
+    "an mmdet ResNet or Swin",
+)
+# official mmdet K-Net state dict -> ConversionResult (knet_d2 names)
+convert_detection_state_dict = MMDET_LAYOUT.convert

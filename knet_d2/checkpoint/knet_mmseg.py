@@ -6,13 +6,13 @@ The key mapping is in the docstring of ``knet_converter``. The ResNetV1c backbon
 """
 import re
 from functools import partial
-from typing import Any, Mapping, Optional
+from typing import Optional
 
 import torch
 
 from .knet_official import (
     ConversionResult,
-    convert_official_state_dict,
+    OfficialLayout,
     prefixed,
     rename_by_match,
     rename_conv_module_key,
@@ -21,7 +21,7 @@ from .knet_official import (
 from .mmcv_resnet_v1c import convert_mmcv_resnet_v1c_state_dict
 from .mmdet_swin import convert_mmdet_swin_item
 
-__all__ = ["convert_semantic_state_dict"]
+__all__ = ["MMSEG_LAYOUT", "convert_semantic_state_dict"]
 
 
 _SEM_GEN_RE = re.compile(r"^decode_head\.kernel_generate_head\.(.+)$")
@@ -59,14 +59,11 @@ def _convert_resnet_v1c_item(
         res.unconverted[key] = "not a ResNetV1c backbone weight"
 
 
-_BACKBONES = {
-    "swin": partial(convert_mmdet_swin_item, prefix="backbone."),
-    "resnet_v1c": _convert_resnet_v1c_item,
-}
-
-
-def convert_semantic_state_dict(state_dict: Mapping[str, Any]) -> ConversionResult:
-    """Convert an mmseg-layout K-Net (ADE20K) state dict for ``SemanticSegmentor``."""
-    return convert_official_state_dict(
-        state_dict, "mmseg", _rename_sem_head_key, _BACKBONES, "mmseg ResNetV1c or Swin"
-    )
+MMSEG_LAYOUT = OfficialLayout(
+    "mmseg", _rename_sem_head_key,
+    {"swin": partial(convert_mmdet_swin_item, prefix="backbone."),
+     "resnet_v1c": _convert_resnet_v1c_item},
+    "mmseg ResNetV1c or Swin",
+)
+# official mmseg K-Net state dict -> ConversionResult (knet_d2 names)
+convert_semantic_state_dict = MMSEG_LAYOUT.convert

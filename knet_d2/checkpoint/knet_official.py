@@ -245,27 +245,30 @@ def tensor_items(res: ConversionResult, sd: Mapping[str, Any]) -> List[Tuple[str
 BackboneItemConverter = Callable[[ConversionResult, str, str, torch.Tensor], None]
 
 
-def convert_official_state_dict(
-    state_dict: Mapping[str, Any],
-    layout: str,
-    rename_head_key: Callable[[str], Optional[str]],
-    backbone_converters: Mapping[str, BackboneItemConverter],
-    expected_backbones: str,
-) -> ConversionResult:
-    """The walk both official layouts share.
+@dataclass(frozen=True)
+class OfficialLayout:
+    """One official K-Net state-dict layout (mmdet or mmseg) and the walk that converts it.
 
     Every tensor outside ``backbone.`` is renamed by ``rename_head_key`` (None: no rule). Each
     ``backbone.*`` tensor goes to ``backbone_converters[backbone_kind(state_dict)](res, key,
     key_without_prefix, value)``; a backbone kind without a converter leaves the backbone
     unconverted ("unknown backbone (expected <expected_backbones>)").
     """
-    res = ConversionResult(source=f"{layout} K-Net, {describe_backbone(state_dict)}")
-    convert_backbone_item = backbone_converters.get(backbone_kind(state_dict))
-    for key, value in tensor_items(res, state_dict):
-        if not key.startswith("backbone."):
-            res.put(key, rename_head_key(key), value)
-        elif convert_backbone_item is None:
-            res.unconverted[key] = f"unknown backbone (expected {expected_backbones})"
-        else:
-            convert_backbone_item(res, key, key[len("backbone."):], value)
-    return res
+
+    name: str
+    rename_head_key: Callable[[str], Optional[str]]
+    backbone_converters: Mapping[str, BackboneItemConverter]
+    expected_backbones: str
+
+    def convert(self, state_dict: Mapping[str, Any]) -> ConversionResult:
+        """The knet_d2 names and tensors of ``state_dict`` (an official checkpoint's)."""
+        res = ConversionResult(source=f"{self.name} K-Net, {describe_backbone(state_dict)}")
+        convert_backbone_item = self.backbone_converters.get(backbone_kind(state_dict))
+        for key, value in tensor_items(res, state_dict):
+            if not key.startswith("backbone."):
+                res.put(key, self.rename_head_key(key), value)
+            elif convert_backbone_item is None:
+                res.unconverted[key] = f"unknown backbone (expected {self.expected_backbones})"
+            else:
+                convert_backbone_item(res, key, key[len("backbone."):], value)
+        return res
