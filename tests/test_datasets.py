@@ -188,7 +188,7 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
         (out / "images").mkdir(parents=True)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(synthetic, "_write_split", boom)
+    monkeypatch.setattr(synthetic, "write_split", boom)
     with pytest.raises(KeyboardInterrupt):
         generate_synthetic_dataset(tmp_path, "train", 4)
     assert list(tmp_path.iterdir()) == []
