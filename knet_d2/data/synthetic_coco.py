@@ -28,6 +28,8 @@ from .synthetic_scenes import SYNTHETIC_CATEGORIES, THING_CATEGORIES, render_sam
 
 __all__ = ["GENERATOR_VERSION", "write_split"]
 
+#: Stamped into info.json; a split with another version is regenerated on load, so bump it
+#: whenever the rendered scenes or the written files change.
 GENERATOR_VERSION = 1
 
 
@@ -76,8 +78,9 @@ def _polygons(mask: np.ndarray) -> list[list[float]] | None:
 def write_split(out: Path, num_images: int, image_size: int, seed: int) -> None:
     """Render ``num_images`` images and write them with their annotations into ``out``.
 
-    ``out`` must not exist yet; the layout is described in the module docstring. info.json
-    (the generator parameters and :data:`GENERATOR_VERSION`) is written last.
+    The sub-folders of ``out`` must not exist yet; the layout is described in the module
+    docstring. info.json (the generator parameters and :data:`GENERATOR_VERSION`) is written
+    last.
     """
     for sub in ("images", "panoptic", "semantic"):
         (out / sub).mkdir(parents=True)
