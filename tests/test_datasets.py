@@ -188,7 +188,7 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
         (out / "images").mkdir(parents=True)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(synthetic, "_write_split", boom)
+    monkeypatch.setattr(synthetic, "write_split", boom)
     with pytest.raises(KeyboardInterrupt):
         generate_synthetic_dataset(tmp_path, "train", 4)
     assert list(tmp_path.iterdir()) == []
@@ -239,13 +239,13 @@ def test_regeneration_keeps_a_split_another_process_rebuilt(tmp_path):
 
 
 def test_lost_race_keeps_the_other_split(tmp_path, monkeypatch):
-    real_write = synthetic._write_split
+    real_write = synthetic.write_split
 
     def racing(out, *args):
         real_write(out, *args)
         real_write(tmp_path / "train", *args)  # another process finishes first
 
-    monkeypatch.setattr(synthetic, "_write_split", racing)
+    monkeypatch.setattr(synthetic, "write_split", racing)
     assert generate_synthetic_dataset(tmp_path, "train", 2) == tmp_path / "train"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]
     assert synthetic.is_complete_split(tmp_path / "train")

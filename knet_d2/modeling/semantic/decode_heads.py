@@ -1,4 +1,6 @@
-"""mmseg-style semantic decode heads (FCN, PSPNet, DeepLabV3/ASPP, UPerNet) for Detectron2.
+"""mmseg-style semantic decode heads for Detectron2: shared building blocks (ConvModule, PPM,
+loss, :class:`BaseDecodeHead`) and the single-map heads FCN, PSPNet and DeepLabV3/ASPP. The
+multi-level UPerNet head built on them is in :mod:`.uper_head`.
 
 Each head is registered in ``SEM_SEG_HEADS_REGISTRY`` and works alone with D2's
 ``SemanticSegmentor`` (own cross-entropy loss, key ``loss_sem_seg``). The same classes are the
@@ -29,7 +31,7 @@ Config (``from_config``): architecture from ``MODEL.KNET.SEM.*`` (``IN_FEATURES`
 FCN/PSP/ASPP read only the **last** entry of ``IN_FEATURES`` (mmseg ``in_index=3``), UPerNet
 all of them (finest first).
 """
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -44,11 +46,10 @@ __all__ = [
     "FCNHead",
     "PSPHead",
     "ASPPHead",
-    "UPerHead",
     "PPM",
+    "bilinear_resize",
     "conv_norm_relu",
     "mmseg_cross_entropy",
-    "GENERATE_HEADS",
 ]
 
 
@@ -80,7 +81,7 @@ def conv_norm_relu(
     return conv
 
 
-def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+def bilinear_resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear resize (align_corners=False) of (B, C, h, w) to ``size``; no-op if equal."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
@@ -102,7 +103,7 @@ def mmseg_cross_entropy(
         (mmseg's default ``avg_non_ignore=False``; PyTorch's "mean" would divide by the number of
         non-ignored pixels instead). It is 0, not NaN, when every pixel is ignored.
     """
-    logits = _resize(logits, targets.shape[-2:])
+    logits = bilinear_resize(logits, targets.shape[-2:])
     loss = F.cross_entropy(logits.float(), targets, ignore_index=ignore_value, reduction="none")
     return loss.mean()
 
@@ -124,7 +125,7 @@ class PPM(nn.ModuleList):
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         """(B, Cin, h, w) -> list of len(pool_scales) tensors (B, channels, h, w)."""
-        return [_resize(m(x), x.shape[-2:]) for m in self]
+        return [bilinear_resize(m(x), x.shape[-2:]) for m in self]
 
 
 class BaseDecodeHead(nn.Module):
@@ -213,7 +214,7 @@ class BaseDecodeHead(nn.Module):
             assert targets is not None, f"{type(self).__name__} needs targets in training"
             return None, self.losses(logits, targets)
         h, w = logits.shape[-2:]
-        return _resize(logits, (h * self.common_stride, w * self.common_stride)), {}
+        return bilinear_resize(logits, (h * self.common_stride, w * self.common_stride)), {}
 
     def losses(self, logits: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``{"loss_sem_seg": loss_weight * CE(resize(logits), targets)}`` (mmseg averaging)."""
@@ -386,80 +387,6 @@ class ASPPHead(BaseDecodeHead):
 
     def forward_features(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         x = features[self.in_features[0]]
-        outs = [_resize(self.image_pool(x), x.shape[-2:])]
+        outs = [bilinear_resize(self.image_pool(x), x.shape[-2:])]
         outs.extend(m(x) for m in self.aspp_modules)
         return self.bottleneck(torch.cat(outs, dim=1))
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class UPerHead(BaseDecodeHead):
-    """UPerNet head (mmseg ``UPerHead``) on L >= 2 levels (finest first, e.g. res2..res5).
-
-    * ``laterals[L-1] = bottleneck(cat[x_{L-1}, PPM(x_{L-1})])`` (3x3), the others
-      ``lateral_convs[i](x_i)`` (1x1);
-    * top-down: ``laterals[i-1] += resize(laterals[i])`` for i = L-1..1;
-    * ``outs[i] = fpn_convs[i](laterals[i])`` (3x3) for i < L-1, ``outs[L-1] = laterals[L-1]``;
-    * ``feats = fpn_bottleneck(cat[resize(outs[i]) to the finest size])`` (3x3, L*C -> C).
-    """
-
-    @configurable
-    def __init__(
-        self,
-        input_shape: Dict[str, ShapeSpec],
-        *,
-        pool_scales: Sequence[int] = (1, 2, 3, 6),
-        **kwargs,
-    ):
-        """
-        Args:
-            input_shape: >= 2 features.
-            pool_scales: PPM scales on the coarsest level.
-            **kwargs: see :class:`BaseDecodeHead`.
-        """
-        assert len(input_shape) >= 2, "UPerHead needs at least two feature maps"
-        super().__init__(input_shape, **kwargs)
-        c, norm = self.channels, self.norm
-        self.psp_modules = PPM(pool_scales, self.in_channels[-1], c, norm)
-        self.bottleneck = conv_norm_relu(
-            self.in_channels[-1] + len(pool_scales) * c, c, 3, padding=1, norm=norm
-        )
-        self.lateral_convs = nn.ModuleList(
-            conv_norm_relu(cin, c, 1, norm=norm) for cin in self.in_channels[:-1]
-        )
-        self.fpn_convs = nn.ModuleList(
-            conv_norm_relu(c, c, 3, padding=1, norm=norm) for _ in self.in_channels[:-1]
-        )
-        self.fpn_bottleneck = conv_norm_relu(
-            len(self.in_channels) * c, c, 3, padding=1, norm=norm
-        )
-
-    @classmethod
-    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> Dict:
-        sem = cfg.MODEL.KNET.SEM
-        ret = cls._base_config(cfg, input_shape, sem.IN_FEATURES)
-        ret["pool_scales"] = tuple(sem.PSP_POOL_SCALES)
-        return ret
-
-    def psp_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Coarsest level (B, Cin, h, w) -> (B, C, h, w)."""
-        return self.bottleneck(torch.cat([x, *self.psp_modules(x)], dim=1))
-
-    def forward_features(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
-        xs = [features[k] for k in self.in_features]
-        laterals = [conv(x) for conv, x in zip(self.lateral_convs, xs[:-1])]
-        laterals.append(self.psp_forward(xs[-1]))
-        for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + _resize(laterals[i], laterals[i - 1].shape[-2:])
-        outs = [conv(lat) for conv, lat in zip(self.fpn_convs, laterals[:-1])]
-        outs.append(laterals[-1])
-        size = outs[0].shape[-2:]
-        return self.fpn_bottleneck(torch.cat([_resize(o, size) for o in outs], dim=1))
-
-
-# MODEL.KNET.SEM.GENERATE_HEAD -> head class.
-GENERATE_HEADS: Dict[str, Callable[..., BaseDecodeHead]] = {
-    "FCN": FCNHead,
-    "PSP": PSPHead,
-    "ASPP": ASPPHead,
-    "UPerNet": UPerHead,
-}

@@ -19,7 +19,7 @@ Checkpoint layout (mmseg ``decode_head.*`` / ``auxiliary_head.*``): ``kernel_gen
 (see :mod:`.decode_heads` for ConvModule key renames), ``kernel_update_head.{i}.*`` (see
 :mod:`knet_d2.modeling.kernel_update_head`), ``auxiliary_head.*``.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +29,18 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
 from ..kernel_update_head import KernelUpdateHead
-from .decode_heads import GENERATE_HEADS, BaseDecodeHead, FCNHead, mmseg_cross_entropy
+from .decode_heads import ASPPHead, BaseDecodeHead, FCNHead, PSPHead, mmseg_cross_entropy
+from .uper_head import UPerHead
 
-__all__ = ["KNetSemSegHead"]
+__all__ = ["GENERATE_HEADS", "KNetSemSegHead"]
+
+# MODEL.KNET.SEM.GENERATE_HEAD -> head class.
+GENERATE_HEADS: Dict[str, Callable[..., BaseDecodeHead]] = {
+    "FCN": FCNHead,
+    "PSP": PSPHead,
+    "ASPP": ASPPHead,
+    "UPerNet": UPerHead,
+}
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
