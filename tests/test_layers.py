@@ -19,7 +19,6 @@ import textwrap
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-import pytest
 from conftest import REPO_ROOT
 
 # Layer of each part of knet_d2 (low -> high): a module imports only from its own layer or lower.
@@ -52,13 +51,6 @@ MAX_LINES = 450
 MAX_LINES_OF = {"knet_d2/modeling/backbone/swin.py": 620}  # one concept, the official layout
 NOT_SOURCE = {".venv", "datasets", "output", ".git"}
 
-# Other parts of issue 15 (merged separately) still to fix on this branch; drop each entry
-# (and finally the xfail marks) as they are merged.
-PENDING_LONG_FILES: Set[str] = {
-    "knet_d2/data/synthetic.py",  # longfiles
-    "knet_d2/export/knet_export.py",  # longfiles
-    "knet_d2/modeling/semantic/decode_heads.py",  # longfiles
-}
 
 
 # ------------------------------------------------------------------------------- the checker
@@ -280,18 +272,10 @@ def test_knet_d2_never_imports_the_scripts_and_knet_onnx_is_standalone():
     assert forbidden_imports(REPO_ROOT, "knet_onnx", {"knet_d2", "torch"}) == []
 
 
-def test_no_new_long_files():
-    """Always on: nothing beyond the files another part of the redesign is splitting."""
-    new_long = set(long_files(REPO_ROOT)) - PENDING_LONG_FILES
-    assert not new_long, {f: n for f, n in long_files(REPO_ROOT).items() if f in new_long}
-
-
 def test_no_sys_path_edits():
     assert sys_path_edits(REPO_ROOT) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="pending in other branches: " + ", ".join(
-    sorted(PENDING_LONG_FILES)))
 def test_no_file_over_the_line_limit():
     assert long_files(REPO_ROOT) == {}
 
