@@ -33,7 +33,8 @@ from knet_d2.data.datasets.ade20k_panoptic import (
 )
 from knet_d2.data.datasets.register_ade20k_panoptic import register_all_ade20k_panoptic
 from knet_d2.engine.trainer import build_knet_evaluator
-from tests.conftest import REPO_ROOT, SHARED_DATA, load_config, unregister_datasets
+from tests.helpers.catalogs import unregister_datasets
+from tests.helpers.paths import REPO_ROOT, SHARED_DATA, load_config
 
 logging.getLogger("detectron2").setLevel(logging.WARNING)
 

@@ -15,7 +15,6 @@ from typing import Dict, Tuple
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, load_config
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
 from detectron2.data.datasets import load_coco_json
 from detectron2.data.detection_utils import SizeMismatchError
@@ -36,6 +35,7 @@ from knet_d2.data.datasets.register_custom import (
 )
 from knet_d2.data.image_io import ImageReadError, read_image, read_label_map
 from knet_d2.data.skip_bad_samples import SkipBadSamples, TooManyBadSamplesError
+from tests.helpers.paths import REPO_ROOT, load_config
 
 CONFIGS = {
     "panoptic": "configs/coco/panoptic-segmentation/knet_R50_1x.yaml",

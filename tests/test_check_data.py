@@ -5,10 +5,10 @@ import json
 import shutil
 
 import pytest
-from conftest import REPO_ROOT
 
 from knet_d2.data.check_data import check_datasets
 from knet_d2.data.datasets.cli import register_dataset_spec
+from tests.helpers.paths import REPO_ROOT
 
 SYNTH_INSTANCE = REPO_ROOT / "configs/synthetic/instance/knet_R18_tiny.yaml"
 

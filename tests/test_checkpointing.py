@@ -183,9 +183,8 @@ def test_pkl_with_other_objects_loads_with_a_warning(tmp_path, caplog_all):
 # ------------------------------------------------------------------------------- train_net
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from test_resume import register_tiny
-
     from knet_d2.data.datasets.register_synthetic import ensure_synthetic_for_datasets
+    from tests.helpers.tiny_training import register_tiny
 
     root = tmp_path_factory.mktemp("ckpt_data")
     ensure_synthetic_for_datasets([register_tiny(root)])
@@ -193,11 +192,11 @@ def tiny_data(tmp_path_factory):
 
 
 def test_trainer_saves_through_knet_checkpointer(tiny_data, tmp_path):
-    from conftest import load_config
     from detectron2.engine.hooks import PeriodicCheckpointer
-    from test_resume import CONFIG, tiny_train_opts
 
     import train_net
+    from tests.helpers.paths import load_config
+    from tests.helpers.tiny_training import CONFIG, tiny_train_opts
 
     cfg = load_config(CONFIG, tiny_train_opts(tmp_path, max_iter=3, period=1, workers=0))
     cfg.freeze()
@@ -214,12 +213,12 @@ def test_trainer_saves_through_knet_checkpointer(tiny_data, tmp_path):
 
 
 def test_eval_only_loads_through_knet_checkpointer(tiny_data, tmp_path, monkeypatch):
-    from conftest import load_config
     from detectron2.engine import default_argument_parser
     from detectron2.modeling import build_model
-    from test_resume import CONFIG, tiny_train_opts
 
     import train_net
+    from tests.helpers.paths import load_config
+    from tests.helpers.tiny_training import CONFIG, tiny_train_opts
 
     weights = tmp_path / "trained.pth"  # complete weights: --eval-only refuses partial ones
     model = build_model(load_config(CONFIG, tiny_train_opts(tmp_path / "out")))

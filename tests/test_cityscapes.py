@@ -38,7 +38,8 @@ import knet_d2  # noqa: F401  (registers everything)
 from knet_d2.data.class_layout import ClassLayout
 from knet_d2.data.dataset_mappers import build_knet_test_mapper, build_knet_train_mapper
 from knet_d2.engine.trainer import build_knet_evaluator
-from tests.conftest import REPO_ROOT, load_config, unregister_datasets
+from tests.helpers.catalogs import unregister_datasets
+from tests.helpers.paths import REPO_ROOT, load_config
 
 logging.getLogger("detectron2").setLevel(logging.WARNING)
 
@@ -111,7 +112,7 @@ def build_cityscapes_root(dummy: Path, root: Path) -> Path:
 def cityscapes_root(tmp_path_factory):
     """D2's cityscapes_fine_panoptic_{train,val} re-registered on a test root built from the
     dummy; D2's own registration is restored afterwards."""
-    from tests.conftest import SHARED_DATA
+    from tests.helpers.paths import SHARED_DATA
 
     dummy = SHARED_DATA / DUMMY
     if not dummy.is_dir():

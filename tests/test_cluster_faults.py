@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 from argparse import Namespace
-from pathlib import Path
 
 import pytest
 import torch
@@ -29,8 +28,8 @@ from knet_d2.engine.launch import (
 )
 from knet_d2.engine.output_lock import OutputDirInUseError, lock_output_dir
 from knet_d2.engine.preemption import PREEMPTED_EXIT_CODE, signal_numbers
+from tests.helpers.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "configs/synthetic/panoptic/knet_R18_tiny.yaml"
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without GPUs")
 
@@ -207,9 +206,8 @@ def test_disk_full_during_save_names_directory_and_keeps_previous(tmp_path, monk
 # ------------------------------------------------------------------------------- training
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    from test_resume import register_tiny
-
     from knet_d2.data.datasets.register_synthetic import ensure_synthetic_for_datasets
+    from tests.helpers.tiny_training import register_tiny
 
     root = tmp_path_factory.mktemp("faults_data")
     ensure_synthetic_for_datasets([register_tiny(root)])
@@ -217,11 +215,11 @@ def data_root(tmp_path_factory):
 
 
 def _trainer(data_root, out, max_iter, workers, hook):
-    from conftest import load_config
     from detectron2.engine import HookBase
-    from test_resume import register_tiny, tiny_train_opts
 
     import train_net
+    from tests.helpers.paths import load_config
+    from tests.helpers.tiny_training import register_tiny, tiny_train_opts
 
     register_tiny(data_root)
     cfg = load_config(CONFIG, tiny_train_opts(out, max_iter=max_iter, period=100,

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 import train_net
+from tests.helpers.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "configs/synthetic/panoptic/knet_R18_tiny.yaml"
 PREFIX = "knet_test_cluster"
 TRAIN = f"{PREFIX}_panoptic_tiny"

@@ -13,7 +13,8 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO_ROOT
+
+from tests.helpers.paths import REPO_ROOT
 
 # What `import mask2former` registers (its data/datasets/register_*.py), as plain names.
 MASK2FORMER_STUB = textwrap.dedent(

@@ -4,9 +4,10 @@ import pickle
 
 import pytest
 import torch
-from conftest import REPO_ROOT, load_config
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_backbone
+
+from tests.helpers.paths import REPO_ROOT, load_config
 
 _spec = importlib.util.spec_from_file_location(
     "convert_v1c", REPO_ROOT / "tools/convert-mmcv-resnet-v1c-to-d2.py"

@@ -30,8 +30,8 @@ from knet_d2.data.datasets.register_custom import (
     register_sem_seg_dataset,
 )
 from knet_d2.data.synthetic import SYNTHETIC_CATEGORIES, generate_synthetic_dataset
+from tests.helpers.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 8
 
 

@@ -7,7 +7,6 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO_ROOT, load_config
 from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_backbone, build_model
@@ -19,6 +18,7 @@ from knet_d2.modeling.backbone.deform_resnet import (
     DeformConv2d,
     build_knet_resnet_backbone,
 )
+from tests.helpers.paths import REPO_ROOT, load_config
 
 CONFIGS = {
     "panoptic": REPO_ROOT / "configs/coco/panoptic-segmentation/knet_R101_dcn_ms3x.yaml",

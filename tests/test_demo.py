@@ -20,16 +20,11 @@ import numpy as np
 import predictor
 import pytest
 import video_io
-from conftest import REPO_ROOT
 from detectron2.data import MetadataCatalog
-from test_visualization import (
-    STUFF_FIRST,
-    THINGS_FIRST,
-    FakePredictor,
-    dataset_cfg,
-    small_photo,
-    write_image,
-)
+
+from tests.helpers.fake_predictor import STUFF_FIRST, THINGS_FIRST, FakePredictor, dataset_cfg
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.photos import small_photo, write_image
 
 DEMO_DIR = REPO_ROOT / "demo"
 

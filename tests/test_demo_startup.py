@@ -9,10 +9,11 @@ import numpy as np
 import predictor  # demo/predictor.py (demo/ is on pytest's pythonpath)
 import pytest
 import torch
-from conftest import REPO_ROOT
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.structures import Boxes, Instances
+
+from tests.helpers.paths import REPO_ROOT
 
 DEMO_DIR = REPO_ROOT / "demo"
 

@@ -6,7 +6,8 @@ import torch
 from detectron2.engine import launch
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
-from test_knet_model import make_input, tiny_cfg
+
+from tests.helpers.tiny_knet import make_input, tiny_cfg
 
 # Four images with the same number of objects each, so per-process means and the global mean
 # weight the images equally (D2/DDP semantics: gradients are averaged over processes).
@@ -81,10 +82,10 @@ EVAL_PREFIX = "knet_test_dist_eval"
 
 
 def _eval_cfg(data_root, out_dir):
-    from conftest import REPO_ROOT, load_config
     from detectron2.data import DatasetCatalog
 
     from knet_d2.data.datasets.register_synthetic import register_synthetic_datasets
+    from tests.helpers.paths import REPO_ROOT, load_config
 
     name = f"{EVAL_PREFIX}_panoptic_val"
     if name not in DatasetCatalog.list():

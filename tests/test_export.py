@@ -8,17 +8,15 @@ two sides differ by less than the measured float difference of the two runtimes)
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, load_config
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import read_image
-from detectron2.modeling import build_model
 from torch import nn
+
+from tests.helpers.paths import REPO_ROOT
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -38,26 +36,18 @@ from knet_d2.export import (  # noqa: E402
     reference_outputs,
 )
 from knet_d2.modeling.postprocessing import rescale_masks  # noqa: E402
+from tests.helpers.export_checks import (  # noqa: E402
+    ATOL,
+    CONFIGS,
+    RTOL,
+    assert_argmax_equal_up_to_ties,
+    get_model,
+    max_diff,
+    run_cli,
+    top2_gap,
+)
 
-CONFIGS = {
-    "panoptic": "configs/synthetic/panoptic/knet_R18_tiny.yaml",
-    "instance": "configs/synthetic/instance/knet_R18_tiny.yaml",
-    "semantic": "configs/synthetic/semantic/knet_upernet_tiny.yaml",  # PPM: pool substitution
-    "semantic_fcn": "configs/synthetic/semantic/knet_fcn_tiny.yaml",
-}
 KNET_TASKS = ("panoptic", "instance")
-ATOL = 1e-3
-RTOL = 1e-5  # semantic logits of random-init models reach |100|: float32 noise scales with it
-
-_MODELS = {}
-
-
-def get_model(task: str) -> nn.Module:
-    if task not in _MODELS:
-        torch.manual_seed(0)
-        cfg = load_config(REPO_ROOT / CONFIGS[task], ["MODEL.DEVICE", "cpu"])
-        _MODELS[task] = build_model(cfg).eval()
-    return _MODELS[task]
 
 
 def ort_options():
@@ -109,11 +99,6 @@ def exported(tmp_path_factory):
     return get
 
 
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return (a.float() - b.float()).abs().max().item()
-
-
 def assert_raw_close(ref: dict, got: dict, atol: float = ATOL, rtol: float = RTOL) -> dict:
     assert set(ref) == set(got)
     diffs = {}
@@ -126,20 +111,6 @@ def assert_raw_close(ref: dict, got: dict, atol: float = ATOL, rtol: float = RTO
 
 
 # ---------------------------------------------------------------- final-output comparison
-def top2_gap(scores: torch.Tensor) -> torch.Tensor:
-    """(K, H, W) -> (H, W) difference between the best and second-best value."""
-    v = scores.topk(2, dim=0).values
-    return v[0] - v[1]
-
-
-def assert_argmax_equal_up_to_ties(ref: torch.Tensor, got: torch.Tensor, gap: torch.Tensor,
-                                   eps: float) -> int:
-    """Argmax maps ``ref``/``got`` (H, W) agree except at pixels whose PyTorch decision gap
-    is <= eps (ties within the float difference); such pixels are <= 0.1% of the image."""
-    diff = ref != got
-    assert bool((gap[diff] <= eps).all()), f"non-tie pixels differ: gaps {gap[diff].max()}"
-    assert int(diff.sum()) <= 1e-3 * diff.numel(), int(diff.sum())
-    return int(diff.sum())
 
 
 def knet_probs(model, raw: dict, i: int, images, x: dict):
@@ -356,14 +327,6 @@ def test_unsupported_models_and_options_raise_clear_errors():
     with pytest.raises(ValueError, match="float32 \\(B, 3, H, W\\)"):
         export_onnx(get_model("instance"), x[0], "unused.onnx")
     assert not os.path.exists("unused.onnx")
-
-
-def run_cli(*args):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tools/export_model.py"), *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
 
 
 def test_cli_exports_checks_and_refuses_to_overwrite(tmp_path):

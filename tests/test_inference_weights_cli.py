@@ -6,9 +6,10 @@ import importlib.util
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, load_config
 from PIL import Image
-from test_model_zoo import TINY, TINY_INSTANCE, release, write_tiny_configs
+
+from tests.helpers.paths import REPO_ROOT, load_config
+from tests.helpers.tiny_zoo import TINY, TINY_INSTANCE, release, write_tiny_configs
 
 
 def _module(name, path):

@@ -3,10 +3,10 @@ docs/INFERENCE.md): instance outputs keep low scores, as D2's COCO evaluator nee
 from __future__ import annotations
 
 import torch
-from conftest import REPO_ROOT, load_config
 from detectron2.modeling import build_model
 
 from knet_d2.modeling.postprocessing import instance_inference, panoptic_inference
+from tests.helpers.paths import REPO_ROOT, load_config
 
 PANOPTIC = REPO_ROOT / "configs/synthetic/panoptic/knet_R18_tiny.yaml"
 

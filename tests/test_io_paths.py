@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
-from test_visualization import small_photo, write_image
 
 from knet_d2.utils.io_paths import expand_inputs, image_output_paths
+from tests.helpers.photos import small_photo, write_image
 
 
 def test_expand_inputs_and_name_clashes(tmp_path):

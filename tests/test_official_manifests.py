@@ -18,11 +18,11 @@ import logging
 
 import pytest
 import torch
-from conftest import SHARED_DATA, load_config
 from detectron2.modeling import build_model
 
 from knet_d2 import model_zoo
 from knet_d2.engine import KNetCheckpointer, check_inference_weights
+from tests.helpers.paths import SHARED_DATA, load_config
 
 MANIFESTS = SHARED_DATA / "official_knet_manifests"
 LAYOUT_FILES = {"mmdet": "mmdet_knet_releases.json", "mmseg": "mmseg_knet_releases.json"}

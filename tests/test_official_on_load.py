@@ -10,9 +10,15 @@ import logging
 
 import pytest
 import torch
-from conftest import REPO_ROOT, load_config
 from detectron2.modeling import build_model
-from test_knet_converter import (
+
+from knet_d2.checkpoint import OfficialCheckpointError
+from knet_d2.engine import (
+    IncompatibleWeightsError,
+    KNetCheckpointer,
+    check_inference_weights,
+)
+from tests.helpers.official_layouts import (
     COCO,
     R18,
     SMALL_DET,
@@ -22,13 +28,7 @@ from test_knet_converter import (
     mmseg_layout,
     save_mmcv,
 )
-
-from knet_d2.checkpoint import OfficialCheckpointError
-from knet_d2.engine import (
-    IncompatibleWeightsError,
-    KNetCheckpointer,
-    check_inference_weights,
-)
+from tests.helpers.paths import REPO_ROOT, load_config
 
 PANOPTIC = COCO / "panoptic-segmentation/knet_R50_1x.yaml"
 INSTANCE = COCO / "instance-segmentation/knet_R50_1x.yaml"
@@ -212,7 +212,7 @@ def test_weights_strict_config_key_defaults_to_true():
 def _tiny_instance_release(tmp_path):
     """An mmdet-layout file of the synthetic tiny instance model: 4 thing classes (and a deep
     stem that the mmdet names do not describe either)."""
-    from test_resume import tiny_train_opts
+    from tests.helpers.tiny_training import tiny_train_opts
 
     cfg = load_config(REPO_ROOT / "configs/synthetic/instance/knet_R18_tiny.yaml",
                       tiny_train_opts(tmp_path / "x"))
@@ -223,9 +223,9 @@ def _tiny_instance_release(tmp_path):
 
 def test_eval_only_refuses_wrong_checkpoint(tiny_data, tmp_path):
     from detectron2.engine import default_argument_parser
-    from test_resume import CONFIG, tiny_train_opts
 
     import train_net
+    from tests.helpers.tiny_training import CONFIG, tiny_train_opts
 
     weights = _tiny_instance_release(tmp_path)
     args = default_argument_parser().parse_args(
@@ -240,9 +240,8 @@ def test_eval_only_refuses_wrong_checkpoint(tiny_data, tmp_path):
 
 
 def test_training_logs_one_line_summary_and_resume_is_strict(tiny_data, tmp_path, caplog):
-    from test_resume import CONFIG, tiny_train_opts
-
     import train_net
+    from tests.helpers.tiny_training import CONFIG, tiny_train_opts
 
     caplog.set_level(logging.INFO)
     backbone_only = tmp_path / "R-18-backbone.pth"
@@ -268,9 +267,8 @@ def test_training_logs_one_line_summary_and_resume_is_strict(tiny_data, tmp_path
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from test_resume import register_tiny
-
     from knet_d2.data.datasets.register_synthetic import ensure_synthetic_for_datasets
+    from tests.helpers.tiny_training import register_tiny
 
     root = tmp_path_factory.mktemp("tiny_data")
     ensure_synthetic_for_datasets([register_tiny(root)])

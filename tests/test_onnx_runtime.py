@@ -21,26 +21,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO_ROOT, load_config
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import read_image as d2_read_image
 from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 
+from tests.helpers.paths import REPO_ROOT, load_config
+
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
-
-from test_export import (  # noqa: E402
-    ATOL,
-    CONFIGS,
-    RTOL,
-    assert_argmax_equal_up_to_ties,
-    get_model,
-    max_diff,
-    run_cli,
-    top2_gap,
-)
 
 from knet_d2.data.synthetic import render_sample, split_default_seed  # noqa: E402
 from knet_d2.export import (  # noqa: E402
@@ -63,6 +53,16 @@ from knet_onnx.image_ops import (  # noqa: E402
     shortest_edge_size,
 )
 from knet_onnx.spec import METADATA_KEY  # noqa: E402
+from tests.helpers.export_checks import (  # noqa: E402
+    ATOL,
+    CONFIGS,
+    RTOL,
+    assert_argmax_equal_up_to_ties,
+    get_model,
+    max_diff,
+    run_cli,
+    top2_gap,
+)
 
 PHOTO = "ade20k_sceneparsing_sample/images/ADE_val_00000001.jpg"
 

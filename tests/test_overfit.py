@@ -4,10 +4,10 @@ import os
 
 import pytest
 import torch
-from conftest import REPO_ROOT, load_config
 
 import train_net
 from knet_d2.data.datasets.register_synthetic import register_synthetic_datasets
+from tests.helpers.paths import REPO_ROOT, load_config
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ import importlib.util
 import json
 
 import pytest
-from conftest import REPO_ROOT
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from knet_d2 import get_knet_cfg
 from knet_d2.config import ConfigError
 from knet_d2.data.datasets.cli import DatasetSpecError, parse_dataset_spec, register_dataset_spec
+from tests.helpers.paths import REPO_ROOT
 
 SYNTH_INSTANCE = REPO_ROOT / "configs/synthetic/instance/knet_R18_tiny.yaml"
 CPU_SMALL = REPO_ROOT / "configs/custom/knet_R50_cpu_small.yaml"

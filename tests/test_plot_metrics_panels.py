@@ -6,7 +6,8 @@ import json
 import statistics
 
 import pytest
-from conftest import REPO_ROOT
+
+from tests.helpers.paths import REPO_ROOT
 
 KNET_LOSSES = ["total_loss", "loss_rpn_mask", "loss_rpn_dice", "loss_rpn_seg"] + [
     f"s{k}_loss_{kind}" for k in range(3) for kind in ("cls", "mask", "dice")

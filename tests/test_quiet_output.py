@@ -13,11 +13,11 @@ import sys
 import warnings
 
 import pytest
-from conftest import REPO_ROOT
 
 from knet_d2.data.skip_bad_samples import ReportedOnce, SkipBadSamples
 from knet_d2.engine.plain_logs import PlainTextFormatter, strip_ansi_in_log_files
 from knet_d2.quiet_warnings import filter_third_party_warnings
+from tests.helpers.paths import REPO_ROOT
 
 SYNTH_INSTANCE = REPO_ROOT / "configs/synthetic/instance/knet_R18_tiny.yaml"
 

@@ -36,8 +36,8 @@ from knet_d2.modeling.semantic import (
 )
 from knet_d2.modeling.semantic.resnet_v1c import stage_dilations
 from knet_d2.test_time_augmentation import SemanticSegmentorWithTTA, SemSegDatasetMapperTTA
+from tests.helpers.paths import REPO_ROOT as REPO
 
-REPO = Path(__file__).resolve().parents[1]
 ADE_CONFIGS = sorted((REPO / "configs/ade20k/semantic-segmentation").glob("knet_*.yaml"))
 NUM_CLASSES = 5
 HEADS = {"FCN": FCNHead, "PSP": PSPHead, "ASPP": ASPPHead, "UPerNet": UPerHead}

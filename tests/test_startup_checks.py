@@ -6,7 +6,6 @@ import re
 
 import pytest
 import torch
-from conftest import REPO_ROOT
 from detectron2.engine import default_argument_parser
 
 from knet_d2 import get_knet_cfg
@@ -18,6 +17,7 @@ from knet_d2.engine.startup_checks import (
     check_num_classes,
     weights_hint,
 )
+from tests.helpers.paths import REPO_ROOT
 
 SYNTH = REPO_ROOT / "configs/synthetic/panoptic/knet_R18_tiny.yaml"
 SYNTH_SEM = REPO_ROOT / "configs/synthetic/semantic/knet_fcn_tiny.yaml"

@@ -6,7 +6,6 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO_ROOT, load_config
 from detectron2.modeling import FPN, build_model
 from detectron2.structures import BitMasks, Instances
 
@@ -18,6 +17,7 @@ from knet_d2.modeling.backbone.swin import (
 )
 from knet_d2.modeling.semantic import FCNHead, UPerHead
 from knet_d2.solver import build_knet_optimizer
+from tests.helpers.paths import REPO_ROOT, load_config
 
 PAN_CFG = REPO_ROOT / "configs/coco/panoptic-segmentation/swin/knet_swin_L_ms3x.yaml"
 ADE_DIR = REPO_ROOT / "configs/ade20k/semantic-segmentation/swin"

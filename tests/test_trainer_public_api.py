@@ -10,13 +10,13 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from conftest import REPO_ROOT
 from detectron2.engine.hooks import PeriodicCheckpointer
 from torch.utils.data import DataLoader
 
 from knet_d2.engine.hooks import TrainerCheckpointHook
 from knet_d2.engine.resumable_sampler import ResumableTrainingSampler, resumable_sampler_of
 from knet_d2.engine.worker_failure import WatchedLoader, dead_workers, worker_failure_message
+from tests.helpers.paths import REPO_ROOT
 
 
 class _Saves:
