@@ -1,6 +1,6 @@
 """knet_d2.checkpoint.mmcv_resnet_v1c: mmcv / mmseg ResNetV1c names -> D2 names.
 
-The file-level round trip (every key of the D2 backbone filled) is in test_convert_tools.py.
+The file-level round trip (every key of the D2 backbone filled) is in tools/test_convert_tools.py.
 """
 import pytest
 import torch

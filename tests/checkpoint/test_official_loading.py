@@ -2,7 +2,7 @@
 checkpoint that does not fit the model is refused for inference, by name (item 2).
 
 The official-layout files are made from small knet_d2 models with the inverse mapping of
-test_knet_converter.py (independent of the converter's rules).
+tests/helpers/official_layouts.py (independent of the converter's rules).
 """
 from __future__ import annotations
 

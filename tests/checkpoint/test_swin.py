@@ -1,7 +1,7 @@
 """knet_d2.checkpoint.swin: official Swin ImageNet checkpoints -> knet_d2 Swin names.
 
 The file-level round trips (loaded into Swin + FPN and plain Swin models) are in
-test_convert_tools.py.
+tools/test_convert_tools.py.
 """
 import pytest
 import torch

@@ -1,7 +1,7 @@
 """knet_d2.checkpoint.torchvision_resnet: torchvision / mmdet ResNet names -> D2 names.
 
 The file-level round trip (weights loaded into D2's ResNet, same layer4 output) is in
-test_convert_tools.py.
+tools/test_convert_tools.py.
 """
 import pytest
 import torch

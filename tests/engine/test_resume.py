@@ -28,7 +28,7 @@ from tests.helpers.tiny_training import CONFIG, MAX_ITER, register_tiny, tiny_tr
 
 # ------------------------------------------------------------------------------- driver
 def _driver(argv) -> None:
-    """``python tests/test_resume.py --out DIR --data DIR [--resume] [--kill-at-iter K]
+    """``python tests/engine/test_resume.py --out DIR --data DIR [--resume] [--kill-at-iter K]
     [--kill-before-replace FILE]``: train_net.main plus a hook appending each iteration's
     total_loss to OUT/losses.jsonl, and optional SIGKILLs of itself."""
     ap = argparse.ArgumentParser()

@@ -1,6 +1,6 @@
 """knet_onnx, the torch-free runtime of exported models, against the PyTorch model.
 
-Same models, images and tolerances as tests/test_export.py: random-init tiny synthetic models
+Same models, images and tolerances as export/test_knet_export.py: random-init tiny synthetic models
 (seed 0), raw graph outputs within 1e-3 (+ 1e-5 relative), final outputs identical except at
 pixels that are numerical ties in PyTorch itself. Here the inputs are image files: a real
 photo (shrunk by the test resize), a synthetic image (not resized) and a small crop of the
