@@ -232,10 +232,12 @@ def _trainer(data_root, out, max_iter, workers, hook):
 
 def test_killed_data_loader_worker_is_named(data_root, tmp_path):
     killed = []
+    # child processes an earlier test of this process left running are not the loader's workers
+    earlier = {p.pid for p in multiprocessing.active_children()}
 
     def kill_worker(hook):
         if hook.trainer.iter == 2 and not killed:
-            workers = multiprocessing.active_children()
+            workers = [p for p in multiprocessing.active_children() if p.pid not in earlier]
             assert workers
             killed.append(workers[0].pid)
             os.kill(workers[0].pid, signal.SIGKILL)
