@@ -6,14 +6,14 @@ import pytest
 import torch
 from hypothesis import settings
 
+from tests.helpers.paths import SHARED_DATA
+
 # Property tests draw the same examples on every run ("ci", the default), so CI is never red by
 # chance; HYPOTHESIS_PROFILE=explore draws new random examples each run to look for bugs.
 settings.register_profile("ci", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 # Under pytest-xdist each worker gets one core: more torch threads than cores makes CPU
 # convolutions several times slower (OpenMP oversubscription).
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -26,21 +26,3 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real sample data not found at {SHARED_DATA}")
     return SHARED_DATA
-
-
-def load_config(path, opts=()):
-    """The config a user gets from ``train_net.py --config-file path opts...`` (not frozen)."""
-    from knet_d2 import get_knet_cfg
-
-    return get_knet_cfg(str(path), opts, freeze=False)
-
-
-def unregister_datasets(names) -> None:
-    """Remove ``names`` from D2's DatasetCatalog and MetadataCatalog (tests that re-register)."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    for name in names:
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-        if name in MetadataCatalog.list():
-            MetadataCatalog.remove(name)

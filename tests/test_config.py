@@ -2,10 +2,10 @@
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, load_config
 from detectron2.config import get_cfg
 
 from knet_d2 import add_knet_config
+from tests.helpers.paths import REPO_ROOT, load_config
 
 CONFIGS = sorted((REPO_ROOT / "configs").rglob("*.yaml"))
 

@@ -14,7 +14,8 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import REPO_ROOT as REPO
+
 DOCS = ("docs/reference.md", "docs/architecture.md")
 THIS_FILE = "tests/test_docs.py"
 

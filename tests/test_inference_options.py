@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, load_config
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.env import seed_all_rng
@@ -28,6 +27,7 @@ from knet_d2.data.image_io import read_image
 from knet_d2.engine import KNetCheckpointer
 from knet_d2.engine.startup_checks import check_inference_options
 from knet_d2.inference_options import inference_options, install_inference_options
+from tests.helpers.paths import REPO_ROOT, load_config
 
 PREFIX = "knet_test_batched"
 VAL = f"{PREFIX}_panoptic_val"

@@ -26,8 +26,8 @@ from knet_d2.install_lock import (
     stamp_matches_lock,
     write_stamp,
 )
+from tests.helpers.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCK = REPO_ROOT / "requirements" / "lock.txt"
 INSTALL_SCRIPT = REPO_ROOT / "tools" / "install_deps.sh"
 

@@ -1,44 +1,10 @@
 """The KNet meta-architecture end to end on CPU: shapes, D2 output formats, edge cases, learning."""
 import pytest
 import torch
-from conftest import REPO_ROOT, load_config
 from detectron2.modeling import build_model
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures import Boxes
 
-SYNTH = REPO_ROOT / "configs/synthetic/panoptic/knet_R18_tiny.yaml"
-
-
-def tiny_cfg(num_thing=3, num_stuff=2, **test_flags):
-    """The synthetic config, narrowed further so each forward takes milliseconds."""
-    opts = [
-        "DATASETS.TRAIN", "()", "DATASETS.TEST", "()",
-        "MODEL.KNET.NUM_THING_CLASSES", str(num_thing),
-        "MODEL.KNET.NUM_STUFF_CLASSES", str(num_stuff),
-        "MODEL.KNET.NUM_PROPOSALS", "6",
-        "MODEL.KNET.HIDDEN_DIM", "32", "MODEL.KNET.NECK.CONV_DIM", "32",
-        "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.KNET.FFN_DIM", "64", "MODEL.KNET.NUM_HEADS", "4",
-        "MODEL.KNET.NUM_STAGES", "2",
-    ]
-    for k, v in test_flags.items():
-        opts += [f"MODEL.KNET.TEST.{k.upper()}", str(v)]
-    cfg = load_config(SYNTH, opts)
-    cfg.MODEL.DEVICE = "cpu"
-    return cfg
-
-
-def make_input(h, w, classes, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    n = len(classes)
-    masks = torch.zeros(n, h, w, dtype=torch.bool)
-    for i in range(n):
-        y0 = int(torch.randint(0, max(h - 16, 1), (1,), generator=g))
-        x0 = int(torch.randint(0, max(w - 16, 1), (1,), generator=g))
-        masks[i, y0:y0 + 16, x0:x0 + 16] = True
-    inst = Instances((h, w))
-    inst.gt_masks = BitMasks(masks)
-    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
-    image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
-    return {"image": image, "instances": inst, "height": h, "width": w}
+from tests.helpers.tiny_knet import make_input, tiny_cfg
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +106,8 @@ def test_class_counts_on_d2_coco_panoptic_metadata():
     """D2's coco_2017_*_panoptic metadata lists all 133 classes as thing_classes; the check must
     count the 80 mapped thing ids instead (the official 80 + 53 configs build), and still fail
     on a wrong split."""
-    from conftest import load_config
-
     from knet_d2.data.class_layout import check_class_counts
+    from tests.helpers.paths import load_config
 
     cfg = load_config("configs/coco/panoptic-segmentation/knet_R50_1x.yaml")
     check_class_counts(cfg, 80, 53)

@@ -19,7 +19,7 @@ import textwrap
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from conftest import REPO_ROOT
+from tests.helpers.paths import REPO_ROOT
 
 # Layer of each part of knet_d2 (low -> high): a module imports only from its own layer or lower.
 # The longest matching prefix wins (knet_d2.model_zoo.releases is a data table below the rest of

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import load_config
 from detectron2.engine import DefaultPredictor
 from PIL import Image
-from test_model_zoo import TINY, TINY_INSTANCE, release, write_tiny_configs
 
 import knet_d2
 from knet_d2 import model_zoo
 from knet_d2.engine import IncompatibleWeightsError
 from knet_d2.model_zoo import ModelZooEntry
+from tests.helpers.paths import load_config
+from tests.helpers.tiny_zoo import TINY, TINY_INSTANCE, release, write_tiny_configs
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,11 @@ import os
 import cv2
 import pytest
 import torch
-from conftest import REPO_ROOT
-from test_visualization import THINGS_FIRST, FakePredictor, dataset_cfg, small_photo, write_image
 
 from knet_d2.rendering import render_predictions
+from tests.helpers.fake_predictor import THINGS_FIRST, FakePredictor, dataset_cfg
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.photos import small_photo, write_image
 
 
 def test_render_predictions_for_quickstart(tmp_path):
@@ -38,7 +39,7 @@ def test_real_tiny_knet_panoptic(tmp_path):
     configs = sorted((REPO_ROOT / "configs" / "synthetic" / "panoptic").glob("*.yaml"))
     if not configs:
         pytest.skip("no configs/synthetic/panoptic/*.yaml yet: nothing tiny to build")
-    from conftest import load_config
+    from tests.helpers.paths import load_config
 
     # random weights on purpose: MODEL.WEIGHTS_STRICT False lets inference run without a checkpoint
     cfg = load_config(

@@ -56,7 +56,7 @@ checkpoint's ``layer{i}.{j}.conv2.conv_offset.{weight,bias}`` copies **unchanged
   ``(-1, H) x (-1, W)``). D2 itself relies on this: its CPU path of ``_DeformConv.forward``
   calls ``torchvision.ops.deform_conv2d`` with the unchanged offsets.
 
-``tests/test_deform_resnet.py`` checks the (dy, dx) per-kernel-point layout of
+``tests/modeling/test_deform_resnet.py`` checks the (dy, dx) per-kernel-point layout of
 ``torchvision.ops.deform_conv2d`` numerically against a slow bilinear reference.
 """
 from typing import Optional

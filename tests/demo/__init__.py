@@ -1,0 +1,1 @@
+"""Tests of demo/ (the demo script, its predictor and image reading)."""

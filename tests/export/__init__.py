@@ -1,0 +1,1 @@
+"""Tests of knet_d2.export and knet_onnx."""
