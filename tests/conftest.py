@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import settings
 
-from tests.helpers.paths import SHARED_DATA
+from tests.helpers.paths import SHARED_DATA, require_shared_data
 
 # Property tests draw the same examples on every run ("ci", the default), so CI is never red by
 # chance; HYPOTHESIS_PROFILE=explore draws new random examples each run to look for bugs.
@@ -22,7 +22,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """Root of the real COCO / ADE20K samples; tests using it skip when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real sample data not found at {SHARED_DATA}")
-    return SHARED_DATA
+    """Root of the real COCO / ADE20K samples; tests using it fail when it is absent (see
+    :func:`tests.helpers.paths.require_shared_data`)."""
+    return require_shared_data(SHARED_DATA)

@@ -37,8 +37,7 @@ def test_render_predictions_for_quickstart(tmp_path):
 def test_real_tiny_knet_panoptic(tmp_path):
     """Demo pictures from a randomly initialised tiny K-Net (the quickstart path)."""
     configs = sorted((REPO_ROOT / "configs" / "synthetic" / "panoptic").glob("*.yaml"))
-    if not configs:
-        pytest.skip("no configs/synthetic/panoptic/*.yaml yet: nothing tiny to build")
+    assert configs, "no configs/synthetic/panoptic/*.yaml: nothing tiny to build"
     from tests.helpers.paths import load_config
 
     # random weights on purpose: MODEL.WEIGHTS_STRICT False lets inference run without a checkpoint

@@ -34,7 +34,7 @@ from knet_d2.data.datasets.ade20k_panoptic import (
 from knet_d2.data.datasets.register_ade20k_panoptic import register_all_ade20k_panoptic
 from knet_d2.engine.trainer import build_knet_evaluator
 from tests.helpers.catalogs import unregister_datasets
-from tests.helpers.paths import REPO_ROOT, SHARED_DATA, load_config
+from tests.helpers.paths import REPO_ROOT, SHARED_DATA, load_config, require_shared_data
 
 logging.getLogger("detectron2").setLevel(logging.WARNING)
 
@@ -60,8 +60,7 @@ def ade_root(tmp_path_factory):
     """A D2 datasets root with ADEChallengeData2016 made from the 3-image sample (same images
     for training and validation), converted by the prepare scripts' functions, and the
     knet_ade20k_panoptic_* names registered on it (restored afterwards)."""
-    if not SAMPLE.is_dir():
-        pytest.skip(f"real sample data not found at {SAMPLE}")
+    require_shared_data(SAMPLE)
     root = tmp_path_factory.mktemp("d2_datasets")
     ade = root / "ADEChallengeData2016"
     for split in ("training", "validation"):

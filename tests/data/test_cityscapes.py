@@ -112,11 +112,9 @@ def build_cityscapes_root(dummy: Path, root: Path) -> Path:
 def cityscapes_root(tmp_path_factory):
     """D2's cityscapes_fine_panoptic_{train,val} re-registered on a test root built from the
     dummy; D2's own registration is restored afterwards."""
-    from tests.helpers.paths import SHARED_DATA
+    from tests.helpers.paths import SHARED_DATA, require_shared_data
 
-    dummy = SHARED_DATA / DUMMY
-    if not dummy.is_dir():
-        pytest.skip(f"real sample data not found at {dummy}")
+    dummy = require_shared_data(SHARED_DATA / DUMMY)
     root = build_cityscapes_root(dummy, tmp_path_factory.mktemp("d2_datasets"))
     unregister_datasets(NAMES)
     register_all_cityscapes_panoptic(str(root))

@@ -309,14 +309,12 @@ def test_async_predictor_reorders_results():
 
 
 # ------------------------------------------------------------------------------------ tools
-# tools/visualize_data.py and tools/plot_metrics.py are written separately ("Demo" part 3). These
-# tests assume D2-like command lines:
+# tools/visualize_data.py and tools/plot_metrics.py have D2-like command lines:
 #   visualize_data.py --source annotation --config-file FILE --output-dir DIR
 #   plot_metrics.py RUN_DIR_OR_METRICS_JSON --output-dir DIR
 def _tool(name: str) -> Path:
     path = REPO_ROOT / "tools" / name
-    if not path.is_file():
-        pytest.skip(f"tools/{name} does not exist yet")
+    assert path.is_file(), f"tools/{name} is missing"
     return path
 
 
