@@ -19,7 +19,7 @@ import platform
 import re
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import knet_d2  # noqa: F401  (first: hides named third-party warnings; registers)
 
@@ -285,15 +285,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     logger.info("Arguments: %s", args)
 
+    built: List[VisualizationDemo] = []
+
     def demo_factory() -> VisualizationDemo:
-        return VisualizationDemo(
+        built.append(VisualizationDemo(
             cfg,
             instance_mode=ColorMode.IMAGE,
             parallel=args.parallel,
             task=args.task,
             confidence_threshold=args.confidence_threshold,
             batch_size=args.batch_size,
-        )
+        ))
+        return built[-1]
 
     try:
         if args.input:
@@ -306,6 +309,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.error("%s", e)
         print(f"demo/demo.py: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        for demo in built:  # --parallel: stop the workers before returning
+            demo.close()
     print(f"demo/demo.py: {summary}")
     return 1 if summary.failed else 0
 

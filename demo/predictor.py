@@ -241,6 +241,11 @@ class VisualizationDemo(ImageRenderer):
                 predictor = Predictor(cfg, **batching)
         self.predictor = predictor
 
+    def close(self) -> None:
+        """Stop the worker processes of ``parallel=True`` now (otherwise they stop at exit)."""
+        if isinstance(self.predictor, AsyncPredictor):
+            self.predictor.shutdown()
+
     def _draw_frame(
         self, video_vis: VideoVisualizer, frame_bgr: np.ndarray, predictions: Predictions
     ) -> np.ndarray:

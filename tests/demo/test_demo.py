@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
+import multiprocessing
 import queue
 import subprocess
 import sys
@@ -192,10 +193,13 @@ def test_video_parallel_workers_and_refusals(cli, fake_model, cfg_file, tmp_path
     assert rc == 2 and src.read_bytes() == before
     # --parallel: AsyncPredictor with one CPU worker process, frames come back in order
     out = tmp_path / "par" / "clip_vis.avi"
+    children_before = set(multiprocessing.active_children())
     rc = cli.main(["--config-file", str(cfg_file), "--video-input", str(src), "--output", str(out),
                    "--parallel"])
     assert rc == 0
     assert len(_count_frames(out)) == 7
+    # the worker processes are stopped when the demo returns, not left running until exit
+    assert set(multiprocessing.active_children()) <= children_before
 
 
 def test_no_output_without_display_is_a_clear_error(cli, fake_model, cfg_file, tmp_path,
