@@ -10,8 +10,10 @@ are finite, see ``benchmarks.models.calibrate_frozen_bn``):
   PanopticFPN R50.
 
 Inputs: the first ``--num-images`` coco_tiny val2017 images, resized by D2's test resize
-(short side ``--min-size`` 800, long side <= ``--max-size`` 1333), batch 1; outputs at the
-original image size (``height``/``width`` given), as in D2's evaluation.
+(short side ``--min-size`` 800, long side <= ``--max-size`` 1333), at each of
+``--batch-sizes`` (default 1; a batch is a list of consecutive images, cycled when there are
+fewer images than the batch, see ``benchmarks.batching``); outputs at the original image size
+(``height``/``width`` given), as in D2's evaluation.
 
 Workload: D2's detectors keep ``TEST.DETECTIONS_PER_IMAGE 100`` with ``SCORE_THRESH_TEST 0``
 (and the cascade's last stage, which reads the same key), the workload of a trained detector
@@ -23,12 +25,20 @@ Usage::
     python -m benchmarks.bench_inference --device cpu --threads 1 --num-images 3 --warmup 1
     python -m benchmarks.bench_inference --device cuda --amp none bf16 --channels-last \
         --compile --cuda-graphs --num-images 20 --warmup 5 --iters 5
+    python -m benchmarks.bench_inference --device cpu --threads 2 --num-images 4 \
+        --batch-sizes 1 2 4 8 --amp none bf16 --compile --user-options
+
+Variants: ``eager`` (bf16 rows: the benchmark's autocast around the whole call), ``compile`` /
+``cuda-graphs`` (the benchmark's own fast paths of ``forward_kernels``), and with
+``--user-options`` ``options`` / ``options+compile``: a copy of the model through
+``knet_d2.inference_options`` (``TEST.PRECISION`` / ``TEST.COMPILE``, what users get).
 
 Timing: all models are built first; after the warm-up each model's peak memory is measured
-over one call on the largest image, then the models take turns image by image (every timed
-call between two device synchronisations), so that load changes of a shared machine hit all
-models alike. Prints the environment, one row per (model, precision, variant) and the ratios
-with their targets (GPU targets on cuda, the CPU target on cpu).
+over one call on the batch holding the largest image, then the models take turns call by call
+(every timed call between two device synchronisations; batch sizes take turns pass by pass), so
+that load changes of a shared machine hit all models alike. Prints the environment, one row per
+(model, precision, variant, batch size), the ratios with their targets (GPU targets on cuda,
+the CPU targets on cpu) and the ratios per batch size.
 """
 from __future__ import annotations
 
@@ -40,9 +50,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from . import batching
 from .cli import add_common_args, environment, setup_run
 from .data import coco_tiny_inputs, inputs_for
-from .measure import PeakMemory, autocast, synchronize, time_interleaved
+from .measure import PeakMemory, autocast, synchronize
 from .models import D2_CONFIGS, MODEL_NAMES, build_cfg, build_model_from_cfg, calibrate_frozen_bn
 from .report import count_outputs, fmt_ratio, format_table
 
@@ -52,9 +63,9 @@ ALL_MODELS = INSTANCE_MODELS + PANOPTIC_MODELS
 
 # (numerator, denominator, GPU target, CPU target): images/s ratios of the same run
 RATIO_TARGETS = [
-    ("knet_instance", "cascade_mask_rcnn", 2.0, 1.0),
+    ("knet_instance", "cascade_mask_rcnn", 2.0, batching.CPU_INSTANCE_TARGET),
     ("knet_instance", "mask_rcnn", 1.5, None),
-    ("knet_panoptic", "panoptic_fpn", 1.5, None),
+    ("knet_panoptic", "panoptic_fpn", 1.5, batching.CPU_PANOPTIC_TARGET),
 ]
 BF16_TARGET = 1.5  # K-Net bf16 / fp32 images/s on GPU
 FAST_PATH_TARGET = 150.0  # img/s of K-Net R50 instance through compile / CUDA graphs on H100
@@ -71,6 +82,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="torch.compile mode of --compile (e.g. max-autotune-no-cudagraphs)")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="also time K-Net with backbone + heads replayed as CUDA graphs")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1],
+                   help="images per model call, each in its own rows (default: 1)")
+    p.add_argument("--user-options", action="store_true",
+                   help="also time K-Net through knet_d2.inference_options (TEST.PRECISION / "
+                        "TEST.COMPILE): 'options' rows per non-fp32 --amp, 'options+compile' "
+                        "rows per --amp with --compile")
     p.add_argument("--profile", action="store_true",
                    help="print a torch.profiler table of one K-Net call per K-Net model")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -79,6 +96,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         p.error("--cuda-graphs needs --device cuda (CUDA graphs do not exist on the CPU)")
     if args.json is not None and args.json.exists():
         p.error(f"--json {args.json} already exists; not overwriting it")
+    if batching.check_batch_sizes(args.batch_sizes):
+        p.error(batching.check_batch_sizes(args.batch_sizes))
     if min(args.num_images, args.iters) < 1 or args.warmup < 0:
         p.error("--num-images and --iters must be >= 1, --warmup >= 0")
     return args
@@ -163,13 +182,17 @@ class CudaGraphKernels:
 
 # ---------------------------------------------------------------------------- measurement
 class Runner:
-    """One measured configuration: ``runner(i)`` runs the model on image ``i`` (batch 1)."""
+    """One measured configuration: ``runner(i)`` runs the model on call ``i``'s batch of
+    ``batch_size`` images (:func:`benchmarks.batching.batch_indices`; batch 1: image ``i``).
+    ``options`` variants get ``model`` already wrapped by ``knet_d2.inference_options`` and
+    run it without the benchmark's autocast."""
 
     def __init__(self, key: str, model, inputs: List[dict], device: torch.device, amp: str,
-                 variant: str, compile_mode: str = "default"):
+                 variant: str, compile_mode: str = "default", batch_size: int = 1):
         self.key, self.model, self.inputs = key, model, inputs
         self.device, self.amp, self.variant = device, amp, variant
-        if variant == "eager":
+        self.batch_size = batch_size
+        if variant == "eager" or variant in batching.USER_VARIANTS:
             self.path = None
         elif variant == "compile":
             self.path = CompiledKernels(model, compile_mode)
@@ -180,8 +203,11 @@ class Runner:
         if self.path is not None:
             self.path.install()
         try:
-            with torch.no_grad(), autocast(self.device, self.amp):
-                return self.model([self.inputs[i % len(self.inputs)]])
+            batch = [self.inputs[j] for j in batching.batch_indices(
+                i, self.batch_size, len(self.inputs))]
+            amp = "none" if self.variant in batching.USER_VARIANTS else self.amp
+            with torch.no_grad(), autocast(self.device, amp):
+                return self.model(batch)
         finally:
             if self.path is not None:
                 self.path.uninstall()
@@ -232,13 +258,17 @@ def check_agreement(runners: Dict[str, Runner]) -> Dict[str, Dict[str, float]]:
             if r.key in refs and (r.amp, r.variant) != ("none", "eager")}
 
 
-def variants_for(key: str, args) -> List[str]:
+def variants_for(key: str, args, amp: str = "none") -> List[str]:
     out = ["eager"]
     if key.startswith("knet"):
         if args.compile:
             out.append("compile")
         if args.cuda_graphs:
             out.append("cuda-graphs")
+        if args.user_options and amp != "none":
+            out.append("options")
+        if args.user_options and args.compile:
+            out.append("options+compile")
     return out
 
 
@@ -249,8 +279,8 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
         print_fn(line)
     images = coco_tiny_inputs(args.data_root, args.num_images, args.min_size, args.max_size)
     sizes = [tuple(x["image"].shape[-2:]) for x in images]
-    print_fn(f"inputs: {len(images)} coco_tiny val2017 images, batch 1, resized sizes "
-             f"{sorted(set(sizes))}")
+    print_fn(f"inputs: {len(images)} coco_tiny val2017 images, batch sizes "
+             f"{args.batch_sizes}, resized sizes {sorted(set(sizes))}")
     runners: Dict[str, Runner] = {}
     for key in args.models:
         torch.manual_seed(args.seed)
@@ -258,13 +288,17 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
         inputs = inputs_for(key, images, device, args.channels_last)
         calibrate_frozen_bn(model, inputs[:1])
         for amp in args.amp:
-            for variant in variants_for(key, args):
-                runners[f"{key}|{amp}|{variant}"] = Runner(key, model, inputs, device, amp,
-                                                           variant, args.compile_mode)
+            for variant in variants_for(key, args, amp):
+                wrapped = model if variant not in batching.USER_VARIANTS else \
+                    batching.user_options_model(model, amp, variant == "options+compile")
+                for bs in args.batch_sizes:
+                    runners[f"{key}|{amp}|{variant}|{bs}"] = Runner(
+                        key, wrapped, inputs, device, amp, variant, args.compile_mode, bs)
     # warm-up; fast paths need one call per distinct input shape (compile / capture)
     for runner in runners.values():
-        n = args.warmup if runner.path is None else max(args.warmup, len(images))
-        for i in range(n):
+        passes = batching.calls_per_pass(len(images), runner.batch_size)
+        fast = runner.path is not None or runner.variant == "options+compile"
+        for i in range(max(args.warmup, passes) if fast else args.warmup):
             runner(i)
     compiled = [r for r in runners.values() if r.variant == "compile"]
     if compiled:
@@ -278,58 +312,56 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
         graphs = counters["stats"]["unique_graphs"]
         print_fn(f"torch.compile: {graphs} graphs for {pairs} (model, precision, input size) "
                  f"combinations ({'no graph breaks' if graphs == pairs else 'graph breaks'})")
-    agreement = check_agreement(runners)
-    # peak memory: one call per runner on the largest image, alone
+    first = args.batch_sizes[0]
+    agreement = check_agreement({n: r for n, r in runners.items() if r.batch_size == first})
+    # peak memory: one call per runner on the batch holding the largest image, alone
     largest = max(range(len(images)), key=lambda i: sizes[i][0] * sizes[i][1])
     memory = {}
     for name, runner in runners.items():
         with PeakMemory(device) as mem:
-            runner(largest)
+            runner(largest // runner.batch_size)
         memory[name] = mem
     counts: Dict[str, List[dict]] = {name: [] for name in runners}
-    seconds = time_interleaved(
-        runners, list(range(args.iters * len(images))), device,
-        on_result=lambda name, out: counts[name].extend(out),
+    seconds = batching.time_batch_sizes(
+        runners, {n: r.batch_size for n, r in runners.items()}, len(images), args.iters,
+        device, on_result=lambda name, out: counts[name].extend(out),
     )
     results = []
     for name, runner in runners.items():
         mem = memory[name]
         results.append({
             "model": runner.key, "amp": runner.amp, "variant": runner.variant,
-            "s_per_img": seconds[name], "img_per_s": 1.0 / seconds[name],
+            "batch_size": runner.batch_size, "s_per_batch": seconds[name],
+            "s_per_img": seconds[name] / runner.batch_size,
+            "img_per_s": runner.batch_size / seconds[name],
             "peak_mib": mem.peak_mib, "extra_mib": mem.extra_mib, "mem_method": mem.method,
             **count_outputs(counts[name]),
             "agreement_with_fp32_eager": agreement.get(name),
         })
     if args.profile:
         for runner in runners.values():
-            if runner.key.startswith("knet"):
+            if runner.key.startswith("knet") and runner.batch_size == first:
                 profile_once(runner, MODEL_NAMES[runner.key])
     report(results, args, print_fn)
+    tables = batching.report_batches(results, args.device, print_fn)
     if args.json is not None:
-        args.json.write_text(json.dumps({"argv": list(argv), "results": results}, indent=1))
+        args.json.write_text(json.dumps({"argv": list(argv), "batch_sizes": args.batch_sizes,
+                                         "results": results, **tables}, indent=1))
     return results
 
 
-def _find(results: List[dict], key: str, amp: str, variant: str = "eager") -> Optional[dict]:
-    for r in results:
-        if (r["model"], r["amp"], r["variant"]) == (key, amp, variant):
-            return r
-    return None
-
-
 def report(results: List[dict], args, print_fn: Callable[[str], None] = print) -> None:
-    """Print the results table and the ratio table."""
+    """Print the results table (all batch sizes) and the ratio table (first batch size)."""
     gpu = args.device == "cuda"
     rows = [
-        [MODEL_NAMES[r["model"]], r["amp"], r["variant"], r["img_per_s"],
+        [MODEL_NAMES[r["model"]], r["amp"], r["variant"], r["batch_size"], r["img_per_s"],
          r["s_per_img"] * 1000, r["peak_mib"], r["extra_mib"],
          r.get("instances", "-"), r.get("segments", "-")]
         for r in results
     ]
     print_fn("\n## Inference results\n")
     print_fn(format_table(
-        ["model", "precision", "variant", "img/s", "ms/img", "peak MiB", "extra MiB",
+        ["model", "precision", "variant", "batch", "img/s", "ms/img", "peak MiB", "extra MiB",
          "instances/img", "segments/img"], rows))
     methods = sorted({r["mem_method"] for r in results})
     print_fn(f"\nmemory (one call on the largest image): {'; '.join(methods)}")
@@ -339,6 +371,11 @@ def report(results: List[dict], args, print_fn: Callable[[str], None] = print) -
                  + ", ".join(f"{MODEL_NAMES[r['model']]} {r['instances']}" for r in bad))
     elif any(r["model"] in D2_CONFIGS for r in results):
         print_fn("workload check: every D2 model returned 100 instances per image")
+
+    first = args.batch_sizes[0]
+
+    def _find(results, key, amp, variant="eager"):
+        return batching.find(results, key, amp, variant, first)
 
     agree = [r for r in results if r.get("agreement_with_fp32_eager")]
     if agree:
@@ -357,7 +394,7 @@ def report(results: List[dict], args, print_fn: Callable[[str], None] = print) -
         for num, den, gpu_t, cpu_t in RATIO_TARGETS:
             target = gpu_t if gpu else cpu_t
             d = _find(results, den, amp)
-            for variant in ("eager", "compile", "cuda-graphs"):
+            for variant in ("eager", "compile", "cuda-graphs", *batching.USER_VARIANTS):
                 n = _find(results, num, amp, variant)
                 if n is None or d is None:
                     continue
@@ -373,7 +410,7 @@ def report(results: List[dict], args, print_fn: Callable[[str], None] = print) -
                                    *fmt_ratio(hi["img_per_s"] / lo["img_per_s"],
                                                  BF16_TARGET if gpu else None)])
     for r in results:
-        if r["model"] == "knet_instance" and r["variant"] != "eager":
+        if (r["model"], r["batch_size"]) == ("knet_instance", first) and r["variant"] != "eager":
             ratio_rows.append([r["amp"], f"{MODEL_NAMES[r['model']]} ({r['variant']}) img/s",
                                f"{r['img_per_s']:.1f}",
                                f">= {FAST_PATH_TARGET:g} (H100)" if gpu else "-",
@@ -387,7 +424,7 @@ def report(results: List[dict], args, print_fn: Callable[[str], None] = print) -
                                    f"{MODEL_NAMES[den]}",
                                    f"{n['extra_mib'] / max(d['extra_mib'], 1e-9):.2f}", "-", "-"])
     if ratio_rows:
-        print_fn(f"\n## Ratios (same run; {'GPU' if gpu else 'CPU'} targets)\n")
+        print_fn(f"\n## Ratios (same run, batch {first}; {'GPU' if gpu else 'CPU'} targets)\n")
         print_fn(format_table(["precision", "ratio", "value", "target", "met"], ratio_rows))
 
 
