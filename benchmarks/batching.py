@@ -138,7 +138,8 @@ def target_rows(results: List[dict]) -> List[list]:
             and (r["variant"] in USER_VARIANTS or (r["amp"], r["variant"]) == ("none", "eager"))]
     best = max(user, key=lambda r: r["img_per_s"], default=None)
     add("K-Net R50 instance best user-visible option / Cascade, batch 1",
-        f"{best['amp']} {best['variant']} / fp32 eager" if best else "-", best, cascade,
+        f"{AMP_TO_PRECISION[best['amp']]} {best['variant']} / fp32 eager" if best else "-",
+        best, cascade,
         CPU_BEST_OPTION_TARGET)
     add("K-Net R50 panoptic / PanopticFPN, batch 1", "fp32 eager / fp32 eager",
         find(results, "knet_panoptic", "none"), find(results, "panoptic_fpn", "none"),

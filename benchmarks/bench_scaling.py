@@ -4,10 +4,12 @@ K-Net R50 instance (``MODEL.KNET.NUM_PROPOSALS`` each of ``--proposals``) vs D2 
 R-CNN R50-FPN, fp32, batch 1, on real coco_tiny val2017 images.
 
 Input sizes: for each long side ``L`` of ``--sizes`` the images go through D2's test resize with
-``max_size = L`` and ``min_size = round(L * 800 / 1333)`` (D2's 800 / 1333 aspect), so a 4:3
-photo is resized to ``L`` on its long side. Models, random weights, FrozenBN calibration and the
-100-detection workload of the D2 model are those of ``bench_inference`` (see
-``benchmarks.models``).
+``max_size = L`` and ``min_size = round(L * 800 / 1333)`` (D2's 800 / 1333 proportion), i.e.
+D2's default test size scaled by ``L / 1333``: ``L`` caps the long side, which wide images
+reach (a 4:3 photo at ``L`` = 1333 is 800 x 1067, as in D2's evaluation).
+
+Models, random weights, FrozenBN calibration and the 100-detection workload of the D2 model are
+those of ``bench_inference`` (see ``benchmarks.models``).
 
 Usage::
 
@@ -53,7 +55,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add_common_args(p)
     p.add_argument("--num-images", type=int, default=2, help="coco_tiny val images")
     p.add_argument("--sizes", type=int, nargs="+", default=DEFAULT_SIZES,
-                   help="long sides of the inputs (short side in D2's 800/1333 proportion)")
+                   help="long-side caps of the inputs (short side in D2's 800/1333 "
+                        "proportion; replace --min-size / --max-size)")
     p.add_argument("--proposals", type=int, nargs="+", default=DEFAULT_PROPOSALS,
                    help="K-Net MODEL.KNET.NUM_PROPOSALS values, each a model")
     p.add_argument("--no-cascade", action="store_true", help="K-Net only")
