@@ -14,11 +14,15 @@ bound of a real run's.
 Batches: ``knet_d2.Predictor`` batches only consecutive images that the model pads to the same
 size (batched results then equal per-image results), so on a folder of mixed sizes fewer and
 smaller batches form than ``--batch-size`` asks for; the table reports the model calls and the
-batch sizes that actually formed (counted by a forward pre-hook on the model).
+batch sizes that actually formed (counted by a forward pre-hook on the model). The first
+coco_tiny images pad to several sizes (mostly batches of one); ``--uniform-size`` takes only the
+640x480 images, a folder from one camera, where every batch fills up.
 
 Usage::
 
     python -m benchmarks.bench_demo_folder --threads 2 --num-images 8 --batch-size 4 --iters 1
+    python -m benchmarks.bench_demo_folder --threads 2 --num-images 8 --batch-size 4 \
+        --uniform-size --precision bf16
 
 Timing: the two configurations take turns run by run (``--iters`` runs each over the whole
 folder, after one untimed run over the first ``--warmup`` images, over all of them with
@@ -59,6 +63,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="the 'after' configuration's TEST.PRECISION")
     p.add_argument("--compile", action="store_true",
                    help="the 'after' configuration with TEST.COMPILE")
+    p.add_argument("--uniform-size", action="store_true",
+                   help="only coco_tiny images of the most common size (640x480): the folder "
+                        "of one camera, where every batch fills up")
     p.add_argument("--output-dir", type=Path, default=None,
                    help="keep the drawings in this new folder (default: a temporary folder)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -88,6 +95,24 @@ class BatchCounter:
         self._handle.remove()
 
 
+def folder_images(data_root: Path, num_images: int, uniform_size: bool) -> List[Path]:
+    """The first ``num_images`` coco_tiny val2017 files (sorted by name); with ``uniform_size``
+    only files of the most common (width, height) (PIL's header size)."""
+    from PIL import Image
+
+    folder = data_root / "coco_tiny" / "val2017"
+    files = sorted(folder.glob("*.jpg"))
+    if uniform_size:
+        sizes = {f: Image.open(f).size for f in files}
+        common = collections.Counter(sizes.values()).most_common(1)[0][0]
+        files = [f for f in files if sizes[f] == common]
+    if len(files) < num_images:
+        raise SystemExit(f"{folder}: only {len(files)} images"
+                         f"{' of the most common size' if uniform_size else ''}, "
+                         f"--num-images {num_images}")
+    return files[:num_images]
+
+
 def build_predictor(args, batch_size: int, precision: str, compile: bool):
     """``knet_d2.Predictor`` with random weights, as ``demo.py --allow-random-weights``."""
     from knet_d2 import Predictor
@@ -107,8 +132,8 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
     device = setup_run(args)
     for line in environment(args, argv, __spec__.name):
         print_fn(line)
-    images = coco_tiny_inputs(args.data_root, args.num_images, args.min_size, args.max_size)
-    files = [Path(x["file_name"]) for x in images]
+    files = folder_images(args.data_root, args.num_images, args.uniform_size)
+    images = coco_tiny_inputs(args.data_root, 1, args.min_size, args.max_size)  # calibration
     configs = {
         "before: batch 1, fp32": (1, "fp32", False),
         f"after: batch {args.batch_size}, {args.precision}"
@@ -171,8 +196,9 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
 def report(results: List[dict], args, files: Sequence[Path],
            print_fn: Callable[[str], None] = print) -> None:
     """The two rows and the after / before throughput ratio."""
-    print_fn(f"\n## Demo folder throughput: {MODEL_NAMES[args.model]}, {len(files)} coco_tiny "
-             f"images, {args.iters} run(s) each, drawing and writing included\n")
+    which = "same-size " if args.uniform_size else ""
+    print_fn(f"\n## Demo folder throughput: {MODEL_NAMES[args.model]}, {len(files)} {which}"
+             f"coco_tiny images, {args.iters} run(s) each, drawing and writing included\n")
     print_fn(format_table(
         ["configuration", "img/s", "s/img", "model calls", "images per call: calls"],
         [[r["config"], r["img_per_s"], r["seconds"] / r["images"], r["model_calls"],

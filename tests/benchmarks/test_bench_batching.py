@@ -184,3 +184,14 @@ def test_bench_demo_folder_smoke(shared_data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench_demo_folder.parse_args(["--output-dir", str(out_dir)])
     assert "already exists; pass a new folder" in capsys.readouterr().err
+
+
+def test_demo_folder_uniform_size_images(shared_data):
+    from PIL import Image
+
+    files = bench_demo_folder.folder_images(shared_data, 3, uniform_size=True)
+    assert len(files) == 3 and {Image.open(f).size for f in files} == {(640, 480)}
+    mixed = bench_demo_folder.folder_images(shared_data, 3, uniform_size=False)
+    assert mixed == sorted((shared_data / "coco_tiny" / "val2017").glob("*.jpg"))[:3]
+    with pytest.raises(SystemExit, match="only 20 images of the most common size"):
+        bench_demo_folder.folder_images(shared_data, 21, uniform_size=True)
