@@ -80,6 +80,20 @@ def time_batch_sizes(
     return {name: totals[name] / counts[name] for name in runners}
 
 
+def compile_combinations(runners: Sequence, num_images: int) -> int:
+    """Distinct (model, precision, batch size, padded batch size) of ``runners``' calls over one
+    pass: how many graphs a static-shape ``torch.compile`` without graph breaks makes."""
+    combos = set()
+    for r in runners:
+        d = max(int(r.model.size_divisibility), 1)
+        for call in range(calls_per_pass(num_images, r.batch_size)):
+            shapes = [r.inputs[j]["image"].shape[-2:]
+                      for j in batch_indices(call, r.batch_size, num_images)]
+            h, w = max(s[0] for s in shapes), max(s[1] for s in shapes)
+            combos.add((r.key, r.amp, r.batch_size, -(-h // d) * d, -(-w // d) * d))
+    return len(combos)
+
+
 def find(results: List[dict], model: str, amp: str, variant: str = "eager",
          batch_size: int = 1) -> Optional[dict]:
     """The result row of (model, precision, variant, batch size), or None."""

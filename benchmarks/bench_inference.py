@@ -294,24 +294,22 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
                 for bs in args.batch_sizes:
                     runners[f"{key}|{amp}|{variant}|{bs}"] = Runner(
                         key, wrapped, inputs, device, amp, variant, args.compile_mode, bs)
-    # warm-up; fast paths need one call per distinct input shape (compile / capture)
-    for runner in runners.values():
+    # warm-up; fast paths need one call per distinct input shape (compile / capture); the
+    # benchmark's compile runners first, so that the graph count is theirs alone
+    compiled = [r for r in runners.values() if r.variant == "compile"]
+    for runner in compiled + [r for r in runners.values() if r.variant != "compile"]:
         passes = batching.calls_per_pass(len(images), runner.batch_size)
         fast = runner.path is not None or runner.variant == "options+compile"
         for i in range(max(args.warmup, passes) if fast else args.warmup):
             runner(i)
-    compiled = [r for r in runners.values() if r.variant == "compile"]
-    if compiled:
-        from torch._dynamo.utils import counters
+        if compiled and runner is compiled[-1]:
+            from torch._dynamo.utils import counters
 
-        def padded(r, x):  # graphs are per padded input size
-            d = r.model.size_divisibility
-            return tuple(-(-n // d) * d for n in x["image"].shape[-2:])
-
-        pairs = len({(r.key, r.amp, padded(r, x)) for r in compiled for x in r.inputs})
-        graphs = counters["stats"]["unique_graphs"]
-        print_fn(f"torch.compile: {graphs} graphs for {pairs} (model, precision, input size) "
-                 f"combinations ({'no graph breaks' if graphs == pairs else 'graph breaks'})")
+            graphs = counters["stats"]["unique_graphs"]
+            combos = batching.compile_combinations(compiled, len(images))
+            print_fn(f"torch.compile: {graphs} graphs for {combos} (model, precision, batch, "
+                     f"padded size) combinations "
+                     f"({'no graph breaks' if graphs == combos else 'graph breaks'})")
     first = args.batch_sizes[0]
     agreement = check_agreement({n: r for n, r in runners.items() if r.batch_size == first})
     # peak memory: one call per runner on the batch holding the largest image, alone

@@ -195,3 +195,20 @@ def test_demo_folder_uniform_size_images(shared_data):
     assert mixed == sorted((shared_data / "coco_tiny" / "val2017").glob("*.jpg"))[:3]
     with pytest.raises(SystemExit, match="only 20 images of the most common size"):
         bench_demo_folder.folder_images(shared_data, 21, uniform_size=True)
+
+
+def test_compile_combinations_count_padded_batch_shapes():
+    from types import SimpleNamespace
+
+    inputs = [{"image": torch.zeros(3, h, w)} for h, w in [(60, 90), (64, 70), (100, 40)]]
+    model = SimpleNamespace(size_divisibility=32)
+
+    def runner(bs, amp="none"):
+        return SimpleNamespace(key="knet_instance", amp=amp, batch_size=bs, model=model,
+                               inputs=inputs)
+
+    # batch 1: (64, 96), (64, 96), (128, 64) -> 2 shapes; batch 2: [0, 1] (64, 96),
+    # [2, 0] (128, 96) -> 2; batch 4: [0, 1, 2, 0] (128, 96) -> 1; bf16 batch 1: 2 more
+    assert batching.compile_combinations([runner(1)], 3) == 2
+    assert batching.compile_combinations([runner(1), runner(2), runner(4)], 3) == 5
+    assert batching.compile_combinations([runner(1), runner(1, "bf16")], 3) == 4
