@@ -156,6 +156,10 @@ def add_knet_config(cfg: CN) -> None:
     # (visible area / mask area) >= OVERLAP_THRESHOLD.
     k.TEST.INSTANCE_SCORE_THRESH = 0.3
     k.TEST.OVERLAP_THRESHOLD = 0.6
+    # Memory format of the image batch in inference: "auto" = channels-last (NHWC) on the CPU
+    # (oneDNN's fast convolutions; outputs equal up to float rounding), "on" = on every
+    # device, "off" = never. Training is not affected.
+    k.TEST.CHANNELS_LAST = "auto"
 
     # ---------------------------------------------------------------- semantic K-Net (ADE20K)
     # Used with MODEL.SEM_SEG_HEAD.NAME = "KNetSemSegHead".

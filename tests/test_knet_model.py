@@ -133,3 +133,37 @@ def test_overfit_loss_falls():
         loss.backward()
         opt.step()
     assert loss.item() < 0.6 * first
+
+
+def test_channels_last_inference_on_cpu_equals_nchw():
+    """MODEL.KNET.TEST.CHANNELS_LAST: "auto" feeds the backbone an NHWC-strided batch in CPU
+    inference only (never in training, never with "off"); outputs equal NCHW's up to rounding."""
+    torch.manual_seed(0)
+    models = {mode: build_model(tiny_cfg(channels_last=mode)) for mode in ("auto", "off")}
+    models["off"].load_state_dict(models["auto"].state_dict())
+    seen = {}
+
+    def record(mode):
+        def hook(module, inputs):
+            seen[mode] = inputs[0].is_contiguous(memory_format=torch.channels_last)
+        return hook
+
+    for mode, m in models.items():
+        m.backbone.register_forward_pre_hook(record(mode))
+    batch = [make_input(61, 77, [0, 2]), make_input(64, 50, [1])]
+    out = {}
+    with torch.no_grad():
+        for mode, m in models.items():
+            out[mode] = m.eval()(batch)
+    assert seen == {"auto": True, "off": False}
+    for a, b in zip(out["auto"], out["off"]):
+        ia, ib = a["instances"], b["instances"]
+        assert torch.equal(ia.pred_classes, ib.pred_classes)
+        assert (ia.scores - ib.scores).abs().max() <= 1e-5
+        assert (ia.pred_masks != ib.pred_masks).float().mean() <= 1e-3
+        assert (a["sem_seg"] - b["sem_seg"]).abs().max() <= 1e-4
+    models["auto"].train()
+    models["auto"](batch)
+    assert seen["auto"] is False  # training stays NCHW
+    with pytest.raises(ValueError, match="CHANNELS_LAST"):
+        build_model(tiny_cfg(channels_last="yes"))

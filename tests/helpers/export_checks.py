@@ -27,7 +27,10 @@ _MODELS = {}
 def get_model(task: str) -> nn.Module:
     if task not in _MODELS:
         torch.manual_seed(0)
-        cfg = load_config(REPO_ROOT / CONFIGS[task], ["MODEL.DEVICE", "cpu"])
+        # The exported graphs compute in NCHW, so the reference forward does too (channels-last
+        # inference agrees up to float rounding: tests/test_knet_model.py).
+        cfg = load_config(REPO_ROOT / CONFIGS[task],
+                          ["MODEL.DEVICE", "cpu", "MODEL.KNET.TEST.CHANNELS_LAST", "off"])
         _MODELS[task] = build_model(cfg).eval()
     return _MODELS[task]
 
