@@ -14,11 +14,12 @@ from benchmarks import (
     bench_lock,
     bench_scaling,
     bench_train,
+    fit_real_images,
     quickstart,
     train_synthetic,
 )
 from benchmarks.bench_lock import HELD_ENV, LOCK_ENV, BenchmarkLockedError, benchmark_lock
-from tests.helpers.paths import REPO_ROOT
+from tests.helpers.paths import REPO_ROOT, SHARED_DATA
 
 HOLD = textwrap.dedent("""
     import sys
@@ -95,10 +96,11 @@ def test_script_refused_as_a_user_sees_it(other_holder, lock_file):
     (bench_train, ["--threads", "1"]),
     (bench_scaling, ["--threads", "1"]),
     (bench_demo_folder, ["--threads", "1"]),
+    (fit_real_images, ["--data-root", str(SHARED_DATA)]),
     (train_synthetic, ["--task", "panoptic"]),
     (quickstart, []),
-], ids=["bench_inference", "bench_train", "bench_scaling", "bench_demo_folder", "train_synthetic",
-        "quickstart"])
+], ids=["bench_inference", "bench_train", "bench_scaling", "bench_demo_folder", "fit_real_images",
+        "train_synthetic", "quickstart"])
 def test_every_benchmark_script_takes_the_lock(script, argv, other_holder, monkeypatch):
     def run_anyway(*a, **k):
         raise AssertionError(f"{script.__name__} ran while another benchmark held the lock")
@@ -107,7 +109,8 @@ def test_every_benchmark_script_takes_the_lock(script, argv, other_holder, monke
     monkeypatch.setattr(sys, "argv", [script.__name__, *argv])
     with pytest.raises(BenchmarkLockedError, match=rf"^{script.__name__}: another timed "
                                                    rf"benchmark .* PID {other_holder.pid}"):
-        script.main(argv) if script.__name__.startswith("benchmarks.bench_") else script.main()
+        takes_argv = script not in (train_synthetic, quickstart)
+        script.main(argv) if takes_argv else script.main()
 
 
 def test_child_runs_under_the_parents_lock_others_do_not(lock_file):
