@@ -45,7 +45,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from .cli import add_common_args, environment, setup_run
+from .bench_lock import benchmark_lock
+from .cli import add_common_args, environment, run_header, setup_run
 from .data import coco_tiny_inputs, inputs_for
 from .models import MODEL_NAMES, calibrate_frozen_bn, knet_cfg
 from .report import format_table
@@ -130,7 +131,8 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
     from knet_d2.rendering import ImageRenderer, dataset_metadata, run_on_images
 
     device = setup_run(args)
-    for line in environment(args, argv, __spec__.name):
+    header = run_header(argv, __spec__.name, args.device, args.threads)
+    for line in environment(header):
         print_fn(line)
     files = folder_images(args.data_root, args.num_images, args.uniform_size)
     images = coco_tiny_inputs(args.data_root, 1, args.min_size, args.max_size)  # calibration
@@ -189,7 +191,8 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
         })
     report(results, args, files, print_fn)
     if args.json is not None:
-        args.json.write_text(json.dumps({"argv": list(argv), "results": results}, indent=1))
+        record = {"argv": list(argv), **header, "results": results}
+        args.json.write_text(json.dumps(record, indent=1))
     return results
 
 
@@ -211,7 +214,9 @@ def report(results: List[dict], args, files: Sequence[Path],
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     argv = list(sys.argv[1:] if argv is None else argv)
-    return run(parse_args(argv), argv)
+    args = parse_args(argv)
+    with benchmark_lock(__spec__.name, argv):
+        return run(args, argv)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from . import batching
-from .cli import add_common_args, environment, setup_run
+from .bench_lock import benchmark_lock
+from .cli import add_common_args, environment, run_header, setup_run
 from .data import coco_tiny_inputs, inputs_for
 from .measure import PeakMemory, autocast, synchronize
 from .models import D2_CONFIGS, MODEL_NAMES, build_cfg, build_model_from_cfg, calibrate_frozen_bn
@@ -275,7 +276,8 @@ def variants_for(key: str, args, amp: str = "none") -> List[str]:
 def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> List[dict]:
     """Build every model, warm up, measure memory per model, then time them taking turns."""
     device = setup_run(args)
-    for line in environment(args, argv, __spec__.name):
+    header = run_header(argv, __spec__.name, args.device, args.threads)
+    for line in environment(header):
         print_fn(line)
     images = coco_tiny_inputs(args.data_root, args.num_images, args.min_size, args.max_size)
     sizes = [tuple(x["image"].shape[-2:]) for x in images]
@@ -343,8 +345,9 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
     report(results, args, print_fn)
     tables = batching.report_batches(results, args.device, print_fn)
     if args.json is not None:
-        args.json.write_text(json.dumps({"argv": list(argv), "batch_sizes": args.batch_sizes,
-                                         "results": results, **tables}, indent=1))
+        record = {"argv": list(argv), **header, "batch_sizes": args.batch_sizes,
+                  "results": results, **tables}
+        args.json.write_text(json.dumps(record, indent=1))
     return results
 
 
@@ -428,7 +431,9 @@ def report(results: List[dict], args, print_fn: Callable[[str], None] = print) -
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     argv = list(sys.argv[1:] if argv is None else argv)
-    return run(parse_args(argv), argv)
+    args = parse_args(argv)
+    with benchmark_lock(__spec__.name, argv):
+        return run(args, argv)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from .bench_inference import Runner
-from .cli import add_common_args, environment, setup_run
+from .bench_lock import benchmark_lock
+from .cli import add_common_args, environment, run_header, setup_run
 from .data import coco_tiny_inputs, inputs_for
 from .measure import PeakMemory, time_interleaved
 from .models import MODEL_NAMES, build_cfg, build_model_from_cfg, calibrate_frozen_bn
@@ -130,7 +131,8 @@ def measure_size(args, device: torch.device, models: Dict[str, tuple], long_side
 def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> List[dict]:
     """Build the models once, then measure each input size (models taking turns)."""
     device = setup_run(args)
-    for line in environment(args, argv, __spec__.name):
+    header = run_header(argv, __spec__.name, args.device, args.threads)
+    for line in environment(header):
         print_fn(line)
     top = max(args.sizes)
     models = build_models(args, device, coco_tiny_inputs(args.data_root, 1, min_size_for(top),
@@ -140,7 +142,8 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
         results += measure_size(args, device, models, long_side, print_fn)
     report(results, print_fn)
     if args.json is not None:
-        args.json.write_text(json.dumps({"argv": list(argv), "results": results}, indent=1))
+        record = {"argv": list(argv), **header, "results": results}
+        args.json.write_text(json.dumps(record, indent=1))
     if args.plot is not None:
         plot(results, args.plot)
         print_fn(f"plot: {args.plot}")
@@ -203,7 +206,9 @@ def plot(results: List[dict], path: Path) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     argv = list(sys.argv[1:] if argv is None else argv)
-    return run(parse_args(argv), argv)
+    args = parse_args(argv)
+    with benchmark_lock(__spec__.name, argv):
+        return run(args, argv)
 
 
 if __name__ == "__main__":

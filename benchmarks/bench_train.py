@@ -47,7 +47,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from detectron2.utils.events import EventStorage
 
-from .cli import add_common_args, environment, setup_run
+from .bench_lock import benchmark_lock
+from .cli import add_common_args, environment, run_header, setup_run
 from .data import d2_batch, panoptic_batch
 from .measure import PeakMemory, SectionTimer, autocast, synchronize, time_interleaved
 from .models import MODEL_NAMES, build_cfg, build_model_from_cfg, calibrate_frozen_bn
@@ -163,7 +164,8 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
     """Warm up every model, measure each one's peak memory over one step, then time the models
     taking turns step by step (K-Net with its loss-path timers installed)."""
     device = setup_run(args)
-    for line in environment(args, argv, __spec__.name):
+    header = run_header(argv, __spec__.name, args.device, args.threads)
+    for line in environment(header):
         print_fn(line)
     batch = panoptic_batch(args.data_root, args.batch_size, args.min_size, args.max_size)
     desc = ", ".join(
@@ -176,7 +178,8 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
             results += measure_precision(args, device, amp, batch, print_fn)
     report(results, args, print_fn)
     if args.json is not None:
-        args.json.write_text(json.dumps({"argv": list(argv), "results": results}, indent=1))
+        record = {"argv": list(argv), **header, "results": results}
+        args.json.write_text(json.dumps(record, indent=1))
     return results
 
 
@@ -287,7 +290,9 @@ def report(results: List[dict], args, print_fn: Callable[[str], None] = print) -
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     argv = list(sys.argv[1:] if argv is None else argv)
-    return run(parse_args(argv), argv)
+    args = parse_args(argv)
+    with benchmark_lock(__spec__.name, argv):
+        return run(args, argv)
 
 
 if __name__ == "__main__":

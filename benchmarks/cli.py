@@ -1,6 +1,6 @@
 """What the benchmark scripts share on their command line: the common arguments, the data root,
-the run set-up (threads, seed, precision defaults, TF32 off) and the environment lines printed
-before the results.
+the run set-up (threads, seed, precision defaults, TF32 off) and the run header (date, commit,
+machine, command) printed before the results and stored in their JSON.
 
 The data root (``--data-root``) is the folder holding ``coco_tiny/`` and
 ``coco_panoptic_sample/``. Its default follows Detectron2's ``$DETECTRON2_DATASETS``
@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
-import re
+import subprocess
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
-import numpy as np
 import torch
+
+from knet_d2.collect_env import machine_line
 
 from .measure import AMP_DTYPES
 
@@ -78,27 +78,34 @@ def setup_run(args: argparse.Namespace) -> torch.device:
     return torch.device(args.device)
 
 
-def environment(args: argparse.Namespace, argv: Sequence[str], module: str) -> List[str]:
-    """Lines describing the run: date, device, versions, command (``python -m module ...``)."""
-    import detectron2
-
-    if args.device == "cuda":
-        dev = f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
-    else:
-        dev = f"CPU {_cpu_model()} ({os.cpu_count()} cores visible)"
-    return [
-        f"date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"device: {dev}, torch threads {args.threads}",
-        f"versions: python {platform.python_version()}, torch {torch.__version__}, "
-        f"detectron2 {detectron2.__version__}, numpy {np.__version__}",
-        "command: python -m " + " ".join([module, *argv]),
-    ]
+def run_header(argv: Sequence[str], module: str, device: str, threads: int) -> Dict[str, str]:
+    """What a result needs to be reproduced: date, commit, machine (one line of
+    ``python -m knet_d2.collect_env --short``), device and torch threads, and the exact command
+    (``python -m module argv...``). Printed before the results and stored in their JSON."""
+    dev = f"cuda ({torch.cuda.get_device_name()})" if device == "cuda" else device
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": machine_line(),
+        "device": f"{dev}, torch threads {threads}",
+        "command": "python -m " + " ".join([module, *argv]),
+    }
 
 
-def _cpu_model() -> str:
+def environment(header: Dict[str, str]) -> List[str]:
+    """The lines printed before the results: ``key: value`` of :func:`run_header`."""
+    return [f"{key}: {value}" for key, value in header.items()]
+
+
+def git_commit() -> str:
+    """The repository's commit (``+dirty`` with uncommitted changes to tracked files), or
+    ``unknown`` outside a git checkout."""
+    root = Path(__file__).resolve().parents[1]
     try:
-        text = Path("/proc/cpuinfo").read_text()
-        m = re.search(r"model name\s*:\s*(.+)", text)
-        return m.group(1).strip() if m else platform.processor()
-    except OSError:
-        return platform.processor() or "unknown"
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from .bench_lock import benchmark_lock
+
 ROOT = Path(__file__).resolve().parents[1]
 
 TASKS = ("panoptic", "instance", "semantic")
@@ -58,6 +60,12 @@ def main() -> int:
         help="retrain into task folders that hold the checkpoints of an earlier quickstart",
     )
     a = ap.parse_args()
+    with benchmark_lock(__spec__.name, sys.argv[1:]):  # handed down to train_synthetic
+        return run(a)
+
+
+def run(a: argparse.Namespace) -> int:
+    """Generate the data, train and evaluate every task of ``a.tasks``, draw the pictures."""
     out = Path(a.output)
     used = [str(out / t) for t in a.tasks if any((out / t).glob("*.pth"))]
     if used and not a.overwrite:

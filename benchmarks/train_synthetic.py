@@ -20,6 +20,9 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
+
+from .bench_lock import benchmark_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,9 +35,11 @@ TASKS = {
 
 
 def run(
-    task: str, output: str, opts: list, time_budget: float, threads: int, overwrite: bool = False
+    task: str, output: str, opts: list, time_budget: float, threads: int, overwrite: bool = False,
+    argv: Sequence[str] = (),
 ) -> dict:
-    """Train + evaluate one task; returns the metrics, wall times and the verdict.
+    """Train + evaluate one task; returns the metrics, wall times and the verdict, with the run
+    header (date, commit, machine, command from ``argv``) of :func:`benchmarks.cli.run_header`.
 
     ``overwrite``: replace the checkpoints of an earlier run in ``output`` (else refused)."""
     import torch
@@ -42,8 +47,11 @@ def run(
 
     import train_net
 
+    from .cli import run_header
+
     config, group, key, target = TASKS[task]
     torch.set_num_threads(threads)
+    header = run_header(argv, __spec__.name, "cpu", threads)
     args = default_argument_parser().parse_args(
         ["--config-file", str(ROOT / config), "OUTPUT_DIR", output, "MODEL.DEVICE", "cpu",
          "OUTPUT_OVERWRITE", str(bool(overwrite)), *opts]
@@ -60,6 +68,7 @@ def run(
     eval_s = time.perf_counter() - t1
     value = float(results[group][key])
     summary = {
+        **header,
         "task": task,
         "config": config,
         "iterations": cfg.SOLVER.MAX_ITER,
@@ -99,7 +108,9 @@ def main() -> int:
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     a = ap.parse_args()
     out = a.output or f"output/bench_{a.task}"
-    s = run(a.task, out, a.opts, a.time_budget, a.threads, overwrite=a.overwrite)
+    with benchmark_lock(__spec__.name, sys.argv[1:]):
+        s = run(a.task, out, a.opts, a.time_budget, a.threads, overwrite=a.overwrite,
+                argv=sys.argv[1:])
     print(
         f"[benchmark] {s['task']}: {s['metric']} = {s['value']:.2f} (target >= {s['target']}, "
         f"{'met' if s['met_target'] else 'NOT met'}); train {s['train_seconds']} s for "

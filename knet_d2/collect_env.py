@@ -3,11 +3,18 @@
 Shows detectron2's own environment table (torch, CUDA, compiled ops) followed by the
 versions of the packages knet_d2 relies on, whether its registries are populated, and a
 warning for each package whose version lies outside the tested matrix (:data:`TESTED_MATRIX`).
+
+``python -m knet_d2.collect_env --short`` prints one line instead (:func:`machine_line`: CPU,
+cores, memory, GPUs, python / torch / detectron2 / numpy versions), the machine description
+that every benchmark result records.
 """
+import argparse
 import importlib
+import os
 import platform
 import re
 import sys
+from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
 # What the test suite has passed with: the lock (requirements/lock.txt) and the
@@ -111,6 +118,53 @@ def collect_env_info() -> str:
     return "\n".join(lines)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    try:
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        if m:
+            return m.group(1).strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def memory_gib() -> Optional[float]:
+    """Physical memory of the machine in GiB (None where ``os.sysconf`` cannot tell)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def machine_line() -> str:
+    """One line describing this machine and install, e.g. ``CPU Intel Xeon ... (2 cores), 24 GiB
+    RAM, no GPU; python 3.11.7, torch 2.14.1, detectron2 0.7.2, numpy 1.26.4``."""
+    import torch
+
+    ram = memory_gib()
+    parts = [f"CPU {cpu_model()} ({os.cpu_count()} cores)",
+             f"{ram:.0f} GiB RAM" if ram is not None else "RAM unknown"]
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        gpus = ", ".join(f"{n} x{names.count(n)}" for n in dict.fromkeys(names))
+        parts.append(f"GPU {gpus} (CUDA {torch.version.cuda})")
+    else:
+        parts.append("no GPU")
+    versions = installed_matrix_versions()
+    soft = ", ".join(f"{name} {versions.get(name) or 'missing'}"
+                     for name in ("python", "torch", "detectron2", "numpy"))
+    return ", ".join(parts) + "; " + soft
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true",
+                        help="one line: CPU, cores, memory, GPUs and the main versions")
+    args = parser.parse_args(argv)
+    print(machine_line() if args.short else collect_env_info())
+    return 0
+
+
 if __name__ == "__main__":
-    print(collect_env_info())
-    sys.exit(0)
+    sys.exit(main())

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import settings
 
+from benchmarks.bench_lock import LOCK_ENV
 from tests.helpers.paths import SHARED_DATA, require_shared_data
 
 # Property tests draw the same examples on every run ("ci", the default), so CI is never red by
@@ -18,6 +19,17 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # convolutions several times slower (OpenMP oversubscription).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_benchmark_lock(tmp_path_factory):
+    """The benchmark scripts the tests run (smoke runs, nothing timed) take a lock file of this
+    test process, not the machine's: they neither wait for a real benchmark nor for each other
+    across pytest-xdist workers. Tests of the lock itself set ``$KNET_BENCH_LOCK`` again."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv(LOCK_ENV, str(tmp_path_factory.mktemp("bench_lock") / "knet_bench.lock"))
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ from knet_d2.install_lock import (
     write_stamp,
 )
 from tests.helpers.paths import REPO_ROOT
+from tests.helpers.requirements import skip_or_fail
 
 LOCK = REPO_ROOT / "requirements" / "lock.txt"
 INSTALL_SCRIPT = REPO_ROOT / "tools" / "install_deps.sh"
@@ -237,9 +238,9 @@ def test_environment_matches_lock():
     """Every version the install pinned is the one installed (make test: after install_deps.sh)."""
     stamp, record = _stamp_of_this_interpreter()
     if record is None:
-        pytest.skip(f"{sys.prefix} was not installed by tools/install_deps.sh with a lock")
+        skip_or_fail(f"{sys.prefix} was not installed by tools/install_deps.sh with a lock")
     if record["lock"] is None:
-        pytest.skip("installed with KNET_LOCK=none (version ranges only)")
+        skip_or_fail("installed with KNET_LOCK=none (version ranges only)")
     if Path(record["lock"]) == LOCK.resolve():
         assert stamp_matches_lock(stamp, LOCK), (
             f"{LOCK} changed after this environment was installed: run `make install`")

@@ -94,15 +94,15 @@ def test_skip_bad_samples_does_not_swallow_interrupts():
         SkipBadSamples(mapper)({"file_name": "x.jpg"})
 
 
-@pytest.mark.skipif(torch.__version__ < "2.4", reason="fused AdamW on CPU needs torch >= 2.4")
 def test_fused_adamw_matches_unfused_step():
-    """On CPU the optimizer uses the fused AdamW kernel; it must update like torch's plain AdamW."""
+    """On CPU the optimizer uses the fused AdamW kernel (torch >= 2.4; the per-tensor loop
+    before); either way it must update like torch's plain AdamW."""
     torch.manual_seed(0)
     model, reference = _Toy(), _Toy()
     reference.load_state_dict(model.state_dict())
     initial = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = build_knet_optimizer(_cfg(BACKBONE_MULTIPLIER=1.0), model)
-    assert opt.defaults.get("fused") is True
+    assert bool(opt.defaults.get("fused")) is (torch.__version__ >= "2.4")  # TorchVersion order
     plain = torch.optim.AdamW(reference.parameters(), lr=1e-4, weight_decay=0.05)
     for _ in range(3):
         for p, q in zip(model.parameters(), reference.parameters()):

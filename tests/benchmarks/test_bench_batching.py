@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from benchmarks import batching, bench_demo_folder, bench_inference, bench_scaling
+from knet_d2.collect_env import machine_line
 
 TINY = ["--threads", "1", "--warmup", "0", "--iters", "1", "--min-size", "64",
         "--max-size", "96"]
@@ -99,6 +100,10 @@ def test_bench_inference_batch_sizes(shared_data, tmp_path, capsys):
     out = capsys.readouterr().out
     saved = json.loads(path.read_text())
     assert saved["batch_sizes"] == [1, 2] and saved["results"] == json.loads(json.dumps(results))
+    # the run header, printed and stored: the machine line is collect_env --short's
+    assert saved["machine"] == machine_line() and f"machine: {saved['machine']}" in out
+    assert saved["command"] == "python -m benchmarks.bench_inference " + " ".join(argv)
+    assert f"commit: {saved['commit']}" in out and len(saved["commit"].split("+")[0]) == 40
     assert [(r["model"], r["batch_size"]) for r in results] == [
         ("knet_instance", 1), ("knet_instance", 2)]
     for r in results:

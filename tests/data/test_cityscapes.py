@@ -40,6 +40,7 @@ from knet_d2.data.dataset_mappers import build_knet_test_mapper, build_knet_trai
 from knet_d2.engine.trainer import build_knet_evaluator
 from tests.helpers.catalogs import unregister_datasets
 from tests.helpers.paths import REPO_ROOT, load_config
+from tests.helpers.requirements import require_module
 
 logging.getLogger("detectron2").setLevel(logging.WARNING)
 
@@ -195,12 +196,8 @@ def _cityscapesscripts_or_fail(*also: str):
     """Skip when cityscapesscripts (or a module in ``also``) is missing; fail under CI, where
     tools/install_deps.sh must have installed it."""
     for module in ("cityscapesscripts",) + also:
-        if importlib.util.find_spec(module) is None:
-            msg = (f"{module} is not installed (tools/install_deps.sh installs it); D2's "
-                   "Cityscapes instance loader and evaluators need it")
-            if os.environ.get("CI"):
-                pytest.fail(msg)
-            pytest.skip(msg)
+        require_module(module, "tools/install_deps.sh installs it; D2's Cityscapes instance "
+                               "loader and evaluators need it")
 
 
 def test_evaluator_choice_and_missing_cityscapesscripts(cityscapes_root, monkeypatch, tmp_path):

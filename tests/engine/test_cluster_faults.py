@@ -31,7 +31,14 @@ from knet_d2.engine.preemption import PREEMPTED_EXIT_CODE, signal_numbers
 from tests.helpers.paths import REPO_ROOT
 
 CONFIG = REPO_ROOT / "configs/synthetic/panoptic/knet_R18_tiny.yaml"
-no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without GPUs")
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """This process and its children see no GPU, also on a machine that has some."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
 
 
 # ------------------------------------------------------------------------------- launchers
@@ -77,8 +84,7 @@ def test_launcher_and_d2_flags_together_are_refused(monkeypatch):
         launch_training(lambda a: None, args, device="cpu")
 
 
-@no_gpu
-def test_gpus_that_are_not_there_are_refused():
+def test_gpus_that_are_not_there_are_refused(no_gpu):
     with pytest.raises(LaunchError, match=r"--num-gpus 2 asks for 2 GPUs .*torchrun"):
         check_devices("cpu", 2)
     with pytest.raises(LaunchError, match=r"MODEL.DEVICE is 'cuda'.*MODEL.DEVICE cpu"):
@@ -86,8 +92,7 @@ def test_gpus_that_are_not_there_are_refused():
     check_devices("cpu", 1)
 
 
-@no_gpu
-def test_train_net_num_gpus_without_gpus_fails_before_building(tmp_path):
+def test_train_net_num_gpus_without_gpus_fails_before_building(tmp_path, no_gpu):
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "train_net.py", "--config-file", str(CONFIG), "--num-gpus", "2",

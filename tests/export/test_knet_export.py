@@ -17,9 +17,10 @@ from detectron2.data.detection_utils import read_image
 from torch import nn
 
 from tests.helpers.paths import REPO_ROOT
+from tests.helpers.requirements import require_module
 
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
+ort = require_module("onnxruntime", "tools/install_deps.sh installs it (ONNX export)")
+onnx = require_module("onnx", "tools/install_deps.sh installs it (ONNX export)")
 
 from knet_d2.data.synthetic import render_sample, split_default_seed  # noqa: E402
 from knet_d2.export import (  # noqa: E402

@@ -28,9 +28,10 @@ from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 
 from tests.helpers.paths import REPO_ROOT, load_config
+from tests.helpers.requirements import require_module
 
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
+ort = require_module("onnxruntime", "tools/install_deps.sh installs it (ONNX export)")
+require_module("onnx", "tools/install_deps.sh installs it (ONNX export)")
 
 from knet_d2.data.synthetic import render_sample, split_default_seed  # noqa: E402
 from knet_d2.export import (  # noqa: E402

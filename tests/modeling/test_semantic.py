@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.data.datasets import load_sem_seg
@@ -112,7 +113,6 @@ def test_resnet_v1c_50_d8_structure():
     assert bb.res3[0].conv2.stride == (2, 2) and bb.res3[0].conv1.stride == (1, 1)  # pytorch style
     assert bb.res4[0].shortcut.stride == (1, 1) and bb.res5[0].conv2.stride == (1, 1)
     # parameter count = torchvision ResNet-50 without fc, 7x7 stem replaced by the deep stem
-    torchvision = pytest.importorskip("torchvision")
     tv = torchvision.models.resnet50()
     n_tv = sum(p.numel() for n, p in tv.named_parameters() if not n.startswith("fc."))
     deep_minus_7x7 = (3 * 32 + 32 * 32 + 32 * 64) * 9 + 2 * (32 + 32 + 64) - (3 * 64 * 49 + 2 * 64)

@@ -1,0 +1,93 @@
+"""One timed benchmark at a time on a machine: every benchmark script takes this lock first.
+
+Two timed runs on the same cores measure each other, not the model. Each script
+(bench_inference, bench_train, bench_scaling, bench_demo_folder, train_synthetic, quickstart,
+fit_real_images) runs inside :func:`benchmark_lock`, an exclusive ``fcntl.flock`` on the file
+``$KNET_BENCH_LOCK`` (default ``<system temp dir>/knet_d2_benchmark.lock``). A second script
+started while it is held exits at once with one line naming the lock file and the PID and
+command of the run holding it. The kernel drops the lock when its holder exits, however it
+exits, so a crashed run never leaves a stale lock behind (the file itself stays, empty).
+
+A script that starts another one as a child process (quickstart runs train_synthetic) hands it
+the lock: the child sees ``$KNET_BENCH_LOCK_HELD`` (the holder's PID) and runs under its
+parent's lock, as does a nested call in the holding process itself.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+#: environment variable naming the lock file
+LOCK_ENV = "KNET_BENCH_LOCK"
+#: set by the holder for its own child processes: the PID of the process holding the lock
+HELD_ENV = "KNET_BENCH_LOCK_HELD"
+
+
+class BenchmarkLockedError(SystemExit):
+    """Another timed benchmark holds the lock (a ``SystemExit``: the script ends with the one-line
+    message and exit status 1, no traceback)."""
+
+
+def lock_path() -> Path:
+    """``$KNET_BENCH_LOCK``, else ``knet_d2_benchmark.lock`` in the system temp dir."""
+    return Path(os.environ.get(LOCK_ENV) or Path(tempfile.gettempdir()) / "knet_d2_benchmark.lock")
+
+
+def _recorded_holder(fd: int) -> str:
+    """``"<pid> <command>"`` as the holder wrote it into the lock file ("" when empty)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 4096).decode(errors="replace").strip()
+
+
+def _handed_down(fd: int) -> bool:
+    """Whether this process runs under the lock of its parent (or holds it already)."""
+    held_by = os.environ.get(HELD_ENV, "")
+    if held_by not in (str(os.getpid()), str(os.getppid())):
+        return False
+    return _recorded_holder(fd).split(" ", 1)[0] == held_by
+
+
+@contextlib.contextmanager
+def benchmark_lock(module: str, argv: Sequence[str] = ()) -> Iterator[Path]:
+    """Hold the benchmark lock for the ``with`` block; raise :class:`BenchmarkLockedError`
+    naming the holder when another run holds it.
+
+    Args:
+        module: the script (``benchmarks.bench_train``), written into the lock file with
+            ``argv`` so a refused run can say what it waits for.
+    """
+    path = lock_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # close-on-exec: children do not hold it
+    try:
+        if _handed_down(fd):
+            yield path
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, _, command = _recorded_holder(fd).partition(" ")
+            holder = f"PID {pid}: {command}" if pid else "a process yet to write its PID"
+            raise BenchmarkLockedError(
+                f"{module}: another timed benchmark is running (lock file {path} is held by "
+                f"{holder}); wait for it to end: two timed runs on the same "
+                "machine slow each other down") from None
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()} python -m {' '.join([module, *argv])}\n".encode())
+        before = os.environ.get(HELD_ENV)
+        os.environ[HELD_ENV] = str(os.getpid())
+        try:
+            yield path
+        finally:
+            if before is None:
+                os.environ.pop(HELD_ENV, None)
+            else:
+                os.environ[HELD_ENV] = before
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
