@@ -30,7 +30,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from .cli import add_common_args, environment, setup_run
+from .bench_lock import benchmark_lock
+from .cli import add_common_args, environment, run_header, setup_run
 from .data import coco_tiny_inputs, inputs_for
 from .measure import SectionTimer, synchronize, time_interleaved
 from .models import MODEL_NAMES, build_cfg, build_model_from_cfg, calibrate_frozen_bn
@@ -50,7 +51,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1],
                    help="images per model call (consecutive images, padded together)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.json is not None and args.json.exists():
+        p.error(f"--json {args.json} already exists; not overwriting it")
+    if min(args.num_images, args.iters, *args.batch_sizes) < 1 or args.warmup < 0:
+        p.error("--num-images, --iters and --batch-sizes must be >= 1, --warmup >= 0")
+    if args.amp not in (None, ["none"]):
+        p.error("--amp: this benchmark profiles fp32 (use bench_inference for bf16)")
+    if args.channels_last:
+        p.error("--channels-last: use --modes (MODEL.KNET.TEST.CHANNELS_LAST) here")
+    return args
 
 
 def instrument(model: torch.nn.Module, timer: SectionTimer) -> None:
@@ -175,8 +185,15 @@ def main(argv: Optional[Sequence[str]] = None, print_fn: Callable[[str], None] =
          ) -> List[dict]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    with benchmark_lock(__spec__.name, argv):
+        return run(args, argv, print_fn)
+
+
+def run(args: argparse.Namespace, argv: List[str], print_fn: Callable[[str], None] = print
+        ) -> List[dict]:
     device = setup_run(args)
-    for line in environment(args, argv, "benchmarks.bench_sections"):
+    header = run_header(argv, __spec__.name, args.device, args.threads)
+    for line in environment(header):
         print_fn(line)
     images = coco_tiny_inputs(args.data_root, args.num_images, args.min_size, args.max_size)
     print_fn(f"inputs: {len(images)} coco_tiny val2017 images, resized to "
@@ -185,7 +202,7 @@ def main(argv: Optional[Sequence[str]] = None, print_fn: Callable[[str], None] =
     rows = [r for key in args.models for r in measure_model(key, args, images, device)]
     report(rows, args.modes, print_fn)
     if args.json is not None:
-        args.json.write_text(json.dumps({"argv": argv, "rows": rows}, indent=1))
+        args.json.write_text(json.dumps({"argv": argv, **header, "rows": rows}, indent=1))
     return rows
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks import batching, bench_demo_folder, bench_inference, bench_scaling
+from benchmarks import batching, bench_demo_folder, bench_inference, bench_scaling, bench_sections
 from knet_d2.collect_env import machine_line
 
 TINY = ["--threads", "1", "--warmup", "0", "--iters", "1", "--min-size", "64",
@@ -217,3 +217,29 @@ def test_compile_combinations_count_padded_batch_shapes():
     assert batching.compile_combinations([runner(1)], 3) == 2
     assert batching.compile_combinations([runner(1), runner(2), runner(4)], 3) == 5
     assert batching.compile_combinations([runner(1), runner(1, "bf16")], 3) == 4
+
+
+def test_bench_sections_smoke(shared_data, tmp_path, capsys):
+    js = tmp_path / "sections.json"
+    argv = TINY + ["--num-images", "2", "--data-root", str(shared_data), "--models",
+                   "knet_instance", "--modes", "off", "auto", "--batch-sizes", "1", "2",
+                   "--json", str(js)]
+    rows = bench_sections.main(argv)
+    out = capsys.readouterr().out
+    assert [(r["mode"], r["batch"]) for r in rows] == [("off", 1), ("auto", 1), ("off", 2),
+                                                       ("auto", 2)]
+    for r in rows:
+        secs = r["sections_ms"]
+        assert list(secs) == list(bench_sections.SECTIONS)
+        assert sum(secs.values()) == pytest.approx(r["ms_per_image"])
+        assert all(secs[k] > 0 for k in ("resnet", "fpn", "neck", "update stages"))
+        # channels-last changes float rounding only
+        assert r["difference"]["mask pixels differ"] <= 1e-3
+    assert rows[0]["difference"] == {"mask pixels differ": 0.0, "max |score diff|": 0.0}
+    total = _cells(out, "total")
+    assert float(total[1]) == pytest.approx(rows[0]["ms_per_image"], rel=0.01)
+    saved = json.loads(js.read_text())
+    assert saved["rows"][3]["mode"] == "auto" and saved["commit"]
+    with pytest.raises(SystemExit):
+        bench_sections.parse_args(["--json", str(js)])
+    assert "already exists" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from benchmarks import (
     bench_inference,
     bench_lock,
     bench_scaling,
+    bench_sections,
     bench_train,
     fit_real_images,
     quickstart,
@@ -95,12 +96,13 @@ def test_script_refused_as_a_user_sees_it(other_holder, lock_file):
     (bench_inference, ["--threads", "1"]),
     (bench_train, ["--threads", "1"]),
     (bench_scaling, ["--threads", "1"]),
+    (bench_sections, ["--threads", "1"]),
     (bench_demo_folder, ["--threads", "1"]),
     (fit_real_images, ["--data-root", str(SHARED_DATA)]),
     (train_synthetic, ["--task", "panoptic"]),
     (quickstart, []),
-], ids=["bench_inference", "bench_train", "bench_scaling", "bench_demo_folder", "fit_real_images",
-        "train_synthetic", "quickstart"])
+], ids=["bench_inference", "bench_train", "bench_scaling", "bench_sections", "bench_demo_folder",
+        "fit_real_images", "train_synthetic", "quickstart"])
 def test_every_benchmark_script_takes_the_lock(script, argv, other_holder, monkeypatch):
     def run_anyway(*a, **k):
         raise AssertionError(f"{script.__name__} ran while another benchmark held the lock")
