@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knet_d2.modeling.postprocessing import (
+    _best_kernel_per_pixel,
     instance_inference,
     masks_to_boxes,
     panoptic_inference,
@@ -215,3 +216,17 @@ def test_panoptic_overlap_ratio_boundary_is_kept():
     assert seg.tolist() == [[1, 1, 2, 2, 2]] and len(info) == 2
     seg, info = panoptic_inference(cls, probs, 1, 0, 2, overlap_thresh=0.61)
     assert seg.tolist() == [[1, 1, 0, 0, 0]] and len(info) == 1
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 7, 64])
+def test_best_kernel_per_pixel_equals_the_one_shot_product(chunk_size):
+    """The chunked merge step gives the ids and counts of the (N, H, W) expressions exactly,
+    ties included (quantised probabilities and equal scores make many)."""
+    g = torch.Generator().manual_seed(3)
+    n, h, w = 9, 13, 11
+    probs = (torch.rand(n, h, w, generator=g) * 4).round() / 4  # values 0, .25, .5, .75, 1
+    scores = torch.tensor([0.9, 0.9, 0.5, 0.3, 0.9, 0.1, 0.5, 0.7, 0.7])
+    ids, orig = _best_kernel_per_pixel(scores, probs, 0.5, chunk_size)
+    assert torch.equal(ids, (scores[:, None, None] * probs).argmax(dim=0))
+    assert torch.equal(orig, (probs >= 0.5).flatten(1).sum(dim=1))
+    assert ids.shape == (h, w) and ids.dtype == orig.dtype == torch.int64
