@@ -100,9 +100,9 @@ _MIN_AREA = 6  # pixels of a whole (unoccluded) shape
 class SyntheticSample:
     """One rendered image with its ground truth (all arrays are H x W[ x 3]).
 
-    ``segments`` hold ``id, category_id, iscrowd, mask`` and, for things, ``diameter`` (px, of
-    the whole shape before occlusion); ``distractors`` are the visible masks of the unlabeled
-    distractor shapes (their pixels carry the stuff label below them).
+    ``segments`` hold ``id, category_id, iscrowd, mask`` and, for things, ``diameter`` and
+    ``full_area`` (px, of the whole shape before occlusion); ``distractors`` are the visible
+    masks of the unlabeled distractor shapes (their pixels carry the stuff label below them).
     """
 
     image: np.ndarray  # uint8 RGB
@@ -262,7 +262,8 @@ def render_sample(index: int, image_size: int = 128, seed: int = 0) -> Synthetic
         panoptic[mask] = seg_id
         semantic[mask] = kind
         segments.append({"id": seg_id, "category_id": cat["id"], "iscrowd": int(j == crowd_index),
-                         "mask": mask, "diameter": placed[j]["diameter"]})
+                         "mask": mask, "diameter": placed[j]["diameter"],
+                         "full_area": placed[j]["area"]})
     segments.sort(key=lambda s: s["id"])
     distractors = [owner == j for j, p in enumerate(placed) if not isinstance(p["kind"], int)]
     rgb = np.clip(np.round(image), 0, 255).astype(np.uint8)
