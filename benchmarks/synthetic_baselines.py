@@ -85,7 +85,8 @@ class ColourHistogramClassifier:
 
 
 def semantic_to_outputs(labels: np.ndarray, num_things: int, num_classes: int) -> dict:
-    """D2 model outputs from an (H, W) contiguous label map (things ``0..num_things-1``).
+    """D2 model outputs from an (H, W) contiguous label map (things ``0..num_things-1``;
+    labels >= num_classes are unlabeled: no segment, no score).
 
     Returns ``{"sem_seg": (C, H, W) float one-hot, "panoptic_seg": ((H, W) int32 ids,
     segments_info), "instances": Instances}``.
@@ -93,7 +94,9 @@ def semantic_to_outputs(labels: np.ndarray, num_things: int, num_classes: int) -
     from detectron2.structures import BitMasks, Instances
 
     h, w = labels.shape
-    sem = torch.nn.functional.one_hot(torch.from_numpy(labels.astype(np.int64)), num_classes)
+    labels = np.where(labels < num_classes, labels, num_classes).astype(np.int64)
+    # one-hot scores; a label >= num_classes (unlabeled) scores 0 everywhere and is left out
+    sem = torch.nn.functional.one_hot(torch.from_numpy(labels), num_classes + 1)[..., :-1]
     pan = np.zeros((h, w), np.int32)
     segments, masks, classes = [], [], []
     for k in np.unique(labels):
