@@ -8,9 +8,14 @@
 (from the repository root, which puts ``train_net`` on the import path).
 
 Trains the config of the task (``configs/synthetic/<task>/...``) with ``train_net.Trainer`` for
-the iterations in the config, then evaluates on the synthetic val split and prints one line per
-metric plus the wall time, and whether the target was met. Exit status 0 means the run
-completed (targets are reported, not enforced: see benchmarks/RESULTS.md).
+the iterations in the config, then evaluates on the synthetic val split with D2's evaluators
+(:mod:`benchmarks.synthetic_evaluators`: per-class PQ added) and prints a table of PQ, PQ_th,
+PQ_st, mask AP, mIoU and the per-class PQ / AP / IoU next to the two baselines of
+:mod:`benchmarks.synthetic_baselines` (fit and scored on the same splits; ``--baselines FILE``
+reuses a ``baselines.json``), then the targets of issue 14 (:mod:`benchmarks.synthetic_report`)
+with met yes/no. Raw JSON: ``benchmark_summary.json`` and ``baselines.json`` in ``--output``.
+Exit status 0 means the run completed (targets are reported, not enforced: see
+benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -26,26 +31,54 @@ from .bench_lock import benchmark_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# task -> (config, metric group, metric key, target)
+# task -> (config, metric group, metric key, absolute target of issue 14)
 TASKS = {
-    "panoptic": ("configs/synthetic/panoptic/knet_R18_tiny.yaml", "panoptic_seg", "PQ", 70.0),
-    "instance": ("configs/synthetic/instance/knet_R18_tiny.yaml", "segm", "AP", 60.0),
-    "semantic": ("configs/synthetic/semantic/knet_upernet_tiny.yaml", "sem_seg", "mIoU", 70.0),
+    "panoptic": ("configs/synthetic/panoptic/knet_R18_tiny.yaml", "panoptic_seg", "PQ_th", 50.0),
+    "instance": ("configs/synthetic/instance/knet_R18_tiny.yaml", "segm", "AP", 50.0),
+    "semantic": ("configs/synthetic/semantic/knet_upernet_tiny.yaml", "sem_seg", "mIoU", 60.0),
 }
+BASELINE_TRAIN, BASELINE_VAL = "knet_synth_sem_seg_train", "knet_synth_panoptic_val"
+
+
+def load_or_compute_baselines(output: str, baselines_json: str | None = None) -> dict:
+    """The baselines of :mod:`benchmarks.synthetic_baselines`: read from ``baselines_json``
+    when given, else fit and evaluated now; written to ``<output>/baselines.json``."""
+    if baselines_json:
+        res = json.loads(Path(baselines_json).read_text())
+    else:
+        from benchmarks.synthetic_baselines import evaluate_baselines
+
+        res = evaluate_baselines(BASELINE_TRAIN, BASELINE_VAL, os.path.join(output, "baselines"))
+    Path(output).mkdir(parents=True, exist_ok=True)
+    Path(output, "baselines.json").write_text(json.dumps(res, indent=2))
+    return res
+
+
+def class_names() -> tuple:
+    """(all class names, thing class names) of the synthetic set."""
+    from detectron2.data import MetadataCatalog
+
+    meta = MetadataCatalog.get(BASELINE_VAL)
+    return list(meta.stuff_classes), list(meta.thing_classes)
 
 
 def run(
     task: str, output: str, opts: list, time_budget: float, threads: int, overwrite: bool = False,
-    argv: Sequence[str] = (),
+    baselines_json: str | None = None, argv: Sequence[str] = (),
 ) -> dict:
-    """Train + evaluate one task; returns the metrics, wall times and the verdict, with the run
-    header (date, commit, machine, command from ``argv``) of :func:`benchmarks.cli.run_header`.
+    """Train + evaluate one task; returns the metrics, wall times, the comparison with the
+    baselines and the verdict, with the run header (date, commit, machine, command from
+    ``argv``) of :func:`benchmarks.cli.run_header`.
 
-    ``overwrite``: replace the checkpoints of an earlier run in ``output`` (else refused)."""
+    ``overwrite``: replace the checkpoints of an earlier run in ``output`` (else refused).
+    ``baselines_json``: reuse the baselines of an earlier ``baselines.json``."""
     import torch
     from detectron2.engine import default_argument_parser
 
     import train_net
+    from benchmarks.synthetic_baselines import flatten_results
+    from benchmarks.synthetic_evaluators import TASK_EVALUATIONS, build_synthetic_evaluator
+    from benchmarks.synthetic_report import comparison
 
     from .cli import run_header
 
@@ -64,9 +97,16 @@ def run(
     trainer.train()
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    results = train_net.Trainer.test(cfg, trainer.model)
+    evaluators = [
+        build_synthetic_evaluator(name, TASK_EVALUATIONS[task], os.path.join(output, "inference"))
+        for name in cfg.DATASETS.TEST
+    ]
+    results = train_net.Trainer.test(cfg, trainer.model, evaluators)
     eval_s = time.perf_counter() - t1
     value = float(results[group][key])
+    baselines = load_or_compute_baselines(output, baselines_json)
+    table = comparison(flatten_results(results), baselines, *class_names())
+    verdict = next(t for t in table["targets"] if t["key"] == f"{group}/{key}")
     summary = {
         **header,
         "task": task,
@@ -78,11 +118,14 @@ def run(
         "metric": f"{group}/{key}",
         "value": round(value, 2),
         "target": target,
-        "met_target": value >= target,
+        "required": verdict["required"],
+        "met_target": bool(verdict["met"]),
         "within_time_budget": train_s <= time_budget,
         "results": {g: {k: float(v) for k, v in r.items()} for g, r in results.items()},
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "comparison": table,
+        "baselines_json": os.path.join(output, "baselines.json"),
     }
     Path(output).mkdir(parents=True, exist_ok=True)
     with open(os.path.join(output, "benchmark_summary.json"), "w") as f:
@@ -105,14 +148,22 @@ def main() -> int:
         "--overwrite", action="store_true",
         help="retrain into an --output that holds the checkpoints of an earlier run",
     )
+    ap.add_argument("--baselines", default=None, metavar="JSON",
+                    help="reuse this baselines.json (benchmarks.synthetic_baselines) instead of "
+                    "fitting the baselines again")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     a = ap.parse_args()
     out = a.output or f"output/bench_{a.task}"
     with benchmark_lock(__spec__.name, sys.argv[1:]):
         s = run(a.task, out, a.opts, a.time_budget, a.threads, overwrite=a.overwrite,
-                argv=sys.argv[1:])
+                baselines_json=a.baselines, argv=sys.argv[1:])
+    from benchmarks.synthetic_report import format_comparison
+
+    print(f"\n[benchmark] {s['task']} model vs baselines (D2 evaluators, synthetic val split)")
+    print(format_comparison(s["comparison"]))
     print(
-        f"[benchmark] {s['task']}: {s['metric']} = {s['value']:.2f} (target >= {s['target']}, "
+        f"[benchmark] {s['task']}: {s['metric']} = {s['value']:.2f} (target >= "
+        f"{s['required']:.1f}, "
         f"{'met' if s['met_target'] else 'NOT met'}); train {s['train_seconds']} s for "
         f"{s['iterations']} iters x {s['batch']} images "
         f"({'within' if s['within_time_budget'] else 'OVER'} the {a.time_budget:.0f} s budget); "

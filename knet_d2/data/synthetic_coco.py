@@ -30,7 +30,7 @@ __all__ = ["GENERATOR_VERSION", "write_split"]
 
 #: Stamped into info.json; a split with another version is regenerated on load, so bump it
 #: whenever the rendered scenes or the written files change.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 def _bbox_xywh(mask: np.ndarray) -> list[int]:

@@ -1,12 +1,40 @@
 """Rendering of the synthetic segmentation scenes (the data of :mod:`knet_d2.data.synthetic`).
 
-Every image shows 1-3 textured "stuff" regions (sky, grass, wall, water) separated by wavy
-boundaries, and 1-5 "thing" shapes (circle, square, triangle, star) of random colour, texture,
-size and rotation drawn on top, later shapes partially occluding earlier ones.
+Generator version 2. Every image shows 1-3 stuff regions (sky, grass, wall, water) separated
+by wavy boundaries at a random angle, 2-8 thing shapes (circle, square, triangle, star) and
+0-3 unlabeled distractor shapes (cross, ring, bar, crescent), drawn in random order so that
+later shapes partially occlude earlier ones; then lighting, blur and noise.
+
+Which cue identifies each class, and why no cheaper cue does:
+
+* **Stuff is identified by texture only.** sky = smooth random blobs, grass = vertical stripes,
+  wall = axis-aligned checkerboard, water = horizontal stripes (orientations within +-10
+  degrees; :data:`~knet_d2.data.synthetic_textures.STUFF_FILLS`). The two colours of every
+  region come from one palette shared by all classes (and by things and distractors), so a
+  pixel's colour carries no class information: a colour-only classifier is at chance among the
+  stuff classes (``tests/data/test_synthetic_scenes.py`` measures it). Region position, size
+  and boundary shape are drawn the same way for every class.
+* **Things are identified by shape only.** A thing's fill is drawn from the same palette and
+  the same pattern families as stuff, at any orientation (so a square may carry exactly the
+  texture of grass), and distractor shapes have the same fills, sizes and placement, so "a
+  compact textured blob" does not mean "thing": only the outline geometry (round, four
+  corners, three corners, five points) separates the four thing classes from each other and
+  from the distractors, whose pixels are labelled as the stuff below them.
+* **No outline cue.** Nothing draws a border: an edge is only the colour change between two
+  fills, the same for thing/stuff, distractor/stuff and stuff/stuff boundaries, and the whole
+  image is blurred alike (the test compares the gradient magnitudes).
+* Scale, count, touching and occlusion: shape diameters are uniform in 3%-35% of the image side
+  (4-45 px at 128 px); new shapes are placed touching an earlier one 30% of the time, half of
+  those with the same fill (same-coloured touching instances); a placement is rejected when it
+  would leave any earlier shape with less than 30% of its pixels visible (occlusion <= 70%).
+* Photometry: a linear lighting gradient with a global gain (0.7-1.2) and a colour cast, a
+  Gaussian blur (sigma 0-0.9 px) and Gaussian noise (sigma 2-8), so exact pixel values do not
+  repeat between regions.
 
 Dataset category ids are deliberately non-contiguous (things 1, 3, 5, 7; stuff 101, 103, 105,
 107) so that the dataset-id -> contiguous-id mapping is exercised. Contiguous ids put the
 things first, then the stuff, each in dataset-id order (the D2 COCO panoptic convention).
+Pixels within 1 px of a stuff/stuff boundary are unlabeled (255 / panoptic id 0).
 
 Image ``i`` of a split depends only on ``(seed, i)`` (:func:`render_sample`).
 """
@@ -18,11 +46,21 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .synthetic_textures import (
+    DISTRACTOR_SHAPES,
+    random_object_fill,
+    render_fill,
+    shape_mask,
+    stuff_fill,
+)
+
 __all__ = [
     "THING_CATEGORIES",
     "STUFF_CATEGORIES",
     "SYNTHETIC_CATEGORIES",
     "IGNORE_LABEL",
+    "SIZE_RANGE",
+    "MAX_OCCLUSION",
     "SyntheticSample",
     "render_sample",
 ]
@@ -44,67 +82,51 @@ STUFF_CATEGORIES: tuple[dict, ...] = (
 #: All categories, things first (this order is also the contiguous-id order).
 SYNTHETIC_CATEGORIES: tuple[dict, ...] = THING_CATEGORIES + STUFF_CATEGORIES
 
+#: Shape diameters, as fractions of the image side (uniform in this range).
+SIZE_RANGE = (0.03, 0.35)
+#: Largest fraction of a shape that later shapes may hide.
+MAX_OCCLUSION = 0.7
+
 _NUM_THINGS = len(THING_CATEGORIES)
-_CROWD_EVERY = 7  # image i with i % 7 == 3 gets one crowd thing (~5% of all things)
-_MIN_VISIBLE_FRACTION = 0.6  # occlusion never hides more than 40% of a shape
+_CROWD_EVERY = 7  # image i with i % 7 == 3 gets one crowd thing
+_NUM_THINGS_RANGE = (2, 8)
+_NUM_DISTRACTORS_RANGE = (0, 3)
+_TOUCH_PROB = 0.3  # a new shape is placed touching an earlier one
+_SAME_FILL_PROB = 0.5  # ... and then copies its fill
+_MIN_AREA = 6  # pixels of a whole (unoccluded) shape
 
 
 @dataclass
 class SyntheticSample:
-    """One rendered image with its ground truth (all arrays are H x W[ x 3])."""
+    """One rendered image with its ground truth (all arrays are H x W[ x 3]).
+
+    ``segments`` hold ``id, category_id, iscrowd, mask`` and, for things, ``diameter`` and
+    ``full_area`` (px, of the whole shape before occlusion); ``distractors`` are the visible
+    masks of the unlabeled distractor shapes (their pixels carry the stuff label below them).
+    """
 
     image: np.ndarray  # uint8 RGB
     panoptic: np.ndarray  # int32 segment ids, 0 = unlabeled
     semantic: np.ndarray  # uint8 contiguous class ids, 255 = unlabeled
-    segments: list[dict] = field(default_factory=list)  # id, category_id, iscrowd, mask
-
-
-def _stuff_texture(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A full-image float32 RGB texture for one stuff class; colour + pattern identify it."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    jitter = rng.uniform(-12, 12, 3).astype(np.float32)
-    scale = size / 128.0
-    if name == "sky":  # light blue, smooth vertical gradient, almost no noise
-        tex = np.array([120, 180, 235], np.float32) + jitter
-        tex = tex + (30.0 * (1.0 - yy / size))[..., None] * np.array([1.0, 0.8, 0.3], np.float32)
-        tex = tex + rng.normal(0, 3, (size, size, 1)).astype(np.float32)
-    elif name == "grass":  # green, strong vertical streak noise
-        noise = rng.normal(0, 30, (size, size)).astype(np.float32)
-        noise = cv2.blur(noise, (1, max(3, int(7 * scale))))
-        tex = np.array([55, 130, 45], np.float32) + jitter
-        tex = tex + noise[..., None] * np.array([0.5, 1.0, 0.4], np.float32)
-    elif name == "wall":  # red-brown bricks with light mortar lines
-        row_h = max(4, int(round(8 * scale)))
-        row = (yy // row_h).astype(np.int64)
-        shift = (row % 2) * row_h
-        mortar = (yy % row_h < 1) | ((xx + shift) % (2 * row_h) < 1)
-        tex = np.broadcast_to(np.array([165, 85, 60], np.float32) + jitter, (size, size, 3))
-        tex = np.where(mortar[..., None], np.array([215, 210, 200], np.float32), tex)
-        tex = tex + rng.normal(0, 5, (size, size, 1)).astype(np.float32)
-    elif name == "water":  # dark blue, horizontal waves
-        phase = rng.uniform(0, 2 * np.pi)
-        bend = 2.0 * np.sin(2 * np.pi * xx / (45 * scale))
-        wave = np.sin(2 * np.pi * yy / (12 * scale) + bend + phase)
-        tex = np.array([25, 65, 135], np.float32) + jitter
-        tex = tex + (25.0 * wave)[..., None] * np.array([0.5, 0.8, 1.0], np.float32)
-        tex = tex + rng.normal(0, 4, (size, size, 1)).astype(np.float32)
-    else:  # pragma: no cover - guarded by STUFF_CATEGORIES
-        raise ValueError(f"unknown stuff class {name!r}")
-    return tex
+    segments: list[dict] = field(default_factory=list)
+    distractors: list[np.ndarray] = field(default_factory=list)
 
 
 def _stuff_layout(size: int, rng: np.random.Generator) -> np.ndarray:
-    """Index (into STUFF_CATEGORIES) of the stuff class of every pixel: 1-3 wavy bands."""
+    """Index (into STUFF_CATEGORIES) of the stuff class of every pixel: 1-3 wavy bands whose
+    boundaries run at a random angle."""
     num_regions = int(rng.integers(1, 4))
     classes = rng.choice(len(STUFF_CATEGORIES), size=num_regions, replace=False)
     if num_regions == 1:
         return np.full((size, size), classes[0], np.int64)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) - (size - 1) / 2
+    ang = rng.uniform(0, np.pi)
+    along = np.cos(ang) * xx + np.sin(ang) * yy
+    across = -np.sin(ang) * xx + np.cos(ang) * yy
     if num_regions == 2:
-        bases = [rng.uniform(0.3, 0.7) * size]
+        bases = [rng.uniform(-0.2, 0.2) * size]
     else:
-        bases = [rng.uniform(0.2, 0.4) * size, rng.uniform(0.6, 0.8) * size]
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    along, across = (xx, yy) if rng.random() < 0.5 else (yy, xx)
+        bases = [rng.uniform(-0.3, -0.1) * size, rng.uniform(0.1, 0.3) * size]
     region = np.zeros((size, size), np.int64)
     for base in bases:
         amp = rng.uniform(0.02, 0.08) * size
@@ -114,50 +136,38 @@ def _stuff_layout(size: int, rng: np.random.Generator) -> np.ndarray:
     return classes[region]
 
 
-def _shape_vertices(kind: str, cx: float, cy: float, radius: float, theta: float) -> np.ndarray:
-    """(N, 2) polygon of a shape with circumradius ``radius`` centred on (cx, cy)."""
-    if kind == "circle":
-        angles = np.linspace(0, 2 * np.pi, 64, endpoint=False)
-        radii = np.full(64, radius)
-    elif kind == "square":
-        angles = theta + np.pi / 4 + np.arange(4) * np.pi / 2
-        radii = np.full(4, radius)
-    elif kind == "triangle":
-        angles = theta + np.arange(3) * 2 * np.pi / 3
-        radii = np.full(3, radius)
-    elif kind == "star":
-        angles = theta + np.arange(10) * np.pi / 5
-        radii = np.where(np.arange(10) % 2 == 0, radius, 0.45 * radius)
-    else:  # pragma: no cover - guarded by THING_CATEGORIES
-        raise ValueError(f"unknown thing class {kind!r}")
-    return np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], axis=1)
+def _place(kind: str, size: int, anchors: list, rng: np.random.Generator):
+    """One random placement of ``kind``: (mask, diameter, (cx, cy, radius), index of the
+    touched shape or -1), or None when a touching placement leaves the image."""
+    diameter = rng.uniform(*SIZE_RANGE) * size
+    radius = diameter / 2
+    touched = -1
+    if anchors and rng.random() < _TOUCH_PROB:
+        touched = int(rng.integers(0, len(anchors)))
+        ax, ay, ar = anchors[touched]
+        phi = rng.uniform(0, 2 * np.pi)
+        cx, cy = ax + 0.85 * (ar + radius) * np.cos(phi), ay + 0.85 * (ar + radius) * np.sin(phi)
+        if not (radius <= cx <= size - radius and radius <= cy <= size - radius):
+            return None
+    else:
+        cx, cy = rng.uniform(radius, size - radius, 2)
+    mask = shape_mask(kind, cx, cy, radius, rng.uniform(0, 2 * np.pi), size)
+    return mask, diameter, (cx, cy, radius), touched
 
 
-def _rasterize(vertices: np.ndarray, size: int) -> np.ndarray:
-    """Hard (non anti-aliased) bool mask of a polygon, with 1/16 px vertex precision."""
-    mask = np.zeros((size, size), np.uint8)
-    pts = np.round(vertices * 16).astype(np.int32)
-    cv2.fillPoly(mask, [pts], 1, lineType=cv2.LINE_8, shift=4)
-    return mask.astype(bool)
-
-
-def _thing_texture(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A full-image float32 RGB texture for one shape: saturated colour + a random pattern."""
-    hsv = np.array(
-        [[[rng.integers(0, 180), rng.integers(150, 256), rng.integers(150, 256)]]], np.uint8
-    )
-    color = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
-    pattern = int(rng.integers(0, 3))
-    if pattern == 0:  # solid
-        tex = np.broadcast_to(color, (size, size, 3)) + rng.normal(0, 5, (size, size, 1))
-    elif pattern == 1:  # stripes at a random angle
-        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-        ang, period = rng.uniform(0, np.pi), rng.uniform(6, 10) * size / 128.0
-        stripe = (np.cos(ang) * xx + np.sin(ang) * yy) % period < period / 2
-        tex = np.where(stripe[..., None], color, 0.6 * color)
-    else:  # speckle
-        tex = np.broadcast_to(color, (size, size, 3)) + rng.normal(0, 20, (size, size, 1))
-    return tex.astype(np.float32)
+def _photometry(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Lighting gradient + gain + colour cast, Gaussian blur, Gaussian noise (float32 RGB)."""
+    size = image.shape[0]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
+    gx, gy = rng.uniform(-0.4, 0.4, 2)
+    gain = rng.uniform(0.7, 1.2) + gx * xx + gy * yy
+    cast = rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    image = image * gain[..., None] * cast
+    sigma = rng.uniform(0.0, 0.9)
+    if sigma > 0.2:
+        image = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
+    noise = rng.normal(0.0, rng.uniform(2.0, 8.0), image.shape).astype(np.float32)
+    return image + noise
 
 
 def render_sample(index: int, image_size: int = 128, seed: int = 0) -> SyntheticSample:
@@ -169,7 +179,8 @@ def render_sample(index: int, image_size: int = 128, seed: int = 0) -> Synthetic
         seed: split seed.
 
     Returns:
-        The image, its panoptic id map, its semantic label map and the segments (with masks).
+        The image, its panoptic id map, its semantic label map, the segments (with masks) and
+        the distractor masks.
     """
     if image_size < 64:
         raise ValueError(f"image_size must be >= 64, got {image_size}")
@@ -180,52 +191,59 @@ def render_sample(index: int, image_size: int = 128, seed: int = 0) -> Synthetic
     stuff = _stuff_layout(size, rng)
     image = np.zeros((size, size, 3), np.float32)
     for k in np.unique(stuff):
-        tex = _stuff_texture(STUFF_CATEGORIES[k]["name"], size, rng)
+        tex = render_fill(stuff_fill(STUFF_CATEGORIES[k]["name"], rng, size), size)
         image[stuff == k] = tex[stuff == k]
     kernel = np.ones((3, 3), np.uint8)
     s8 = stuff.astype(np.uint8)
     boundary = cv2.dilate(s8, kernel) != cv2.erode(s8, kernel)
 
-    # Things: placed one by one; a placement that would hide > 40% of an earlier shape is
-    # rejected and retried.
-    owner = np.full((size, size), -1, np.int64)  # index of the top-most shape per pixel
-    kinds: list[int] = []
-    full_areas: list[int] = []
-    for _ in range(int(rng.integers(1, 6))):
+    # Shapes in random z-order: kinds 0..3 are things, names are distractors.
+    kinds: list = [int(k) for k in rng.integers(0, _NUM_THINGS, rng.integers(
+        _NUM_THINGS_RANGE[0], _NUM_THINGS_RANGE[1] + 1))]
+    kinds += [str(rng.choice(DISTRACTOR_SHAPES)) for _ in range(int(rng.integers(
+        _NUM_DISTRACTORS_RANGE[0], _NUM_DISTRACTORS_RANGE[1] + 1)))]
+    kinds = [kinds[i] for i in rng.permutation(len(kinds))]
+    owner = np.full((size, size), -1, np.int64)  # index of the top-most placed shape per pixel
+    placed: list[dict] = []  # kind, diameter, full area, fill
+    anchors: list[tuple] = []
+    for kind in kinds:
+        name = THING_CATEGORIES[kind]["name"] if isinstance(kind, int) else kind
         for _attempt in range(30):
-            kind = int(rng.integers(0, _NUM_THINGS))
-            radius = rng.uniform(0.08, 0.18) * size
-            cx, cy = rng.uniform(radius + 1, size - radius - 1, 2)
-            verts = _shape_vertices(
-                THING_CATEGORIES[kind]["name"], cx, cy, radius, rng.uniform(0, 2 * np.pi)
-            )
-            mask = _rasterize(verts, size)
-            covered = np.bincount(owner[mask] + 1, minlength=len(kinds) + 1)[1:]
-            visible = np.bincount(owner.ravel() + 1, minlength=len(kinds) + 1)[1:]
-            if all(
-                visible[j] - covered[j] >= _MIN_VISIBLE_FRACTION * full_areas[j]
-                for j in range(len(kinds))
-            ):
+            got = _place(name, size, anchors, rng)
+            if got is None:
+                continue
+            mask, diameter, anchor, touched = got
+            if mask.sum() < _MIN_AREA:
+                continue
+            n = len(placed)
+            covered = np.bincount(owner[mask] + 1, minlength=n + 1)[1:]
+            visible = np.bincount(owner.ravel() + 1, minlength=n + 1)[1:]
+            full = np.array([p["area"] for p in placed], np.int64)
+            if np.all(visible - covered >= (1.0 - MAX_OCCLUSION) * full):
                 break
         else:
             continue
-        tex = _thing_texture(size, rng)
-        outline = mask & ~cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
-        image[mask] = tex[mask]
-        image[outline] *= 0.45
-        owner[mask] = len(kinds)
-        kinds.append(kind)
-        full_areas.append(int(mask.sum()))
+        if touched >= 0 and rng.random() < _SAME_FILL_PROB:
+            fill = placed[touched]["fill"]
+        else:
+            fill = random_object_fill(rng, size)
+        image[mask] = render_fill(fill, size)[mask]
+        owner[mask] = len(placed)
+        placed.append({"kind": kind, "diameter": diameter, "area": int(mask.sum()), "fill": fill})
+        anchors.append(anchor)
 
+    things = [j for j, p in enumerate(placed) if isinstance(p["kind"], int)]
     crowd_index = -1
-    if index % _CROWD_EVERY == 3 and kinds:
-        crowd_index = int(rng.integers(0, len(kinds)))
+    if index % _CROWD_EVERY == 3 and things:
+        crowd_index = things[int(rng.integers(0, len(things)))]
+    image = _photometry(image, rng)
 
-    # Ground truth.
+    # Ground truth: a distractor's pixels keep the stuff label below it.
+    is_thing_px = np.isin(owner, things)
     panoptic = np.zeros((size, size), np.int32)
     semantic = np.full((size, size), IGNORE_LABEL, np.uint8)
     segments: list[dict] = []
-    stuff_pixels = (owner < 0) & ~boundary
+    stuff_pixels = ~is_thing_px & ~boundary
     for k in np.unique(stuff):
         mask = stuff_pixels & (stuff == k)
         if not mask.any():
@@ -236,16 +254,18 @@ def render_sample(index: int, image_size: int = 128, seed: int = 0) -> Synthetic
         semantic[mask] = _NUM_THINGS + k
         segments.append({"id": seg_id, "category_id": cat["id"], "iscrowd": 0, "mask": mask})
     per_class_count = [0] * _NUM_THINGS
-    for j, kind in enumerate(kinds):
-        mask = owner == j
+    for j in things:
+        kind, mask = placed[j]["kind"], owner == j
         cat = THING_CATEGORIES[kind]
         per_class_count[kind] += 1
         seg_id = cat["id"] * 1000 + per_class_count[kind]
         panoptic[mask] = seg_id
         semantic[mask] = kind
-        segments.append(
-            {"id": seg_id, "category_id": cat["id"], "iscrowd": int(j == crowd_index), "mask": mask}
-        )
+        segments.append({"id": seg_id, "category_id": cat["id"], "iscrowd": int(j == crowd_index),
+                         "mask": mask, "diameter": placed[j]["diameter"],
+                         "full_area": placed[j]["area"]})
     segments.sort(key=lambda s: s["id"])
+    distractors = [owner == j for j, p in enumerate(placed) if not isinstance(p["kind"], int)]
     rgb = np.clip(np.round(image), 0, 255).astype(np.uint8)
-    return SyntheticSample(image=rgb, panoptic=panoptic, semantic=semantic, segments=segments)
+    return SyntheticSample(image=rgb, panoptic=panoptic, semantic=semantic, segments=segments,
+                           distractors=distractors)

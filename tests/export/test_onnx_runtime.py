@@ -81,7 +81,11 @@ def image_files(tmp_path_factory, shared_data):
     crop.png (90 x 120 of the photo, enlarged to 128 x 171)."""
     folder = tmp_path_factory.mktemp("images")
     shutil.copy(shared_data / PHOTO, folder / "photo.jpg")
-    synthetic = render_sample(0, seed=split_default_seed("val")).image  # RGB
+    # Image 2 of the val split: on image 0 of generator v2 one hard-mask pixel of the random-init
+    # instance model sits 5e-6 from the sigmoid 0.5 threshold, where float noise between the
+    # runtimes flips it and moves cls_logits by 1e-2 (beyond the raw-output tolerance, which
+    # models float noise, not threshold flips); image 2's closest pixel is 40x farther.
+    synthetic = render_sample(2, seed=split_default_seed("val")).image  # RGB
     cv2.imwrite(str(folder / "synthetic.png"), synthetic[:, :, ::-1])
     photo = cv2.imread(str(shared_data / PHOTO))
     cv2.imwrite(str(folder / "crop.png"), photo[200:290, 300:420])

@@ -12,7 +12,7 @@ knet_synth_sem_seg_{train,val}  sem_seg_file_name                sem_seg
 =============================== ================================ ========================
 
 Importing registers the names only; nothing is generated. A split is generated (train 2000,
-val 60 images of 128x128, a few seconds) the first time ``DatasetCatalog.get`` loads one of
+val 60 images of 128x128, about 40 s) the first time ``DatasetCatalog.get`` loads one of
 its names, or when :func:`ensure_synthetic_dataset` / :func:`ensure_synthetic_for_datasets`
 is called — do that up front before building evaluators that read the JSON files at
 construction (COCOEvaluator reads ``json_file``, COCOPanopticEvaluator ``panoptic_json``).
