@@ -15,7 +15,7 @@ from tests.helpers.paths import REPO_ROOT
 from tests.helpers.tiny_training import CONFIG, tiny_train_opts
 
 NAME = "knet_test_eval_only_tiny"
-MAX_ITER = 40  # enough for non-zero PQ on the 8 training images
+MAX_ITER = 400  # enough for non-zero PQ on the 8 training images (generator v2)
 
 
 def _copypaste_metrics(log: str) -> dict:
