@@ -110,10 +110,6 @@ def measure_model(key: str, args: argparse.Namespace, images: List[dict],
     n = len(inputs)
     variants = [(mode, b) for b in args.batch_sizes for mode in args.modes]
     sums = {v: dict.fromkeys(SECTIONS, 0.0) for v in variants}
-    images_run = dict.fromkeys(variants, 0)
-
-    def batch_at(i: int, b: int) -> List[dict]:
-        return [inputs[(i + j) % n] for j in range(b)]
 
     def runner(mode: str, b: int) -> Callable[[int], object]:
         def run(i: int) -> List[dict]:
@@ -122,31 +118,29 @@ def measure_model(key: str, args: argparse.Namespace, images: List[dict],
             with torch.no_grad():
                 synchronize(device)
                 t0 = time.perf_counter()
-                out = model(batch_at(i, b))
+                out = model([inputs[(i + j) % n] for j in range(b)])
                 synchronize(device)
                 call_s = time.perf_counter() - t0
             for name, s in split_sections(timer.totals, call_s).items():
                 sums[(mode, b)][name] += s
-            images_run[(mode, b)] += b
             return out
         return run
 
     runners = {v: runner(*v) for v in variants}
-    for v, fn in runners.items():
+    for fn in runners.values():
         for _ in range(args.warmup):
             fn(0)
+    first_outputs = {v: fn(0) for v, fn in runners.items()}
+    diffs = {(mode, b): output_difference(first_outputs[(args.modes[0], b)], out)
+             for (mode, b), out in first_outputs.items()}
+    for v in variants:  # untimed so far: warm-up and the comparison
         sums[v] = dict.fromkeys(SECTIONS, 0.0)
-        images_run[v] = 0
-    reference = {b: runners[(args.modes[0], b)](0) for b in args.batch_sizes}
-    diffs = {v: output_difference(reference[v[1]], runners[v](0)) for v in variants}
-    for v in variants:
-        sums[v] = dict.fromkeys(SECTIONS, 0.0)
-        images_run[v] = 0
     calls = [i for _ in range(args.iters) for i in range(n)]
     time_interleaved(runners, calls, device)
     rows = []
     for (mode, b) in variants:
-        per_image = {k: 1e3 * s / images_run[(mode, b)] for k, s in sums[(mode, b)].items()}
+        images_run = len(calls) * b
+        per_image = {k: 1e3 * s / images_run for k, s in sums[(mode, b)].items()}
         rows.append({"model": MODEL_NAMES[key], "mode": mode, "batch": b,
                      "ms_per_image": sum(per_image.values()), "sections_ms": per_image,
                      "difference": diffs[(mode, b)]})
@@ -165,13 +159,13 @@ def report(rows: List[dict], modes: Sequence[str], print_fn: Callable[[str], Non
         ref = by_mode[modes[0]]
         header = ["section"] + [f"{m} ms" for m in modes] + [f"{m} %" for m in modes[:1]]
         header += [f"{modes[0]} / {m}" for m in modes[1:]]
+        ms = {m: {**r["sections_ms"], "total": r["ms_per_image"]} for m, r in by_mode.items()}
         table = []
         for name in [*SECTIONS, "total"]:
-            get = (lambda r: r["ms_per_image"]) if name == "total" else (
-                lambda r, name=name: r["sections_ms"][name])
-            cells: List[object] = [name] + [get(by_mode[m]) for m in modes]
-            cells.append(100.0 * get(ref) / ref["ms_per_image"])
-            cells += [get(ref) / get(by_mode[m]) if get(by_mode[m]) > 0 else float("nan")
+            ref_ms = ms[modes[0]][name]
+            cells: List[object] = [name] + [ms[m][name] for m in modes]
+            cells.append(100.0 * ref_ms / ref["ms_per_image"])
+            cells += [ref_ms / ms[m][name] if ms[m][name] > 0 else float("nan")
                       for m in modes[1:]]
             table.append(cells)
         print_fn(f"\n### {model}, batch {b} (CHANNELS_LAST modes {', '.join(modes)})\n")

@@ -46,6 +46,7 @@ from typing import Dict, List, Optional, Sequence
 
 from .bench_lock import benchmark_lock
 from .cli import default_data_root, run_header
+from .train_synthetic import results_as_floats, train_timed
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_FILE = "fit_real_images.json"
@@ -152,13 +153,7 @@ def fit(task: str, args: argparse.Namespace, argv: Sequence[str]) -> Dict[str, o
     data = register_task_data(task, args.data_root, task_out, args.num_images)
     cli = train_net.argument_parser().parse_args(
         ["--config-file", str(ROOT / config), *task_opts(task, data["train"], args, task_out)])
-    cfg = train_net.setup(cli)
-    train_net.prepare_datasets(cfg)
-    t0 = time.perf_counter()
-    trainer = train_net.Trainer(cfg)
-    trainer.resume_or_load(resume=False)
-    trainer.train()
-    train_s = time.perf_counter() - t0
+    cfg, trainer, train_s = train_timed(cli)
     losses = [float(v) for v, _ in trainer.storage.history("total_loss").values()]
     t1 = time.perf_counter()
     results = train_net.Trainer.test(cfg, trainer.model)
@@ -172,7 +167,7 @@ def fit(task: str, args: argparse.Namespace, argv: Sequence[str]) -> Dict[str, o
         "metric": f"{group}/{key}", "value": round(value, 2), "target": target,
         "met_target": value >= target, "time_budget_s": args.time_budget,
         "within_time_budget": train_s <= args.time_budget,
-        "results": _floats(results), "total_loss": losses,
+        "results": results_as_floats(results), "total_loss": losses,
         "threads": torch.get_num_threads(),
     }
     if data["val"] is not None and args.val:
@@ -180,15 +175,11 @@ def fit(task: str, args: argparse.Namespace, argv: Sequence[str]) -> Dict[str, o
         val_cfg.defrost()
         val_cfg.DATASETS.TEST = (data["val"],)
         val_cfg.OUTPUT_DIR = str(task_out / "val80")
-        record["val80"] = _floats(train_net.Trainer.test(val_cfg, trainer.model))
+        record["val80"] = results_as_floats(train_net.Trainer.test(val_cfg, trainer.model))
         record["val80_note"] = ("the 80 coco_tiny val images, never trained on: near zero is "
                                 "expected from 8 training images without pretrained weights")
     record["plots"] = plot_curves(task_out)
     return record
-
-
-def _floats(results: dict) -> dict:
-    return {g: {k: float(v) for k, v in r.items()} for g, r in results.items()}
 
 
 def plot_curves(run_dir: Path) -> List[str]:

@@ -62,6 +62,25 @@ def class_names() -> tuple:
     return list(meta.stuff_classes), list(meta.thing_classes)
 
 
+def train_timed(cli_args: argparse.Namespace) -> tuple:
+    """``train_net``'s set-up and a fresh training from ``cli_args`` (its parsed command line);
+    returns ``(cfg, trainer, training seconds)``, the datasets' registration excluded."""
+    import train_net
+
+    cfg = train_net.setup(cli_args)
+    train_net.prepare_datasets(cfg)
+    t0 = time.perf_counter()
+    trainer = train_net.Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    return cfg, trainer, time.perf_counter() - t0
+
+
+def results_as_floats(results: dict) -> dict:
+    """D2's ``{task: {metric: value}}`` results with plain floats (JSON-ready)."""
+    return {g: {k: float(v) for k, v in r.items()} for g, r in results.items()}
+
+
 def run(
     task: str, output: str, opts: list, time_budget: float, threads: int, overwrite: bool = False,
     baselines_json: str | None = None, argv: Sequence[str] = (),
@@ -89,13 +108,7 @@ def run(
         ["--config-file", str(ROOT / config), "OUTPUT_DIR", output, "MODEL.DEVICE", "cpu",
          "OUTPUT_OVERWRITE", str(bool(overwrite)), *opts]
     )
-    cfg = train_net.setup(args)
-    train_net.prepare_datasets(cfg)
-    t0 = time.perf_counter()
-    trainer = train_net.Trainer(cfg)
-    trainer.resume_or_load(resume=False)
-    trainer.train()
-    train_s = time.perf_counter() - t0
+    cfg, trainer, train_s = train_timed(args)
     t1 = time.perf_counter()
     evaluators = [
         build_synthetic_evaluator(name, TASK_EVALUATIONS[task], os.path.join(output, "inference"))
@@ -121,7 +134,7 @@ def run(
         "required": verdict["required"],
         "met_target": bool(verdict["met"]),
         "within_time_budget": train_s <= time_budget,
-        "results": {g: {k: float(v) for k, v in r.items()} for g, r in results.items()},
+        "results": results_as_floats(results),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "comparison": table,

@@ -28,6 +28,13 @@ def _is_power_of_two_ratio(big: int, small: int) -> bool:
     return small > 0 and big == ratio * small and ratio & (ratio - 1) == 0
 
 
+def _chunk_len(device: torch.device, item_bytes: int, cpu_budget: int) -> int:
+    """How many items of ``item_bytes`` fit a chunk: ``cpu_budget`` bytes on the CPU (sized to
+    stay in the cache), 256 MiB on other devices (few kernel launches); at least 1."""
+    budget = cpu_budget if device.type == "cpu" else 256 * 2**20
+    return max(budget // max(item_bytes, 1), 1)
+
+
 def rescale_masks(
     mask_logits: Tensor,
     padded_size: Tuple[int, int],
@@ -66,8 +73,7 @@ def rescale_masks(
     fused = _is_power_of_two_ratio(hp, h4) and _is_power_of_two_ratio(wp, w4)
     out = mask_logits.new_empty((n,) + output_size, dtype=torch.float32)
     if chunk_size is None:
-        budget = 4 * 2**20 if mask_logits.device.type == "cpu" else 256 * 2**20
-        chunk_size = budget // (4 * max(h * w, 1))
+        chunk_size = _chunk_len(mask_logits.device, 4 * h * w, cpu_budget=4 * 2**20)
     chunk_size = max(chunk_size, 1)
     # sigmoid of all masks in one call: vectorised kernels round their tail elements
     # differently, so per-chunk calls could differ from the reference in the last bit
@@ -258,8 +264,7 @@ def _best_kernel_per_pixel(
     n, h, w = mask_probs.shape
     flat = mask_probs.reshape(n, h * w)
     if chunk_size is None:
-        budget = 2 * 2**20 if mask_probs.device.type == "cpu" else 256 * 2**20
-        chunk_size = budget // (4 * max(n, 1))
+        chunk_size = _chunk_len(mask_probs.device, 4 * n, cpu_budget=2 * 2**20)
     chunk_size = max(chunk_size, 1)
     weights = scores[:, None]
     ids = torch.empty(h * w, dtype=torch.int64, device=mask_probs.device)

@@ -98,12 +98,15 @@ def test_script_refused_as_a_user_sees_it(other_holder, lock_file):
     (bench_scaling, ["--threads", "1"]),
     (bench_sections, ["--threads", "1"]),
     (bench_demo_folder, ["--threads", "1"]),
-    (fit_real_images, ["--data-root", str(SHARED_DATA)]),
+    (fit_real_images, ["--data-root", str(SHARED_DATA), "--output", "{tmp}"]),
     (train_synthetic, ["--task", "panoptic"]),
     (quickstart, []),
 ], ids=["bench_inference", "bench_train", "bench_scaling", "bench_sections", "bench_demo_folder",
         "fit_real_images", "train_synthetic", "quickstart"])
-def test_every_benchmark_script_takes_the_lock(script, argv, other_holder, monkeypatch):
+def test_every_benchmark_script_takes_the_lock(script, argv, other_holder, monkeypatch,
+                                               tmp_path):
+    # a fresh output folder: an earlier run's results in the default one are refused first
+    argv = [str(tmp_path / "out") if a == "{tmp}" else a for a in argv]
     def run_anyway(*a, **k):
         raise AssertionError(f"{script.__name__} ran while another benchmark held the lock")
 
