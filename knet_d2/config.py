@@ -160,6 +160,10 @@ def add_knet_config(cfg: CN) -> None:
     # (oneDNN's fast convolutions; outputs equal up to float rounding), "on" = on every
     # device, "off" = never. Training is not affected.
     k.TEST.CHANNELS_LAST = "auto"
+    # Inference batches one image at a time: "auto" = on the CPU (no stage runs faster per
+    # image in a batch there, and a batch pads every image to the widest), "on" = on every
+    # device, "off" = never (the whole batch in one forward). Training is not affected.
+    k.TEST.SPLIT_BATCH = "auto"
 
     # ---------------------------------------------------------------- semantic K-Net (ADE20K)
     # Used with MODEL.SEM_SEG_HEAD.NAME = "KNetSemSegHead".

@@ -47,8 +47,9 @@ __all__ = ["KNet"]
 
 logger = logging.getLogger(__name__)
 
-#: values of ``MODEL.KNET.TEST.CHANNELS_LAST``
+#: values of ``MODEL.KNET.TEST.CHANNELS_LAST`` and ``MODEL.KNET.TEST.SPLIT_BATCH``
 CHANNELS_LAST_MODES = ("auto", "on", "off")
+SPLIT_BATCH_MODES = CHANNELS_LAST_MODES
 
 
 def downsample_masks(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
@@ -113,6 +114,7 @@ class KNet(nn.Module):
         overlap_threshold: float = 0.6,
         class_layout: Optional[ClassLayout] = None,
         channels_last: str = "auto",
+        split_batch: str = "auto",
     ):
         """
         Args:
@@ -134,6 +136,9 @@ class KNet(nn.Module):
                 ``None`` when the dataset's ids are things first already.
             channels_last: memory format of the image batch in inference: "auto" (channels-last
                 on the CPU), "on" (every device) or "off".
+            split_batch: run an inference batch one image at a time: "auto" (on the CPU, where
+                no stage gains from batching and padding to the widest image costs time;
+                docs/INFERENCE.md), "on" (every device) or "off" (whole batch, padded).
         """
         super().__init__()
         check_task_flags(semantic_on, instance_on, panoptic_on)
@@ -169,6 +174,12 @@ class KNet(nn.Module):
                 f"got {channels_last!r}"
             )
         self.channels_last = channels_last
+        if split_batch not in SPLIT_BATCH_MODES:
+            raise ValueError(
+                f"MODEL.KNET.TEST.SPLIT_BATCH must be one of {SPLIT_BATCH_MODES}, "
+                f"got {split_batch!r}"
+            )
+        self.split_batch = split_batch
 
     @classmethod
     def from_config(cls, cfg):
@@ -202,6 +213,7 @@ class KNet(nn.Module):
             "overlap_threshold": k.TEST.OVERLAP_THRESHOLD,
             "class_layout": layout,
             "channels_last": k.TEST.CHANNELS_LAST,
+            "split_batch": k.TEST.SPLIT_BATCH,
         }
 
     @property
@@ -227,6 +239,11 @@ class KNet(nn.Module):
         if self.training or self.channels_last == "off":
             return False
         return self.channels_last == "on" or self.device.type == "cpu"
+
+    def _inference_split_batch(self) -> bool:
+        if self.training or self.split_batch == "off":
+            return False
+        return self.split_batch == "on" or self.device.type == "cpu"
 
     def forward_kernels(self, images: ImageList) -> Tuple[dict, List[dict]]:
         """Run backbone, neck, kernel head and all update stages.
@@ -268,8 +285,12 @@ class KNet(nn.Module):
             batched_inputs: D2 dicts with ``image`` (3, H, W) and, in training, ``instances``.
         Returns:
             training: dict of weighted scalar losses.
-            inference: list of dicts with ``instances`` / ``panoptic_seg`` / ``sem_seg``.
+            inference: list of dicts with ``instances`` / ``panoptic_seg`` / ``sem_seg``; a batch
+                runs one image at a time where ``split_batch`` asks for it (each image then
+                padded only to its own size, as when it comes alone).
         """
+        if len(batched_inputs) > 1 and self._inference_split_batch():
+            return [out for x in batched_inputs for out in self.forward([x])]
         images = self.preprocess_image(batched_inputs)
         rpn, stages = self.forward_kernels(images)
         if self.training:

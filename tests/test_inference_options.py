@@ -45,7 +45,8 @@ def panoptic_categories(output: dict) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(config, weights) of a panoptic K-Net R18 (1 update stage) trained 150 iterations on 6
-    synthetic images: 4-6 panoptic segments per image, varied categories (~10 s)."""
+    synthetic images: 4-6 panoptic segments per image, varied categories (~10 s).
+    Batches run whole (``SPLIT_BATCH off``), so these tests see the padded batch."""
     root = tmp_path_factory.mktemp("batched")
     if VAL not in DatasetCatalog.list():
         register_synthetic_datasets(root / "data", {"val": 6}, image_size=64, prefix=PREFIX)
@@ -55,6 +56,8 @@ def trained(tmp_path_factory):
          "INPUT.MIN_SIZE_TEST", "64", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.RANDOM_FLIP", "none",
          "MODEL.KNET.NUM_PROPOSALS", "8", "MODEL.KNET.NUM_STAGES", "1",
          "MODEL.KNET.TEST.INSTANCE_SCORE_THRESH", "0.0",
+         # whole batches in one forward, as on a GPU (the CPU default runs them image by image)
+         "MODEL.KNET.TEST.SPLIT_BATCH", "off",
          "SOLVER.IMS_PER_BATCH", "3", "SOLVER.MAX_ITER", "150", "SOLVER.STEPS", "(149,)",
          "SOLVER.WARMUP_ITERS", "1", "SOLVER.BASE_LR", "0.003", "DATALOADER.NUM_WORKERS", "0",
          "OUTPUT_DIR", str(root / "train")],

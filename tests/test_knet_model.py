@@ -167,3 +167,33 @@ def test_channels_last_inference_on_cpu_equals_nchw():
     assert seen["auto"] is False  # training stays NCHW
     with pytest.raises(ValueError, match="CHANNELS_LAST"):
         build_model(tiny_cfg(channels_last="yes"))
+
+
+def test_split_batch_runs_a_cpu_batch_image_by_image():
+    """MODEL.KNET.TEST.SPLIT_BATCH: "auto" runs a CPU inference batch one image at a time (each
+    padded to its own size: outputs equal single-image calls exactly); "off" runs one padded
+    forward; training always sees the whole batch."""
+    torch.manual_seed(0)
+    models = {mode: build_model(tiny_cfg(split_batch=mode)) for mode in ("auto", "off")}
+    models["off"].load_state_dict(models["auto"].state_dict())
+    seen = {mode: [] for mode in models}
+    for mode, m in models.items():
+        m.backbone.register_forward_pre_hook(
+            lambda module, inputs, mode=mode: seen[mode].append(tuple(inputs[0].shape)))
+    batch = [make_input(61, 77, [0, 2]), make_input(64, 50, [1], seed=1)]
+    with torch.no_grad():
+        auto = models["auto"].eval()(batch)
+        alone = [models["auto"]([x])[0] for x in batch]
+        models["off"].eval()(batch)
+    assert seen["auto"][:2] == [(1, 3, 64, 96), (1, 3, 64, 64)]
+    assert seen["off"] == [(2, 3, 64, 96)]
+    for a, b in zip(auto, alone):
+        assert torch.equal(a["instances"].pred_masks, b["instances"].pred_masks)
+        assert torch.equal(a["instances"].scores, b["instances"].scores)
+        assert torch.equal(a["sem_seg"], b["sem_seg"])
+    seen["auto"].clear()
+    models["auto"].train()
+    models["auto"](batch)
+    assert seen["auto"] == [(2, 3, 64, 96)]
+    with pytest.raises(ValueError, match="SPLIT_BATCH"):
+        build_model(tiny_cfg(split_batch="yes"))
