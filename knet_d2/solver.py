@@ -52,7 +52,7 @@ def _fused_adamw_supported(model: torch.nn.Module) -> bool:
     """Whether ``AdamW(fused=True)`` works for every parameter of ``model``.
 
     The fused kernel (CUDA, and CPU since torch 2.4) updates all tensors in one call; on the
-    synthetic CPU configs it makes the optimizer step ~5x faster than the per-tensor loop.
+    synthetic CPU configs it makes the optimizer step faster than the per-tensor loop.
     """
     devices = {p.device.type for p in model.parameters() if p.requires_grad}
     dtypes = {p.dtype for p in model.parameters() if p.requires_grad}

@@ -53,7 +53,7 @@ def rescale_masks(
       without a strided copy of the crop;
     * masks go through both resizes ``chunk_size`` at a time, so the padded-resolution
       intermediate never exists for all N masks at once (peak memory); on the CPU a chunk
-      whose intermediate stays in the cache (one 800x1333 mask) is also about 2x faster.
+      whose intermediate stays in the cache (one 800x1333 mask) is also faster.
 
     Args:
         mask_logits: (N, h4, w4) mask logits at stride 4 of the padded batch.
