@@ -20,7 +20,7 @@ Tasks (data under ``--data-root``, see :mod:`benchmarks.cli`):
   ``configs/coco/panoptic-segmentation/knet_R50_1x.yaml``. Target: PQ >= 70 on those images
   (D2's ``COCOPanopticEvaluator``).
 
-Both train at a short side of ``--min-size`` (512; long side <= 853, no flip), batch 2, for
+Both train at a short side of ``--min-size`` (256; long side <= 426, no flip), batch 2, for
 ``--iters`` iterations, and should finish within ``--time-budget`` (900 s) of training each.
 Without ``--weights`` the models start from scratch (no download is possible here): the
 ResNet-50 then trains with GroupNorm and nothing frozen, at full learning rate (FrozenBN and a
@@ -199,12 +199,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--data-root", type=Path, default=default_data_root(),
                    help="folder with coco_tiny/ and coco_panoptic_sample/ (see benchmarks.cli)")
     p.add_argument("--num-images", type=int, default=8, help="coco_tiny train images (instance)")
-    p.add_argument("--iters", type=int, default=100, help="training iterations per task")
-    p.add_argument("--eval-period", type=int, default=20,
+    p.add_argument("--iters", type=int, default=450, help="training iterations per task")
+    p.add_argument("--eval-period", type=int, default=90,
                    help="evaluate on the training images every N iterations (metric curves)")
-    p.add_argument("--min-size", type=int, default=512, help="short side (train and test)")
-    p.add_argument("--lr", type=float, default=2e-4, help="AdamW base learning rate")
-    p.add_argument("--warmup", type=int, default=10, help="linear warm-up iterations")
+    p.add_argument("--min-size", type=int, default=256, help="short side (train and test)")
+    p.add_argument("--lr", type=float, default=5e-4, help="AdamW base learning rate")
+    p.add_argument("--warmup", type=int, default=20, help="linear warm-up iterations")
     p.add_argument("--weights", default="", help="initial weights (default: from scratch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None,
