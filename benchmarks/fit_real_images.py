@@ -20,8 +20,10 @@ Tasks (data under ``--data-root``, see :mod:`benchmarks.cli`):
   ``configs/coco/panoptic-segmentation/knet_R50_1x.yaml``. Target: PQ >= 70 on those images
   (D2's ``COCOPanopticEvaluator``).
 
-Both train at a short side of ``--min-size`` (256; long side <= 426, no flip), batch 2, for
-``--iters`` iterations, and should finish within ``--time-budget`` (900 s) of training each.
+Both train at a short side of ``--min-size`` (long side 5/3 of it, no flip), batch 2, for
+``--iters`` iterations, evaluated every ``--eval-period``, and should finish within
+``--time-budget`` (900 s) of training each. Unset, these three come from :data:`RECIPES`, the
+per-task recipes measured to fit the budget (benchmarks/RESULTS.md).
 Without ``--weights`` the models start from scratch (no download is possible here): the
 ResNet-50 then trains with GroupNorm and nothing frozen, at full learning rate (FrozenBN and a
 frozen stem are for ImageNet weights). With ``--weights`` the configs run unchanged from them.
@@ -58,6 +60,9 @@ TASKS = {
     "panoptic": ("configs/coco/panoptic-segmentation/knet_R50_1x.yaml", "panoptic_seg", "PQ",
                  70.0),
 }
+#: task -> default (short side, iterations, evaluation period): each fits the 900 s budget on
+#: 2 cores (benchmarks/RESULTS.md, "K-Net on real photographs")
+RECIPES = {"instance": (160, 1100, 220), "panoptic": (256, 450, 90)}
 TRAIN_NAME = {"instance": "fit_real_coco_tiny_train", "panoptic": "fit_real_coco_panoptic_sample"}
 VAL_NAME = "fit_real_coco_tiny_val80"
 
@@ -148,6 +153,7 @@ def fit(task: str, args: argparse.Namespace, argv: Sequence[str]) -> Dict[str, o
 
     import train_net
 
+    args = with_task_recipe(task, args)
     config, group, key, target = TASKS[task]
     task_out = args.output / task
     data = register_task_data(task, args.data_root, task_out, args.num_images)
@@ -182,6 +188,16 @@ def fit(task: str, args: argparse.Namespace, argv: Sequence[str]) -> Dict[str, o
     return record
 
 
+def with_task_recipe(task: str, args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with ``min_size`` / ``iters`` / ``eval_period`` left unset on the command line
+    taken from the task's :data:`RECIPES` entry."""
+    filled = argparse.Namespace(**vars(args))
+    for name, value in zip(("min_size", "iters", "eval_period"), RECIPES[task]):
+        if getattr(filled, name) is None:
+            setattr(filled, name, value)
+    return filled
+
+
 def plot_curves(run_dir: Path) -> List[str]:
     """``tools/plot_metrics.py run_dir``: the PNGs written under ``run_dir/plots``."""
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "plot_metrics.py"), str(run_dir),
@@ -199,10 +215,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--data-root", type=Path, default=default_data_root(),
                    help="folder with coco_tiny/ and coco_panoptic_sample/ (see benchmarks.cli)")
     p.add_argument("--num-images", type=int, default=8, help="coco_tiny train images (instance)")
-    p.add_argument("--iters", type=int, default=450, help="training iterations per task")
-    p.add_argument("--eval-period", type=int, default=90,
+    p.add_argument("--iters", type=int, default=None,
+                   help="training iterations (default: the task's RECIPES entry)")
+    p.add_argument("--eval-period", type=int, default=None,
                    help="evaluate on the training images every N iterations (metric curves)")
-    p.add_argument("--min-size", type=int, default=256, help="short side (train and test)")
+    p.add_argument("--min-size", type=int, default=None,
+                   help="short side, train and test (default: the task's RECIPES entry)")
     p.add_argument("--lr", type=float, default=5e-4, help="AdamW base learning rate")
     p.add_argument("--warmup", type=int, default=20, help="linear warm-up iterations")
     p.add_argument("--weights", default="", help="initial weights (default: from scratch)")

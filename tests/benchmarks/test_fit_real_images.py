@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from benchmarks import fit_real_images
-from benchmarks.fit_real_images import RESULT_FILE, coco_tiny_subset, parse_args, task_opts
+from benchmarks.fit_real_images import (
+    RECIPES,
+    RESULT_FILE,
+    coco_tiny_subset,
+    parse_args,
+    task_opts,
+    with_task_recipe,
+)
 
 # 2 images at short side 96: ~0.8 s per iteration on one thread. At lr 5e-4 the total loss
 # went 31.7 -> 14.5 in 40 iterations (seed 0), steadily after the first 20.
@@ -32,13 +39,18 @@ def test_coco_tiny_subset_is_the_first_images_with_a_crowd_region(shared_data, t
 
 def test_recipe_from_scratch_and_from_weights(shared_data, tmp_path):
     scratch = parse_args(["--data-root", str(shared_data), "--output", str(tmp_path)])
-    opts = dict(zip(*[iter(task_opts("instance", "n", scratch, tmp_path / "i"))] * 2))
+    args = with_task_recipe("panoptic", scratch)
+    opts = dict(zip(*[iter(task_opts("panoptic", "n", args, tmp_path / "i"))] * 2))
     assert opts["MODEL.WEIGHTS"] == "" and opts["MODEL.RESNETS.NORM"] == "GN"
-    assert opts["INPUT.MIN_SIZE_TRAIN"] == "(512,)" and opts["INPUT.MAX_SIZE_TRAIN"] == "853"
+    assert opts["INPUT.MIN_SIZE_TRAIN"] == "(256,)" and opts["INPUT.MAX_SIZE_TRAIN"] == "426"
+    assert opts["SOLVER.MAX_ITER"] == "450" and opts["SOLVER.STEPS"] == "(360,)"
     assert opts["DATASETS.TEST"] == opts["DATASETS.TRAIN"] == "('n',)"
+    assert scratch.min_size is None  # the per-task recipe fills a copy
     pretrained = parse_args(["--data-root", str(shared_data), "--output", str(tmp_path),
-                             "--weights", "w.pkl", "SOLVER.BASE_LR", "0.001"])
-    opts = task_opts("panoptic", "n", pretrained, tmp_path / "p")
+                             "--weights", "w.pkl", "--min-size", "320", "SOLVER.BASE_LR", "0.001"])
+    args = with_task_recipe("instance", pretrained)
+    assert (args.min_size, args.iters, args.eval_period) == (320, *RECIPES["instance"][1:])
+    opts = task_opts("panoptic", "n", args, tmp_path / "p")
     assert "MODEL.RESNETS.NORM" not in opts and opts[-2:] == ["SOLVER.BASE_LR", "0.001"]
     assert opts[opts.index("MODEL.WEIGHTS") + 1] == "w.pkl"
 
