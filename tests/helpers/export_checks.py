@@ -27,10 +27,12 @@ _MODELS = {}
 def get_model(task: str) -> nn.Module:
     if task not in _MODELS:
         torch.manual_seed(0)
-        # The exported graphs compute in NCHW, so the reference forward does too (channels-last
-        # inference agrees up to float rounding: tests/test_knet_model.py).
+        # The exported graphs compute in NCHW on the whole padded batch, so the reference
+        # forward does too (channels-last inference agrees up to float rounding, and a split
+        # batch equals single-image calls: tests/test_knet_model.py).
         cfg = load_config(REPO_ROOT / CONFIGS[task],
-                          ["MODEL.DEVICE", "cpu", "MODEL.KNET.TEST.CHANNELS_LAST", "off"])
+                          ["MODEL.DEVICE", "cpu", "MODEL.KNET.TEST.CHANNELS_LAST", "off",
+                           "MODEL.KNET.TEST.SPLIT_BATCH", "off"])
         _MODELS[task] = build_model(cfg).eval()
     return _MODELS[task]
 
