@@ -47,9 +47,18 @@ __all__ = ["KNet"]
 
 logger = logging.getLogger(__name__)
 
-#: values of ``MODEL.KNET.TEST.CHANNELS_LAST`` and ``MODEL.KNET.TEST.SPLIT_BATCH``
-CHANNELS_LAST_MODES = ("auto", "on", "off")
-SPLIT_BATCH_MODES = CHANNELS_LAST_MODES
+#: values of ``MODEL.KNET.TEST.CHANNELS_LAST`` and ``MODEL.KNET.TEST.SPLIT_BATCH``: "auto" (in
+#: CPU inference), "on" (in inference on every device), "off"
+INFERENCE_MODES = ("auto", "on", "off")
+
+
+def _check_inference_mode(key: str, value: str) -> str:
+    """``value`` of the config key ``MODEL.KNET.TEST.<key>``, or a ValueError naming it."""
+    if value not in INFERENCE_MODES:
+        raise ValueError(
+            f"MODEL.KNET.TEST.{key} must be one of {INFERENCE_MODES}, got {value!r}"
+        )
+    return value
 
 
 def downsample_masks(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
@@ -168,18 +177,8 @@ class KNet(nn.Module):
         if class_layout is not None:
             class_layout.check_fits(num_thing_classes, num_stuff_classes)
         self.class_layout = class_layout
-        if channels_last not in CHANNELS_LAST_MODES:
-            raise ValueError(
-                f"MODEL.KNET.TEST.CHANNELS_LAST must be one of {CHANNELS_LAST_MODES}, "
-                f"got {channels_last!r}"
-            )
-        self.channels_last = channels_last
-        if split_batch not in SPLIT_BATCH_MODES:
-            raise ValueError(
-                f"MODEL.KNET.TEST.SPLIT_BATCH must be one of {SPLIT_BATCH_MODES}, "
-                f"got {split_batch!r}"
-            )
-        self.split_batch = split_batch
+        self.channels_last = _check_inference_mode("CHANNELS_LAST", channels_last)
+        self.split_batch = _check_inference_mode("SPLIT_BATCH", split_batch)
 
     @classmethod
     def from_config(cls, cfg):
@@ -231,19 +230,15 @@ class KNet(nn.Module):
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std
                   for x in batched_inputs]
         image_list = ImageList.from_tensors(images, self.size_divisibility)
-        if self._inference_channels_last():
+        if self._inference_mode_applies(self.channels_last):
             image_list.tensor = image_list.tensor.contiguous(memory_format=torch.channels_last)
         return image_list
 
-    def _inference_channels_last(self) -> bool:
-        if self.training or self.channels_last == "off":
+    def _inference_mode_applies(self, mode: str) -> bool:
+        """Whether an :data:`INFERENCE_MODES` setting is in effect for this forward."""
+        if self.training or mode == "off":
             return False
-        return self.channels_last == "on" or self.device.type == "cpu"
-
-    def _inference_split_batch(self) -> bool:
-        if self.training or self.split_batch == "off":
-            return False
-        return self.split_batch == "on" or self.device.type == "cpu"
+        return mode == "on" or self.device.type == "cpu"
 
     def forward_kernels(self, images: ImageList) -> Tuple[dict, List[dict]]:
         """Run backbone, neck, kernel head and all update stages.
@@ -289,7 +284,7 @@ class KNet(nn.Module):
                 runs one image at a time where ``split_batch`` asks for it (each image then
                 padded only to its own size, as when it comes alone).
         """
-        if len(batched_inputs) > 1 and self._inference_split_batch():
+        if len(batched_inputs) > 1 and self._inference_mode_applies(self.split_batch):
             return [out for x in batched_inputs for out in self.forward([x])]
         images = self.preprocess_image(batched_inputs)
         rpn, stages = self.forward_kernels(images)
