@@ -1,0 +1,191 @@
+#!/usr/bin/env python
+"""How much mask AP a stride-s mask head can reach on a split at all: the resolution ceiling.
+
+K-Net predicts masks at stride 8 (upsampled x2 to stride 4, then to the image size). On the
+synthetic set (128 px images, shapes from 4 px), is that grid too coarse for mask AP 50?
+This script scores "oracle" predictions that are right about everything except resolution:
+every non-crowd ground-truth instance, its true class, score 1, and a mask decoded from a
+stride-``s`` grid the way the model decodes its own (bilinear x2, bilinear to the image size,
+threshold). D2's COCOEvaluator scores them like a model (``build_synthetic_evaluator``).
+
+Two grids per stride:
+
+* ``soft``: the ground truth averaged over each s x s cell (the soft target a perfect head
+  trained on downsampled masks would predict), probability > 0.5;
+* ``knet_loss`` (stride 8 only): a free logit per cell fitted per instance to K-Net's own mask
+  losses (BCE x MASK_WEIGHT + K-Net's dice x DICE_WEIGHT of the x2-upsampled grid against the
+  ground truth downsampled to stride 4, as in training), logit > 0: the masks a perfectly
+  trained K-Net would draw;
+* ``fitted``: a free logit per cell, fitted per instance (Adam on BCE + dice against the
+  full-resolution mask), logit > 0: the best such a grid can draw, a true upper bound for
+  the decoder.
+
+``exact`` (the ground truth itself) checks the path: it must score AP 100.
+
+    python -m benchmarks.mask_resolution_ceiling --output output/mask_ceiling
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "decode_grid", "soft_grid", "fit_grid", "fit_knet_loss_grid", "oracle_masks",
+    "evaluate_ceiling", "main",
+]
+
+#: (decoder, stride) pairs scored by default, after ("exact", 1).
+VARIANTS = (("soft", 8), ("knet_loss", 8), ("fitted", 8), ("soft", 4), ("fitted", 4))
+MASK_WEIGHT, DICE_WEIGHT, ASSIGN_STRIDE = 1.0, 4.0, 4  # MODEL.KNET.{MASK,DICE}_WEIGHT, ..STRIDE
+
+
+def decode_grid(logits: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """(N, 1, h, w) stride-s logits -> (N, 1, H, W) logits at the image size, as K-Net decodes
+    its masks: bilinear x2 (to stride s/2), then bilinear to ``size`` (align_corners=False)."""
+    x = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def soft_grid(masks: torch.Tensor, stride: int) -> torch.Tensor:
+    """(N, 1, H, W) {0, 1} masks -> (N, 1, H/s, W/s) logits of their per-cell mean (clamped
+    to [1e-4, 1 - 1e-4]); H and W must be multiples of ``stride``."""
+    mean = F.avg_pool2d(masks.float(), stride, stride)
+    return torch.logit(mean.clamp(1e-4, 1 - 1e-4))
+
+
+def fit_grid(masks: torch.Tensor, stride: int, steps: int = 400, lr: float = 0.1) -> torch.Tensor:
+    """(N, 1, H, W) {0, 1} masks -> (N, 1, H/s, W/s) logits fitted so that
+    :func:`decode_grid` of them matches each mask (BCE + dice, Adam, from :func:`soft_grid`)."""
+    target = masks.float()
+    logits = soft_grid(masks, stride).clone().requires_grad_(True)
+    opt = torch.optim.Adam([logits], lr=lr)
+    for _ in range(steps):
+        out = decode_grid(logits, target.shape[-2:]) * 4.0  # sharper sigmoid, same zero set
+        prob = out.sigmoid()
+        inter = (prob * target).sum((1, 2, 3))
+        dice = 1 - (2 * inter + 1) / (prob.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+        loss = F.binary_cross_entropy_with_logits(out, target) + dice.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return logits.detach()
+
+
+def fit_knet_loss_grid(masks: torch.Tensor, stride: int = 8, steps: int = 400,
+                       lr: float = 0.1) -> torch.Tensor:
+    """(N, 1, H, W) {0, 1} masks -> (N, 1, H/s, W/s) logits that minimise K-Net's training mask
+    losses: BCE x MASK_WEIGHT + dice x DICE_WEIGHT of the grid upsampled x2 against the masks
+    downsampled to stride ASSIGN_STRIDE (``knet_d2.knet_model.downsample_masks``)."""
+    from knet_d2.knet_model import downsample_masks
+    from knet_d2.modeling.criterion import dice_loss
+
+    h, w = masks.shape[-2:]
+    target = downsample_masks(masks[:, 0], (h // ASSIGN_STRIDE, w // ASSIGN_STRIDE))
+    logits = soft_grid(masks, stride).clone().requires_grad_(True)
+    opt = torch.optim.Adam([logits], lr=lr)
+    for _ in range(steps):
+        out = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)[:, 0]
+        loss = (MASK_WEIGHT * F.binary_cross_entropy_with_logits(out, target)
+                + DICE_WEIGHT * dice_loss(out, target).mean())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return logits.detach()
+
+
+def oracle_masks(masks: torch.Tensor, stride: int, decoder: str) -> torch.Tensor:
+    """(N, H, W) bool ground-truth masks -> (N, H, W) bool masks drawn from a stride-``stride``
+    grid by ``decoder`` ("exact", "soft", "knet_loss" or "fitted"; module docstring)."""
+    if decoder == "exact" or len(masks) == 0:
+        return masks.clone()
+    x = masks[:, None]
+    if decoder == "soft":
+        return (decode_grid(soft_grid(x, stride), masks.shape[-2:]) > 0)[:, 0]
+    if decoder == "knet_loss":
+        return (decode_grid(fit_knet_loss_grid(x, stride), masks.shape[-2:]) > 0)[:, 0]
+    if decoder == "fitted":
+        return (decode_grid(fit_grid(x, stride), masks.shape[-2:]) > 0)[:, 0]
+    raise ValueError(f"unknown decoder {decoder!r}; expected exact, soft, knet_loss or fitted")
+
+
+def _ground_truth(d: dict):
+    """The non-crowd instances of a dataset dict as D2 ``Instances`` with bitmasks."""
+    from detectron2.data.detection_utils import annotations_to_instances
+
+    annos = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
+    return annotations_to_instances(annos, (d["height"], d["width"]), mask_format="bitmask")
+
+
+def evaluate_ceiling(dataset: str, variants: Sequence[Tuple[str, int]], output_dir: str
+                     ) -> Dict[str, Dict[str, float]]:
+    """Mask AP (D2's COCOEvaluator) of the oracle predictions of every ``(decoder, stride)``
+    in ``variants`` on ``dataset``. Returns ``{"<decoder>_s<stride>": segm results}``."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.structures import BitMasks, Instances
+
+    from benchmarks.synthetic_evaluators import build_synthetic_evaluator
+
+    dicts = DatasetCatalog.get(dataset)
+    gts = [_ground_truth(d) for d in dicts]
+    results = {}
+    for decoder, stride in variants:
+        evaluator = build_synthetic_evaluator(dataset, ("instance",),
+                                              str(Path(output_dir) / f"{decoder}_s{stride}"))
+        evaluator.reset()
+        for d, gt in zip(dicts, gts):
+            h, w = d["height"], d["width"]
+            masks = oracle_masks(gt.gt_masks.tensor, stride, decoder)
+            pred = Instances((h, w))
+            pred.pred_masks = masks
+            pred.pred_boxes = BitMasks(masks).get_bounding_boxes()
+            pred.pred_classes = gt.gt_classes.clone()
+            pred.scores = torch.ones(len(masks))
+            evaluator.process([d], [{"instances": pred}])
+        segm = evaluator.evaluate()["segm"]
+        results[f"{decoder}_s{stride}"] = {k: float(v) for k, v in segm.items()}
+    return results
+
+
+def _print_table(results: Dict[str, Dict[str, float]]) -> List[str]:
+    lines = ["| oracle masks | mask AP | AP50 | AP75 | APs | APm |", "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['AP']:.1f} | {r['AP50']:.1f} | {r['AP75']:.1f} | "
+                     f"{r['APs']:.1f} | {r['APm']:.1f} |")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="knet_synth_instance_val")
+    ap.add_argument("--output", default="output/mask_ceiling")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    import knet_d2  # noqa: F401  (registers the synthetic names)
+    from knet_d2.data.datasets.register_synthetic import ensure_synthetic_for_datasets
+
+    from .cli import environment, run_header
+
+    torch.set_num_threads(a.threads)
+    header = run_header(list(sys.argv[1:] if argv is None else argv), __spec__.name, "cpu",
+                        a.threads)
+    ensure_synthetic_for_datasets([a.dataset])
+    variants = [("exact", 1), *VARIANTS]
+    results = evaluate_ceiling(a.dataset, variants, a.output)
+    table = _print_table(results)
+    print("\n".join(environment(header) + table))
+    Path(a.output).mkdir(parents=True, exist_ok=True)
+    path = Path(a.output) / "mask_ceiling.json"
+    path.write_text(json.dumps({**header, "dataset": a.dataset, "results": results,
+                                "table": table}, indent=2))
+    print(f"[mask ceiling] written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

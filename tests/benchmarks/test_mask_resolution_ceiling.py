@@ -1,0 +1,92 @@
+"""The mask-resolution ceiling (benchmarks/mask_resolution_ceiling.py): grid decoding, the fitted
+grids, and oracle AP through D2's COCOEvaluator on a small generated split."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+import knet_d2  # noqa: F401  (registers the dataset names)
+from benchmarks import mask_resolution_ceiling as mc
+from knet_d2.data.datasets.register_synthetic import register_synthetic_datasets
+from knet_d2.knet_model import downsample_masks
+from knet_d2.modeling.criterion import dice_loss
+
+PREFIX = "knet_test_ceiling"
+
+
+def _disc(size: int, cx: float, cy: float, r: float) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+def test_decode_and_soft_grid_shapes_and_values():
+    masks = torch.zeros(2, 1, 32, 32, dtype=torch.bool)
+    masks[0, :, :16, :16] = True  # cell-aligned block: cell means exactly 0 or 1
+    grid = mc.soft_grid(masks, 8)
+    assert grid.shape == (2, 1, 4, 4)
+    assert grid[0, 0, :2, :2].min() > 5 and grid[0, 0, 2:, 2:].max() < -5
+    assert grid[1].max() < -5  # an empty mask stays empty
+    assert mc.decode_grid(grid, (32, 32)).shape == (2, 1, 32, 32)
+    out = mc.oracle_masks(masks[:, 0], 8, "soft")
+    assert out.dtype == torch.bool and out.shape == (2, 32, 32)
+    assert out[0, 2:14, 2:14].all() and not out[0, 20:, 20:].any() and not out[1].any()
+    assert torch.equal(mc.oracle_masks(masks[:, 0], 8, "exact"), masks[:, 0])
+    with pytest.raises(ValueError, match="unknown decoder 'nearest'"):
+        mc.oracle_masks(masks[:, 0], 8, "nearest")
+
+
+def test_fitted_grids_improve_what_they_fit():
+    """A small disc at stride 8: the fitted grid draws it better (IoU) than the soft grid, and
+    the K-Net-loss grid has a lower K-Net mask loss than the soft grid it starts from."""
+    mask = _disc(64, 30.3, 33.7, 6.5)[None, None]
+    soft = mc.oracle_masks(mask[:, 0], 8, "soft")
+    fitted = mc.oracle_masks(mask[:, 0], 8, "fitted")
+
+    def iou(pred):
+        return float((pred & mask[:, 0]).sum() / (pred | mask[:, 0]).sum())
+
+    assert iou(fitted) > iou(soft) and iou(fitted) > 0.8
+
+    target = downsample_masks(mask[:, 0], (16, 16))
+
+    def knet_loss(grid):
+        out = F.interpolate(grid, scale_factor=2, mode="bilinear", align_corners=False)[:, 0]
+        return float(mc.MASK_WEIGHT * F.binary_cross_entropy_with_logits(out, target)
+                     + mc.DICE_WEIGHT * dice_loss(out, target).mean())
+
+    assert knet_loss(mc.fit_knet_loss_grid(mask, 8, steps=100)) < 0.8 * knet_loss(
+        mc.soft_grid(mask, 8))
+
+
+@pytest.fixture(scope="module")
+def small_split(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ceiling")
+    names = register_synthetic_datasets(root, {"val": 5}, prefix=PREFIX)
+    yield root
+    for n in names:
+        DatasetCatalog.remove(n)
+        MetadataCatalog.remove(n)
+
+
+def test_oracle_ap_exact_is_full_marks_and_coarser_grids_score_less(small_split, tmp_path):
+    res = mc.evaluate_ceiling(f"{PREFIX}_instance_val", [("exact", 1), ("soft", 4), ("soft", 8)],
+                              str(tmp_path))
+    assert set(res) == {"exact_s1", "soft_s4", "soft_s8"}
+    assert res["exact_s1"]["AP"] == pytest.approx(100.0)
+    assert 0.0 <= res["soft_s8"]["AP"] < res["soft_s4"]["AP"] < 100.0
+
+
+def test_cli_writes_the_header_and_table(small_split, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(mc, "VARIANTS", (("soft", 8),))
+    out = tmp_path / "cli"
+    assert mc.main(["--dataset", f"{PREFIX}_instance_val", "--output", str(out),
+                    "--threads", "1"]) == 0
+    saved = json.loads((out / "mask_ceiling.json").read_text())
+    assert set(saved["results"]) == {"exact_s1", "soft_s8"}
+    assert saved["command"].startswith("python -m benchmarks.mask_resolution_ceiling --dataset")
+    assert {"date", "commit", "machine"} <= set(saved)
+    assert "| soft_s8 |" in capsys.readouterr().out
