@@ -13,9 +13,11 @@ Two grids per stride:
 * ``soft``: the ground truth averaged over each s x s cell (the soft target a perfect head
   trained on downsampled masks would predict), probability > 0.5;
 * ``knet_loss`` (stride 8 only): a free logit per cell fitted per instance to K-Net's own mask
-  losses (BCE x MASK_WEIGHT + K-Net's dice x DICE_WEIGHT of the x2-upsampled grid against the
-  ground truth downsampled to stride 4, as in training), logit > 0: the masks a perfectly
-  trained K-Net would draw;
+  losses (BCE x MASK_WEIGHT + K-Net's dice x DICE_WEIGHT of the grid upsampled to stride
+  ``MODEL.KNET.MASK_ASSIGN_STRIDE`` (4) against the ground truth downsampled to that stride, as
+  in training), logit > 0: the masks a perfectly trained K-Net would draw.
+  ``knet_loss_assign2`` / ``knet_loss_assign1``: the same with MASK_ASSIGN_STRIDE 2 / 1 (the
+  model then upsamples its masks x4 / x8 before the losses and the output);
 * ``fitted``: a free logit per cell, fitted per instance (Adam on BCE + dice against the
   full-resolution mask), logit > 0: the best such a grid can draw, a true upper bound for
   the decoder.
@@ -41,14 +43,18 @@ __all__ = [
 ]
 
 #: (decoder, stride) pairs scored by default, after ("exact", 1).
-VARIANTS = (("soft", 8), ("knet_loss", 8), ("fitted", 8), ("soft", 4), ("fitted", 4))
-MASK_WEIGHT, DICE_WEIGHT, ASSIGN_STRIDE = 1.0, 4.0, 4  # MODEL.KNET.{MASK,DICE}_WEIGHT, ..STRIDE
+VARIANTS = (("soft", 8), ("knet_loss", 8), ("knet_loss_assign2", 8), ("knet_loss_assign1", 8),
+            ("fitted", 8), ("soft", 4), ("fitted", 4))
+MASK_WEIGHT, DICE_WEIGHT = 1.0, 4.0  # MODEL.KNET.MASK_WEIGHT, MODEL.KNET.DICE_WEIGHT
+#: K-Net-loss decoders -> their MODEL.KNET.MASK_ASSIGN_STRIDE.
+KNET_LOSS_ASSIGN_STRIDES = {"knet_loss": 4, "knet_loss_assign2": 2, "knet_loss_assign1": 1}
 
 
-def decode_grid(logits: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+def decode_grid(logits: torch.Tensor, size: Tuple[int, int], up: int = 2) -> torch.Tensor:
     """(N, 1, h, w) stride-s logits -> (N, 1, H, W) logits at the image size, as K-Net decodes
-    its masks: bilinear x2 (to stride s/2), then bilinear to ``size`` (align_corners=False)."""
-    x = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
+    its masks: bilinear x``up`` (to the assign stride; 2 = stride 4), then bilinear to ``size``
+    (align_corners=False)."""
+    x = F.interpolate(logits, scale_factor=up, mode="bilinear", align_corners=False)
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
@@ -77,20 +83,22 @@ def fit_grid(masks: torch.Tensor, stride: int, steps: int = 400, lr: float = 0.1
     return logits.detach()
 
 
-def fit_knet_loss_grid(masks: torch.Tensor, stride: int = 8, steps: int = 400,
-                       lr: float = 0.1) -> torch.Tensor:
+def fit_knet_loss_grid(masks: torch.Tensor, stride: int = 8, assign_stride: int = 4,
+                       steps: int = 400, lr: float = 0.1) -> torch.Tensor:
     """(N, 1, H, W) {0, 1} masks -> (N, 1, H/s, W/s) logits that minimise K-Net's training mask
-    losses: BCE x MASK_WEIGHT + dice x DICE_WEIGHT of the grid upsampled x2 against the masks
-    downsampled to stride ASSIGN_STRIDE (``knet_d2.knet_model.downsample_masks``)."""
+    losses: BCE x MASK_WEIGHT + dice x DICE_WEIGHT of the grid upsampled x(s / assign_stride)
+    against the masks downsampled to ``assign_stride``
+    (``knet_d2.knet_model.downsample_masks``)."""
     from knet_d2.knet_model import downsample_masks
     from knet_d2.modeling.criterion import dice_loss
 
     h, w = masks.shape[-2:]
-    target = downsample_masks(masks[:, 0], (h // ASSIGN_STRIDE, w // ASSIGN_STRIDE))
+    target = downsample_masks(masks[:, 0], (h // assign_stride, w // assign_stride))
+    up = stride // assign_stride
     logits = soft_grid(masks, stride).clone().requires_grad_(True)
     opt = torch.optim.Adam([logits], lr=lr)
     for _ in range(steps):
-        out = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)[:, 0]
+        out = F.interpolate(logits, scale_factor=up, mode="bilinear", align_corners=False)[:, 0]
         loss = (MASK_WEIGHT * F.binary_cross_entropy_with_logits(out, target)
                 + DICE_WEIGHT * dice_loss(out, target).mean())
         opt.zero_grad()
@@ -101,17 +109,21 @@ def fit_knet_loss_grid(masks: torch.Tensor, stride: int = 8, steps: int = 400,
 
 def oracle_masks(masks: torch.Tensor, stride: int, decoder: str) -> torch.Tensor:
     """(N, H, W) bool ground-truth masks -> (N, H, W) bool masks drawn from a stride-``stride``
-    grid by ``decoder`` ("exact", "soft", "knet_loss" or "fitted"; module docstring)."""
+    grid by ``decoder`` ("exact", "soft", "fitted" or a :data:`KNET_LOSS_ASSIGN_STRIDES` key;
+    module docstring)."""
     if decoder == "exact" or len(masks) == 0:
         return masks.clone()
     x = masks[:, None]
     if decoder == "soft":
         return (decode_grid(soft_grid(x, stride), masks.shape[-2:]) > 0)[:, 0]
-    if decoder == "knet_loss":
-        return (decode_grid(fit_knet_loss_grid(x, stride), masks.shape[-2:]) > 0)[:, 0]
+    if decoder in KNET_LOSS_ASSIGN_STRIDES:
+        assign = KNET_LOSS_ASSIGN_STRIDES[decoder]
+        grid = fit_knet_loss_grid(x, stride, assign)
+        return (decode_grid(grid, masks.shape[-2:], stride // assign) > 0)[:, 0]
     if decoder == "fitted":
         return (decode_grid(fit_grid(x, stride), masks.shape[-2:]) > 0)[:, 0]
-    raise ValueError(f"unknown decoder {decoder!r}; expected exact, soft, knet_loss or fitted")
+    raise ValueError(f"unknown decoder {decoder!r}; expected exact, soft, fitted or one of "
+                     f"{sorted(KNET_LOSS_ASSIGN_STRIDES)}")
 
 
 def _ground_truth(d: dict):
