@@ -8,12 +8,13 @@ every non-crowd ground-truth instance, its true class, score 1, and a mask decod
 stride-``s`` grid the way the model decodes its own (bilinear x2, bilinear to the image size,
 threshold). D2's COCOEvaluator scores them like a model (``build_synthetic_evaluator``).
 
-Two grids per stride:
+The grids:
 
 * ``soft``: the ground truth averaged over each s x s cell (the soft target a perfect head
   trained on downsampled masks would predict), probability > 0.5;
 * ``knet_loss`` (stride 8 only): a free logit per cell fitted per instance to K-Net's own mask
-  losses (BCE x MASK_WEIGHT + K-Net's dice x DICE_WEIGHT of the grid upsampled to stride
+  losses (BCE and K-Net's dice, weighted by the default ``MODEL.KNET.MASK_WEIGHT`` and
+  ``DICE_WEIGHT``, of the grid upsampled to stride
   ``MODEL.KNET.MASK_ASSIGN_STRIDE`` (4) against the ground truth downsampled to that stride, as
   in training), logit > 0: the masks a perfectly trained K-Net would draw.
   ``knet_loss_assign2`` / ``knet_loss_assign1``: the same with MASK_ASSIGN_STRIDE 2 / 1 (the
@@ -38,16 +39,26 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "decode_grid", "soft_grid", "fit_grid", "fit_knet_loss_grid", "oracle_masks",
-    "evaluate_ceiling", "main",
+    "knet_mask_loss_weights", "decode_grid", "soft_grid", "fit_grid", "fit_knet_loss_grid",
+    "oracle_masks", "evaluate_ceiling", "main",
 ]
 
 #: (decoder, stride) pairs scored by default, after ("exact", 1).
 VARIANTS = (("soft", 8), ("knet_loss", 8), ("knet_loss_assign2", 8), ("knet_loss_assign1", 8),
             ("fitted", 8), ("soft", 4), ("fitted", 4))
-MASK_WEIGHT, DICE_WEIGHT = 1.0, 4.0  # MODEL.KNET.MASK_WEIGHT, MODEL.KNET.DICE_WEIGHT
 #: K-Net-loss decoders -> their MODEL.KNET.MASK_ASSIGN_STRIDE.
 KNET_LOSS_ASSIGN_STRIDES = {"knet_loss": 4, "knet_loss_assign2": 2, "knet_loss_assign1": 1}
+
+
+def knet_mask_loss_weights() -> Tuple[float, float]:
+    """``(MODEL.KNET.MASK_WEIGHT, MODEL.KNET.DICE_WEIGHT)`` of K-Net's default config."""
+    from detectron2.config import get_cfg
+
+    from knet_d2.config import add_knet_config
+
+    cfg = get_cfg()
+    add_knet_config(cfg)
+    return float(cfg.MODEL.KNET.MASK_WEIGHT), float(cfg.MODEL.KNET.DICE_WEIGHT)
 
 
 def decode_grid(logits: torch.Tensor, size: Tuple[int, int], up: int = 2) -> torch.Tensor:
@@ -86,7 +97,7 @@ def fit_grid(masks: torch.Tensor, stride: int, steps: int = 400, lr: float = 0.1
 def fit_knet_loss_grid(masks: torch.Tensor, stride: int = 8, assign_stride: int = 4,
                        steps: int = 400, lr: float = 0.1) -> torch.Tensor:
     """(N, 1, H, W) {0, 1} masks -> (N, 1, H/s, W/s) logits that minimise K-Net's training mask
-    losses: BCE x MASK_WEIGHT + dice x DICE_WEIGHT of the grid upsampled x(s / assign_stride)
+    losses (:func:`knet_mask_loss_weights`): BCE + dice of the grid upsampled x(s / assign_stride)
     against the masks downsampled to ``assign_stride``
     (``knet_d2.knet_model.downsample_masks``)."""
     from knet_d2.knet_model import downsample_masks
@@ -95,12 +106,13 @@ def fit_knet_loss_grid(masks: torch.Tensor, stride: int = 8, assign_stride: int 
     h, w = masks.shape[-2:]
     target = downsample_masks(masks[:, 0], (h // assign_stride, w // assign_stride))
     up = stride // assign_stride
+    mask_weight, dice_weight = knet_mask_loss_weights()
     logits = soft_grid(masks, stride).clone().requires_grad_(True)
     opt = torch.optim.Adam([logits], lr=lr)
     for _ in range(steps):
         out = F.interpolate(logits, scale_factor=up, mode="bilinear", align_corners=False)[:, 0]
-        loss = (MASK_WEIGHT * F.binary_cross_entropy_with_logits(out, target)
-                + DICE_WEIGHT * dice_loss(out, target).mean())
+        loss = (mask_weight * F.binary_cross_entropy_with_logits(out, target)
+                + dice_weight * dice_loss(out, target).mean())
         opt.zero_grad()
         loss.backward()
         opt.step()

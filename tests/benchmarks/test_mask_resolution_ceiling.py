@@ -56,10 +56,13 @@ def test_fitted_grids_improve_what_they_fit():
 
     target = downsample_masks(mask[:, 0], (16, 16))
 
+    mask_weight, dice_weight = mc.knet_mask_loss_weights()
+    assert (mask_weight, dice_weight) == (1.0, 4.0)  # the official weights
+
     def knet_loss(grid):
         out = F.interpolate(grid, scale_factor=2, mode="bilinear", align_corners=False)[:, 0]
-        return float(mc.MASK_WEIGHT * F.binary_cross_entropy_with_logits(out, target)
-                     + mc.DICE_WEIGHT * dice_loss(out, target).mean())
+        return float(mask_weight * F.binary_cross_entropy_with_logits(out, target)
+                     + dice_weight * dice_loss(out, target).mean())
 
     assert knet_loss(mc.fit_knet_loss_grid(mask, 8, steps=100)) < 0.8 * knet_loss(
         mc.soft_grid(mask, 8))
