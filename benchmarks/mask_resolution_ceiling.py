@@ -26,11 +26,14 @@ The grids:
 ``exact`` (the ground truth itself) checks the path: it must score AP 100.
 
     python -m benchmarks.mask_resolution_ceiling --output output/mask_ceiling
+    # the same val scenes rendered with a 256 px side (generated under --root on first use)
+    python -m benchmarks.mask_resolution_ceiling --image-size 256 --output output/mask_ceiling_256
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -188,16 +191,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="knet_synth_instance_val")
     ap.add_argument("--output", default="output/mask_ceiling")
+    ap.add_argument("--image-size", type=int, default=None,
+                    help="score a synthetic val split rendered at this side instead of --dataset")
+    ap.add_argument("--num-images", type=int, default=60, help="with --image-size")
+    ap.add_argument("--root", default=os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"),
+                                                   "knet_synth_sizes"),
+                    help="with --image-size: the split is generated under ROOT/<size>px")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
+    from detectron2.data import DatasetCatalog
+
     import knet_d2  # noqa: F401  (registers the synthetic names)
-    from knet_d2.data.datasets.register_synthetic import ensure_synthetic_for_datasets
+    from knet_d2.data.datasets.register_synthetic import (
+        ensure_synthetic_for_datasets,
+        register_synthetic_datasets,
+    )
 
     from .cli import environment, run_header
 
     torch.set_num_threads(a.threads)
     header = run_header(list(sys.argv[1:] if argv is None else argv), __spec__.name, "cpu",
                         a.threads)
+    if a.image_size is not None:
+        prefix = f"knet_synth_{a.image_size}px"
+        a.dataset = f"{prefix}_instance_val"
+        if a.dataset not in DatasetCatalog.list():
+            register_synthetic_datasets(Path(a.root) / f"{a.image_size}px",
+                                        {"val": a.num_images}, a.image_size, prefix)
     ensure_synthetic_for_datasets([a.dataset])
     variants = [("exact", 1), *VARIANTS]
     results = evaluate_ceiling(a.dataset, variants, a.output)
@@ -205,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(environment(header) + table))
     Path(a.output).mkdir(parents=True, exist_ok=True)
     path = Path(a.output) / "mask_ceiling.json"
-    path.write_text(json.dumps({**header, "dataset": a.dataset, "results": results,
+    path.write_text(json.dumps({**header, "dataset": a.dataset,
+                                "image_size": a.image_size, "results": results,
                                 "table": table}, indent=2))
     print(f"[mask ceiling] written: {path}")
     return 0

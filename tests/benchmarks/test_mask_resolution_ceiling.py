@@ -96,3 +96,18 @@ def test_cli_writes_the_header_and_table(small_split, tmp_path, monkeypatch, cap
     assert saved["command"].startswith("python -m benchmarks.mask_resolution_ceiling --dataset")
     assert {"date", "commit", "machine"} <= set(saved)
     assert "| soft_s8 |" in capsys.readouterr().out
+
+
+def test_cli_image_size_generates_and_scores_a_split_of_that_side(tmp_path, monkeypatch):
+    monkeypatch.setattr(mc, "VARIANTS", (("soft", 8),))
+    out = tmp_path / "cli64"
+    assert mc.main(["--image-size", "64", "--num-images", "2", "--root", str(tmp_path / "data"),
+                    "--output", str(out), "--threads", "1"]) == 0
+    saved = json.loads((out / "mask_ceiling.json").read_text())
+    assert saved["dataset"] == "knet_synth_64px_instance_val" and saved["image_size"] == 64
+    assert saved["results"]["exact_s1"]["AP"] == pytest.approx(100.0)
+    info = json.loads((tmp_path / "data" / "64px" / "val" / "info.json").read_text())
+    assert info["image_size"] == 64 and info["num_images"] == 2
+    for n in [n for n in DatasetCatalog.list() if n.startswith("knet_synth_64px_")]:
+        DatasetCatalog.remove(n)
+        MetadataCatalog.remove(n)
