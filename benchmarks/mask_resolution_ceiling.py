@@ -32,11 +32,12 @@ The grids:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -53,8 +54,10 @@ VARIANTS = (("soft", 8), ("knet_loss", 8), ("knet_loss_assign2", 8), ("knet_loss
 KNET_LOSS_ASSIGN_STRIDES = {"knet_loss": 4, "knet_loss_assign2": 2, "knet_loss_assign1": 1}
 
 
+@functools.cache
 def knet_mask_loss_weights() -> Tuple[float, float]:
-    """``(MODEL.KNET.MASK_WEIGHT, MODEL.KNET.DICE_WEIGHT)`` of K-Net's default config."""
+    """``(MODEL.KNET.MASK_WEIGHT, MODEL.KNET.DICE_WEIGHT)`` of K-Net's default config (built
+    once, not once per image)."""
     from detectron2.config import get_cfg
 
     from knet_d2.config import add_knet_config
@@ -79,22 +82,32 @@ def soft_grid(masks: torch.Tensor, stride: int) -> torch.Tensor:
     return torch.logit(mean.clamp(1e-4, 1 - 1e-4))
 
 
-def fit_grid(masks: torch.Tensor, stride: int, steps: int = 400, lr: float = 0.1) -> torch.Tensor:
-    """(N, 1, H, W) {0, 1} masks -> (N, 1, H/s, W/s) logits fitted so that
-    :func:`decode_grid` of them matches each mask (BCE + dice, Adam, from :func:`soft_grid`)."""
-    target = masks.float()
-    logits = soft_grid(masks, stride).clone().requires_grad_(True)
+def _fit_logits(init: torch.Tensor, loss_of: Callable[[torch.Tensor], torch.Tensor],
+                steps: int, lr: float) -> torch.Tensor:
+    """``init`` logits after ``steps`` Adam steps (learning rate ``lr``) on ``loss_of(logits)``."""
+    logits = init.clone().requires_grad_(True)
     opt = torch.optim.Adam([logits], lr=lr)
     for _ in range(steps):
-        out = decode_grid(logits, target.shape[-2:]) * 4.0  # sharper sigmoid, same zero set
-        prob = out.sigmoid()
-        inter = (prob * target).sum((1, 2, 3))
-        dice = 1 - (2 * inter + 1) / (prob.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
-        loss = F.binary_cross_entropy_with_logits(out, target) + dice.mean()
+        loss = loss_of(logits)
         opt.zero_grad()
         loss.backward()
         opt.step()
     return logits.detach()
+
+
+def fit_grid(masks: torch.Tensor, stride: int, steps: int = 400, lr: float = 0.1) -> torch.Tensor:
+    """(N, 1, H, W) {0, 1} masks -> (N, 1, H/s, W/s) logits fitted so that
+    :func:`decode_grid` of them matches each mask (BCE + dice, Adam, from :func:`soft_grid`)."""
+    target = masks.float()
+
+    def loss_of(logits: torch.Tensor) -> torch.Tensor:
+        out = decode_grid(logits, target.shape[-2:]) * 4.0  # sharper sigmoid, same zero set
+        prob = out.sigmoid()
+        inter = (prob * target).sum((1, 2, 3))
+        dice = 1 - (2 * inter + 1) / (prob.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+        return F.binary_cross_entropy_with_logits(out, target) + dice.mean()
+
+    return _fit_logits(soft_grid(masks, stride), loss_of, steps, lr)
 
 
 def fit_knet_loss_grid(masks: torch.Tensor, stride: int = 8, assign_stride: int = 4,
@@ -110,16 +123,13 @@ def fit_knet_loss_grid(masks: torch.Tensor, stride: int = 8, assign_stride: int 
     target = downsample_masks(masks[:, 0], (h // assign_stride, w // assign_stride))
     up = stride // assign_stride
     mask_weight, dice_weight = knet_mask_loss_weights()
-    logits = soft_grid(masks, stride).clone().requires_grad_(True)
-    opt = torch.optim.Adam([logits], lr=lr)
-    for _ in range(steps):
+
+    def loss_of(logits: torch.Tensor) -> torch.Tensor:
         out = F.interpolate(logits, scale_factor=up, mode="bilinear", align_corners=False)[:, 0]
-        loss = (mask_weight * F.binary_cross_entropy_with_logits(out, target)
+        return (mask_weight * F.binary_cross_entropy_with_logits(out, target)
                 + dice_weight * dice_loss(out, target).mean())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return logits.detach()
+
+    return _fit_logits(soft_grid(masks, stride), loss_of, steps, lr)
 
 
 def oracle_masks(masks: torch.Tensor, stride: int, decoder: str) -> torch.Tensor:
