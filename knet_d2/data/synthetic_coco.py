@@ -26,11 +26,13 @@ from pycocotools import mask as mask_util
 
 from .synthetic_scenes import SYNTHETIC_CATEGORIES, THING_CATEGORIES, render_sample
 
-__all__ = ["GENERATOR_VERSION", "write_split"]
+__all__ = ["GENERATOR_VERSION", "JPEG_QUALITY", "write_split"]
 
 #: Stamped into info.json; a split with another version is regenerated on load, so bump it
 #: whenever the rendered scenes or the written files change.
 GENERATOR_VERSION = 2
+#: Quality of the written JPEG images (images/*.jpg).
+JPEG_QUALITY = 95
 
 
 def _bbox_xywh(mask: np.ndarray) -> list[int]:
@@ -92,7 +94,7 @@ def write_split(out: Path, num_images: int, image_size: int, seed: int) -> None:
         cv2.imwrite(
             str(out / "images" / f"{stem}.jpg"),
             np.ascontiguousarray(sample.image[:, :, ::-1]),
-            [int(cv2.IMWRITE_JPEG_QUALITY), 95],
+            [int(cv2.IMWRITE_JPEG_QUALITY), JPEG_QUALITY],
         )
         Image.fromarray(id2rgb(sample.panoptic).astype(np.uint8)).save(
             out / "panoptic" / f"{stem}.png"
