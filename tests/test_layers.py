@@ -48,7 +48,7 @@ LAYERS: Dict[str, int] = {
 }
 SCRIPT_DIRS = ("demo", "tools", "benchmarks")  # with train_net.py: never imported by knet_d2
 MAX_LINES = 450
-MAX_LINES_OF = {"knet_d2/modeling/backbone/swin.py": 620}  # one concept, the official layout
+MAX_LINES_OF: Dict[str, int] = {}  # exemptions: {file: limit}
 NOT_SOURCE = {".venv", "datasets", "output", ".git"}
 
 

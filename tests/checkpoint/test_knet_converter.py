@@ -130,7 +130,7 @@ def test_unfold_permutation_matches_official_patch_merging():
 def test_swin_relative_position_index_equals_mmdet_formula():
     """mmdet/mmseg build the index with a flipped 'double step' sequence; our Swin (official
     formula) must hold the same values, so the checkpoint's buffer can be copied as is."""
-    from knet_d2.modeling.backbone.swin import WindowAttention
+    from knet_d2.modeling.backbone.swin_layers import WindowAttention
 
     for ws in (3, 7):
         step = torch.arange(0, (2 * ws - 1) * ws, 2 * ws - 1)[:, None] + torch.arange(ws)[None]
