@@ -1,6 +1,8 @@
 """Dataset dicts of the three tasks for the K-Net mappers, and the model-input contract.
 
-The real COCO panoptic / instance and ADE20K semantic configs, contiguous ids of COCO panoptic.
+The real COCO panoptic / instance and ADE20K semantic configs, contiguous ids of COCO panoptic;
+and the hand-built data of the mapper tests (tests/data/test_*_mapper.py): a 20x30 panoptic
+map with its segments, a config with their class layout, image and PNG writers, output checks.
 """
 from __future__ import annotations
 
@@ -9,10 +11,12 @@ from typing import Tuple
 
 import numpy as np
 import torch
+from detectron2.config import get_cfg
 from detectron2.structures import BitMasks, BoxMode
 from panopticapi.utils import id2rgb
 from PIL import Image
 
+from knet_d2 import add_knet_config
 from knet_d2.data.dataset_mappers import (
     KNetInstanceDatasetMapper,
     KNetPanopticDatasetMapper,
@@ -98,3 +102,67 @@ def identity_semantic_mapper(num_classes: int = 150) -> KNetSemanticDatasetMappe
     return KNetSemanticDatasetMapper(
         is_train=True, augmentations=[], image_format="RGB", num_classes=num_classes
     )
+
+
+# ------------------------------------------------------- hand-built data of the mapper tests
+NT, NS = 3, 2  # class layout of the hand-built data: things 0..2, stuff 3..4
+
+
+def make_cfg(mapper: str = "knet_panoptic", **input_opts):
+    cfg = get_cfg()
+    add_knet_config(cfg)
+    cfg.INPUT.DATASET_MAPPER_NAME = mapper
+    cfg.MODEL.KNET.NUM_THING_CLASSES = NT
+    cfg.MODEL.KNET.NUM_STUFF_CLASSES = NS
+    cfg.INPUT.FORMAT = "RGB"  # as in configs/coco/Base-KNet-R50.yaml
+    for k, v in input_opts.items():
+        setattr(cfg.INPUT, k, v)
+    return cfg
+
+
+def write_image(path: Path, h: int, w: int, seed: int = 0) -> np.ndarray:
+    img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(img).save(path)  # PNG: lossless, so pixels can be compared exactly
+    return img
+
+
+def write_pan(path: Path, ids: np.ndarray) -> None:
+    Image.fromarray(id2rgb(ids).astype(np.uint8)).save(path)
+
+
+# A 20x30 panoptic map. Things: 5 (cat 1), 7 (cat 0), 9 (cat 2, crowd). Stuff: 11 and 12 share
+# stuff class 4 (to be merged), 13 is class 3. 0 = void, 99 = unlisted (also void).
+H, W = 20, 30
+SEGMENTS = [
+    {"id": 5, "category_id": 1, "isthing": True, "iscrowd": 0},
+    {"id": 7, "category_id": 0, "isthing": True, "iscrowd": 0},
+    {"id": 9, "category_id": 2, "isthing": True, "iscrowd": 1},
+    {"id": 11, "category_id": 4, "isthing": False, "iscrowd": 0},
+    {"id": 12, "category_id": 4, "isthing": False, "iscrowd": 0},
+    {"id": 13, "category_id": 3, "isthing": False, "iscrowd": 0},
+]
+
+
+def fake_ids() -> np.ndarray:
+    ids = np.zeros((H, W), np.int64)
+    ids[:10, :10] = 11
+    ids[10:, :10] = 13
+    ids[:, 10:20] = 12
+    ids[2:6, 2:8] = 5      # thing on top of stuff 11, left side only
+    ids[12:18, 22:28] = 7  # right side only
+    ids[0:4, 24:30] = 9    # crowd
+    ids[15:20, 12:14] = 99  # unlisted id -> void
+    return ids          # the rest of columns 20..29 stays 0 (void)
+
+
+def check_output_types(out: dict, h: int, w: int) -> None:
+    inst = out["instances"]
+    assert out["image"].dtype == torch.uint8 and tuple(out["image"].shape) == (3, h, w)
+    assert inst.image_size == (h, w)
+    assert inst.gt_classes.dtype == torch.int64 and inst.gt_classes.ndim == 1
+    assert isinstance(inst.gt_masks, BitMasks)
+    assert inst.gt_masks.tensor.dtype == torch.bool
+    assert tuple(inst.gt_masks.tensor.shape) == (len(inst), h, w)
+    assert tuple(inst.gt_boxes.tensor.shape) == (len(inst), 4)
+    if "sem_seg" in out:
+        assert out["sem_seg"].dtype == torch.int64 and tuple(out["sem_seg"].shape) == (h, w)
