@@ -26,7 +26,8 @@ Reported:
   probability; distractors are predicted too, as a model sees them) and their masks from
   either the ground truth (``exact``) or the optimum of K-Net's own mask losses on its
   stride-8 grid (``knet_loss``, the mask-resolution ceiling's decoder); beside them, the same
-  masks with perfect classes.
+  masks with perfect classes at score 1 (as the mask-resolution ceiling scores them) and, for
+  ``knet_loss``, with perfect classes scored by each drawn mask's IoU (the best ranking).
 
     python -m benchmarks.shape_identifiability --output output/shape_identifiability
 """
@@ -60,6 +61,9 @@ EXTENT_BINS = (8, 16, 32, 10_000)
 #: the learner's fifth class: an unlabeled distractor shape
 DISTRACTOR = 4
 CLASS_NAMES = ("circle", "square", "triangle", "star", "distractor")
+#: the ``classes`` modes of :func:`evaluate_map` as the table names them
+ROW_NAMES = {"true": "true classes", "true_iou": "true classes, scored by mask IoU",
+             "learned": "learned classes"}
 
 
 @dataclass
@@ -261,15 +265,20 @@ def decode_masks(objs: ObjectCrops, decoder: str, images: Sequence[int]
 
 
 def evaluate_map(dataset: str, objs: ObjectCrops, masks: List[torch.Tensor],
-                 probs: torch.Tensor, output_dir: str, perfect_classes: bool = False
+                 probs: torch.Tensor | None, output_dir: str, classes: str = "learned"
                  ) -> Dict[str, float]:
     """Mask AP (D2's COCOEvaluator, ``build_synthetic_evaluator``) on ``dataset`` (a val split
     whose image ``i`` holds the objects with ``objs.image_index == i``).
 
-    Masks: ``masks`` (one per object, :func:`decode_masks`). Classes: with ``perfect_classes``
-    the true class of every non-crowd thing at score 1 (distractors not predicted); else one
-    prediction per non-crowd object (things and distractors) and thing class, scored with
-    ``probs`` (N, 5)."""
+    Masks: ``masks`` (one per object, :func:`decode_masks`). ``classes``:
+
+    * "true": the true class of every non-crowd thing at score 1 (distractors not predicted);
+    * "true_iou": the same, scored by the IoU of the drawn mask with the object's visible mask
+      (a confidence that ranks the predictions by their mask quality, the best ranking);
+    * "learned": one prediction per non-crowd object (things and distractors) and thing class,
+      scored with ``probs`` (N, 5)."""
+    if classes not in ("true", "true_iou", "learned"):
+        raise ValueError(f"classes must be true, true_iou or learned, got {classes!r}")
     from detectron2.data import DatasetCatalog
     from detectron2.structures import BitMasks, Instances
 
@@ -280,15 +289,19 @@ def evaluate_map(dataset: str, objs: ObjectCrops, masks: List[torch.Tensor],
     for d in DatasetCatalog.get(dataset):
         h, w = d["height"], d["width"]
         sel = torch.nonzero((objs.image_index == d["image_id"]) & ~objs.crowd)[:, 0]
-        if perfect_classes:
+        if classes != "learned":
             sel = sel[objs.labels[sel] != DISTRACTOR]
         drawn = torch.stack([masks[k] for k in sel.tolist()]) if len(sel) else \
             torch.zeros(0, h, w, dtype=torch.bool)
         pred = Instances((h, w))
-        if perfect_classes:
+        if classes != "learned":
             pred.pred_masks = drawn
             pred.pred_classes = objs.labels[sel]
             pred.scores = torch.ones(len(sel))
+            if classes == "true_iou" and len(sel):
+                exact = torch.stack([objs.masks[k] for k in sel.tolist()]).flatten(1)
+                inter = (drawn.flatten(1) & exact).sum(1)
+                pred.scores = inter / (drawn.flatten(1) | exact).sum(1).clamp(min=1)
         else:  # every (object, thing class) pair, as K-Net's top-k over kernels x classes
             n = len(sel)
             pred.pred_masks = drawn.repeat_interleave(DISTRACTOR, 0)
@@ -358,11 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     val_images = [d["image_id"] for d in DatasetCatalog.get(a.dataset)]
     for decoder in ("exact", "knet_loss"):
         masks = decode_masks(held_out, decoder, val_images)
-        for perfect in (True, False):
-            name = f"{decoder} masks, {'true classes' if perfect else 'learned classes'}"
-            maps[name] = evaluate_map(a.dataset, held_out, masks, probs,
-                                      str(out / f"{decoder}_{'true' if perfect else 'learned'}"),
-                                      perfect_classes=perfect)
+        for classes in ("true", "true_iou", "learned")[::2 if decoder == "exact" else 1]:
+            maps[f"{decoder} masks, {ROW_NAMES[classes]}"] = evaluate_map(
+                a.dataset, held_out, masks, probs, str(out / f"{decoder}_{classes}"), classes)
     table = _table(curve, final, maps)
     print("\n".join(environment(header) + table))
     out.mkdir(parents=True, exist_ok=True)

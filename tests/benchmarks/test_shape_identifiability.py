@@ -114,9 +114,15 @@ def test_map_of_exact_masks_true_and_learned_classes(small_split, tmp_path):
     dataset = f"{PREFIX}_instance_val"
     objs = si.collect(range(4), 128, split_default_seed("val"), keep_masks=True)
     masks = si.decode_masks(objs, "exact", range(4))
-    perfect = si.evaluate_map(dataset, objs, masks, None, str(tmp_path / "a"),
-                              perfect_classes=True)
+    perfect = si.evaluate_map(dataset, objs, masks, None, str(tmp_path / "a"), "true")
     assert perfect["AP"] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="classes must be"):
+        si.evaluate_map(dataset, objs, masks, None, str(tmp_path / "x"), "perfect")
+    # coarse masks: scored by their IoU they rank better than at a tied score of 1
+    coarse = si.decode_masks(objs, "knet_loss", range(4))
+    tied = si.evaluate_map(dataset, objs, coarse, None, str(tmp_path / "d"), "true")
+    ranked = si.evaluate_map(dataset, objs, coarse, None, str(tmp_path / "e"), "true_iou")
+    assert 0.0 < tied["AP"] < 100.0 and ranked["AP"] > tied["AP"]
     onehot = torch.nn.functional.one_hot(objs.labels, 5).float()
     assert si.evaluate_map(dataset, objs, masks, onehot, str(tmp_path / "b"))["AP"] == \
         pytest.approx(100.0)  # distractors and wrong classes all score 0: ranked last
@@ -134,8 +140,10 @@ def test_cli_writes_the_header_curve_and_table(small_split, tmp_path, capsys):
     assert {"date", "commit", "machine"} <= set(saved)
     assert len(saved["curve"]) == 1 and saved["curve"][0]["images_seen"] == 6
     assert saved["mask_ap"]["exact masks, true classes"]["AP"] == pytest.approx(100.0)
-    assert set(saved["mask_ap"]) == {f"{d} masks, {c} classes" for d in ("exact", "knet_loss")
-                                     for c in ("true", "learned")}
+    assert set(saved["mask_ap"]) == {
+        "exact masks, true classes", "exact masks, learned classes", "knet_loss masks, true "
+        "classes", "knet_loss masks, true classes, scored by mask IoU",
+        "knet_loss masks, learned classes"}
     rows = saved["confusion"]["rows_true_cols_pred"]
     assert sum(map(sum, rows)) == saved["final_accuracy"]["n_all"]
     assert "| knet_loss masks, learned classes |" in capsys.readouterr().out
