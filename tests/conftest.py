@@ -1,4 +1,5 @@
 """Shared pytest fixtures: paths to the real sample data in ../shared/data."""
+import logging
 import os
 from pathlib import Path
 
@@ -30,6 +31,21 @@ def private_benchmark_lock(tmp_path_factory):
     patch.setenv(LOCK_ENV, str(tmp_path_factory.mktemp("bench_lock") / "knet_bench.lock"))
     yield
     patch.undo()
+
+
+@pytest.fixture(autouse=True)
+def drop_log_handlers_on_closed_streams():
+    """A test that trains in-process under ``capsys`` leaves D2's ``setup_logger`` stream
+    handlers on ``sys.stdout`` as ``capsys`` had replaced it, a stream closed when that test
+    ends; any later log call then prints a 'Logging error' traceback to stderr (which broke a
+    demo test's one-line-error check in some test orders). Remove such handlers afterwards."""
+    yield
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    for lg in loggers:
+        for h in list(lg.handlers):
+            if isinstance(h, logging.StreamHandler) and getattr(h.stream, "closed", False):
+                lg.removeHandler(h)
 
 
 @pytest.fixture(scope="session")
