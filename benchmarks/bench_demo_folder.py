@@ -152,8 +152,10 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
         renderers[label] = ImageRenderer(predictor, dataset_metadata(predictor.cfg),
                                          batch_size=bs)
     out_root = args.output_dir or Path(tempfile.mkdtemp(prefix="bench_demo_folder_"))
-    # no per-image lines nor random-weight hints ("no thing segment drawn")
-    logging.getLogger("knet_d2.rendering").setLevel(logging.ERROR)
+    # no per-image lines nor random-weight hints ("no thing segment drawn"), for this run only
+    rendering_log = logging.getLogger("knet_d2.rendering")
+    level = rendering_log.level
+    rendering_log.setLevel(logging.ERROR)
     try:
         seconds: Dict[str, float] = collections.defaultdict(float)
         batches: Dict[str, List[int]] = {label: [] for label in renderers}
@@ -178,6 +180,7 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
                     raise RuntimeError(f"{label}: images failed: {summary.failed}")
                 batches[label] += counter.sizes
     finally:
+        rendering_log.setLevel(level)
         if args.output_dir is None:
             shutil.rmtree(out_root, ignore_errors=True)
     results = []

@@ -3,6 +3,7 @@
 of benchmarks.batching. Timings are not asserted: only that the tables and JSON hold one row per
 measured configuration and ratios computed from the measured numbers."""
 import json
+import logging
 
 import pytest
 import torch
@@ -175,7 +176,10 @@ def test_bench_demo_folder_smoke(shared_data, tmp_path, capsys):
     out_dir = tmp_path / "drawings"
     argv = TINY + ["--num-images", "3", "--batch-size", "2", "--data-root", str(shared_data),
                    "--output-dir", str(out_dir)]
+    rendering_log = logging.getLogger("knet_d2.rendering")
+    level = rendering_log.level
     before, after = bench_demo_folder.main(argv)
+    assert rendering_log.level == level  # quieted for the run only, not for later callers
     out = capsys.readouterr().out
     assert before["batch_histogram"] == {1: 3} and before["model_calls"] == 3
     assert sum(k * v for k, v in after["batch_histogram"].items()) == 3
