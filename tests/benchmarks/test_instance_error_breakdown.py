@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import annotations_to_instances
 from detectron2.structures import BitMasks, Instances
 
 import knet_d2  # noqa: F401  (registers the dataset names)
 from benchmarks import instance_error_breakdown as eb
-from knet_d2.data.datasets.register_synthetic import register_synthetic_datasets
+from tests.helpers.catalogs import registered_synthetic_splits
 
 PREFIX = "knet_test_breakdown"
 
@@ -60,11 +60,8 @@ def test_one_prediction_per_kernel_relabelled_and_remasked():
 @pytest.fixture(scope="module")
 def small_split(tmp_path_factory):
     root = tmp_path_factory.mktemp("breakdown")
-    names = register_synthetic_datasets(root, {"val": 4}, prefix=PREFIX)
-    yield root
-    for n in names:
-        DatasetCatalog.remove(n)
-        MetadataCatalog.remove(n)
+    with registered_synthetic_splits(root, {"val": 4}, PREFIX) as names:
+        yield names
 
 
 class _ExactMasksWrongFirstClass:

@@ -11,9 +11,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import knet_d2  # noqa: F401  (registers the dataset names)
 from benchmarks import mask_resolution_ceiling as mc
-from knet_d2.data.datasets.register_synthetic import register_synthetic_datasets
 from knet_d2.knet_model import downsample_masks
 from knet_d2.modeling.criterion import dice_loss
+from tests.helpers.catalogs import registered_synthetic_splits
 
 PREFIX = "knet_test_ceiling"
 
@@ -71,11 +71,8 @@ def test_fitted_grids_improve_what_they_fit():
 @pytest.fixture(scope="module")
 def small_split(tmp_path_factory):
     root = tmp_path_factory.mktemp("ceiling")
-    names = register_synthetic_datasets(root, {"val": 5}, prefix=PREFIX)
-    yield root
-    for n in names:
-        DatasetCatalog.remove(n)
-        MetadataCatalog.remove(n)
+    with registered_synthetic_splits(root, {"val": 5}, PREFIX) as names:
+        yield names
 
 
 def test_oracle_ap_exact_is_full_marks_and_coarser_grids_score_less(small_split, tmp_path):

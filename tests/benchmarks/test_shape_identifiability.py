@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import annotations_to_instances
 
 import knet_d2  # noqa: F401  (registers the dataset names)
 from benchmarks import shape_identifiability as si
-from knet_d2.data.datasets.register_synthetic import register_synthetic_datasets
 from knet_d2.data.synthetic import split_default_seed
+from tests.helpers.catalogs import registered_synthetic_splits
 
 PREFIX = "knet_test_identifiability"
 
@@ -23,12 +23,8 @@ PREFIX = "knet_test_identifiability"
 @pytest.fixture(scope="module")
 def small_split(tmp_path_factory):
     root = tmp_path_factory.mktemp("identifiability")
-    names = register_synthetic_datasets(root, {"val": 4}, prefix=PREFIX)
-    DatasetCatalog.get(f"{PREFIX}_instance_val")  # generates the split
-    yield root
-    for n in names:
-        DatasetCatalog.remove(n)
-        MetadataCatalog.remove(n)
+    with registered_synthetic_splits(root, {"val": 4}, PREFIX) as names:
+        yield names
 
 
 def test_objects_are_those_of_the_written_split(small_split):

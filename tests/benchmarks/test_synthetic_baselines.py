@@ -12,7 +12,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 import knet_d2  # noqa: F401  (registers the dataset names)
 from benchmarks import synthetic_baselines as sb
 from benchmarks.synthetic_evaluators import build_synthetic_evaluator
-from knet_d2.data.datasets.register_synthetic import register_synthetic_datasets
+from tests.helpers.catalogs import registered_synthetic_splits
 
 PREFIX = "knet_test_baselines"
 
@@ -65,11 +65,8 @@ def test_semantic_to_outputs_components_and_segments():
 @pytest.fixture(scope="module")
 def split_names(tmp_path_factory):
     root = tmp_path_factory.mktemp("baselines")
-    names = register_synthetic_datasets(root, {"train": 30, "val": 6}, prefix=PREFIX)
-    yield root
-    for n in names:
-        DatasetCatalog.remove(n)
-        MetadataCatalog.remove(n)
+    with registered_synthetic_splits(root, {"train": 30, "val": 6}, PREFIX) as names:
+        yield names
 
 
 def test_ground_truth_labels_score_full_marks_through_the_same_path(split_names, tmp_path):
