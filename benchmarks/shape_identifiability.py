@@ -96,7 +96,8 @@ def render_objects(index: int, image_size: int, seed: int) -> Tuple[np.ndarray, 
     sample = render_sample(index, image_size, seed)
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(sample.image[:, :, ::-1]),
                            [int(cv2.IMWRITE_JPEG_QUALITY), JPEG_QUALITY])
-    assert ok
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode image {index} of the split as JPEG")
     image = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
     label_of = {c["id"]: k for k, c in enumerate(THING_CATEGORIES)}
     objects = [(s["mask"], label_of[s["category_id"]], bool(s["iscrowd"]))
@@ -113,21 +114,20 @@ def crop_objects(image: np.ndarray, masks: Sequence[np.ndarray]) -> Tuple[torch.
     resampled bilinearly (``roi_align``, averaging when it shrinks)."""
     if not len(masks):
         return torch.zeros(0, 4, CROP, CROP), torch.zeros(0, dtype=torch.int64)
+    from detectron2.structures import BitMasks
+
     img = torch.from_numpy(image).permute(2, 0, 1).float()
-    m = torch.from_numpy(np.stack(masks)).float()
-    boxes, extent = [], []
-    for k in range(len(m)):
-        ys, xs = torch.nonzero(m[k], as_tuple=True)
-        x0, x1, y0, y1 = float(xs.min()), float(xs.max()) + 1, float(ys.min()), float(ys.max()) + 1
-        side = max(x1 - x0, y1 - y0)
-        half = (1.5 * side + 2) / 2
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        boxes.append([k, cx - half, cy - half, cx + half, cy + half])
-        extent.append(int(side))
-    feats = torch.cat([img[None].expand(len(m), -1, -1, -1), m[:, None]], 1)
-    crops = roi_align(feats, torch.tensor(boxes), CROP, aligned=True)
-    # roi_align on a batch: keep crop k of image k only
-    return crops, torch.tensor(extent)
+    m = torch.from_numpy(np.stack(masks))
+    box = BitMasks(m).get_bounding_boxes().tensor  # (N, 4) x0, y0, x1, y1 (exclusive)
+    side = (box[:, 2:] - box[:, :2]).max(1).values
+    centre = (box[:, :2] + box[:, 2:]) / 2
+    half = ((1.5 * side + 2) / 2)[:, None]
+    windows = torch.cat([torch.arange(len(m), dtype=box.dtype)[:, None], centre - half,
+                         centre + half], 1)
+    # one 4-channel map per object (the image and that object's mask); window k reads map k
+    feats = torch.cat([img[None].expand(len(m), -1, -1, -1), m[:, None].float()], 1)
+    crops = roi_align(feats, windows, CROP, aligned=True)
+    return crops, side.to(torch.int64)
 
 
 def collect(indices: Sequence[int], image_size: int, seed: int, keep_masks: bool = False
