@@ -4,9 +4,12 @@
 K-Net predicts masks at stride 8 (upsampled x2 to stride 4, then to the image size). On the
 synthetic set (128 px images, shapes from 4 px), is that grid too coarse for mask AP 50?
 This script scores "oracle" predictions that are right about everything except resolution:
-every non-crowd ground-truth instance, its true class, score 1, and a mask decoded from a
+every non-crowd ground-truth instance, its true class, and a mask decoded from a
 stride-``s`` grid the way the model decodes its own (bilinear x2, bilinear to the image size,
-threshold). D2's COCOEvaluator scores them like a model (``build_synthetic_evaluator``).
+threshold). D2's COCOEvaluator scores them like a model (``build_synthetic_evaluator``), twice:
+all at score 1 (ties: the evaluator ranks good and poor masks in arbitrary order, which
+understates the ceiling), and each scored by its drawn mask's IoU with the ground truth
+(``*_iou_scored``: the best ranking, the ceiling proper).
 
 The grids:
 
@@ -162,7 +165,11 @@ def _ground_truth(d: dict):
 def evaluate_ceiling(dataset: str, variants: Sequence[Tuple[str, int]], output_dir: str
                      ) -> Dict[str, Dict[str, float]]:
     """Mask AP (D2's COCOEvaluator) of the oracle predictions of every ``(decoder, stride)``
-    in ``variants`` on ``dataset``. Returns ``{"<decoder>_s<stride>": segm results}``."""
+    in ``variants`` on ``dataset``, scored two ways: every prediction at score 1
+    (``"<decoder>_s<stride>"``; ties, so good and poor masks rank in arbitrary order) and every
+    prediction scored by the IoU of its drawn mask with its ground truth
+    (``"<decoder>_s<stride>_iou_scored"``; the best ranking, as a model whose confidence
+    tracks its mask quality). Returns ``{name: segm results}``."""
     from detectron2.data import DatasetCatalog
     from detectron2.structures import BitMasks, Instances
 
@@ -172,20 +179,26 @@ def evaluate_ceiling(dataset: str, variants: Sequence[Tuple[str, int]], output_d
     gts = [_ground_truth(d) for d in dicts]
     results = {}
     for decoder, stride in variants:
-        evaluator = build_synthetic_evaluator(dataset, ("instance",),
-                                              str(Path(output_dir) / f"{decoder}_s{stride}"))
-        evaluator.reset()
+        names = (f"{decoder}_s{stride}", f"{decoder}_s{stride}_iou_scored")
+        evaluators = [build_synthetic_evaluator(dataset, ("instance",), str(Path(output_dir) / n))
+                      for n in names]
+        for evaluator in evaluators:
+            evaluator.reset()
         for d, gt in zip(dicts, gts):
             h, w = d["height"], d["width"]
-            masks = oracle_masks(gt.gt_masks.tensor, stride, decoder)
-            pred = Instances((h, w))
-            pred.pred_masks = masks
-            pred.pred_boxes = BitMasks(masks).get_bounding_boxes()
-            pred.pred_classes = gt.gt_classes.clone()
-            pred.scores = torch.ones(len(masks))
-            evaluator.process([d], [{"instances": pred}])
-        segm = evaluator.evaluate()["segm"]
-        results[f"{decoder}_s{stride}"] = {k: float(v) for k, v in segm.items()}
+            exact = gt.gt_masks.tensor
+            masks = oracle_masks(exact, stride, decoder)
+            inter = (masks & exact).flatten(1).sum(1)
+            iou = inter / (masks | exact).flatten(1).sum(1).clamp(min=1)
+            for evaluator, scores in zip(evaluators, (torch.ones(len(masks)), iou)):
+                pred = Instances((h, w))
+                pred.pred_masks = masks
+                pred.pred_boxes = BitMasks(masks).get_bounding_boxes()
+                pred.pred_classes = gt.gt_classes.clone()
+                pred.scores = scores
+                evaluator.process([d], [{"instances": pred}])
+        for name, evaluator in zip(names, evaluators):
+            results[name] = {k: float(v) for k, v in evaluator.evaluate()["segm"].items()}
     return results
 
 

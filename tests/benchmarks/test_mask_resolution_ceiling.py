@@ -78,9 +78,13 @@ def small_split(tmp_path_factory):
 def test_oracle_ap_exact_is_full_marks_and_coarser_grids_score_less(small_split, tmp_path):
     res = mc.evaluate_ceiling(f"{PREFIX}_instance_val", [("exact", 1), ("soft", 4), ("soft", 8)],
                               str(tmp_path))
-    assert set(res) == {"exact_s1", "soft_s4", "soft_s8"}
+    assert set(res) == {f"{n}{suffix}" for n in ("exact_s1", "soft_s4", "soft_s8")
+                        for suffix in ("", "_iou_scored")}
     assert res["exact_s1"]["AP"] == pytest.approx(100.0)
+    assert res["exact_s1_iou_scored"]["AP"] == pytest.approx(100.0)
     assert 0.0 <= res["soft_s8"]["AP"] < res["soft_s4"]["AP"] < 100.0
+    # ranked by their quality, the same coarse masks score more than tied at score 1
+    assert res["soft_s8_iou_scored"]["AP"] > res["soft_s8"]["AP"]
 
 
 def test_cli_writes_the_header_and_table(small_split, tmp_path, monkeypatch, capsys):
@@ -89,7 +93,8 @@ def test_cli_writes_the_header_and_table(small_split, tmp_path, monkeypatch, cap
     assert mc.main(["--dataset", f"{PREFIX}_instance_val", "--output", str(out),
                     "--threads", "1"]) == 0
     saved = json.loads((out / "mask_ceiling.json").read_text())
-    assert set(saved["results"]) == {"exact_s1", "soft_s8"}
+    assert set(saved["results"]) == {"exact_s1", "soft_s8", "exact_s1_iou_scored",
+                                     "soft_s8_iou_scored"}
     assert saved["command"].startswith("python -m benchmarks.mask_resolution_ceiling --dataset")
     assert {"date", "commit", "machine"} <= set(saved)
     assert "| soft_s8 |" in capsys.readouterr().out
