@@ -46,7 +46,7 @@ def kernel_predictions(pred) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     share one mask), each with its best score and that prediction's class:
     ``(masks (M, H, W) bool, scores (M,), classes (M,))``."""
     best: Dict[bytes, int] = {}
-    for k in range(len(pred)):  # scores are sorted: the first of each mask is its best
+    for k in pred.scores.argsort(descending=True, stable=True).tolist():  # best score first
         best.setdefault(pred.pred_masks[k].numpy().tobytes(), k)
     idx = torch.tensor(sorted(best.values()), dtype=torch.int64)
     return pred.pred_masks[idx], pred.scores[idx], pred.pred_classes[idx]

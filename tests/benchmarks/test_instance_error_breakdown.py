@@ -38,6 +38,9 @@ def test_one_prediction_per_kernel_relabelled_and_remasked():
     masks, scores, classes = eb.kernel_predictions(pred)
     assert len(masks) == 2 and scores.tolist() == pytest.approx([0.9, 0.5])
     assert classes.tolist() == [2, 1] and torch.equal(masks[0], a)
+    # not sorted by score: still each kernel's best
+    _, scores, classes = eb.kernel_predictions(_instances([a, b, a], [0.3, 0.5, 0.9], [0, 1, 2]))
+    assert sorted(zip(scores.tolist(), classes.tolist())) == [(0.5, 1), (pytest.approx(0.9), 2)]
 
     gt_masks = torch.stack([_box(0, 4, 0, 3), _box(0, 2, 6, 8)])  # overlaps a; b overlaps none
     gt_classes = torch.tensor([3, 1])
