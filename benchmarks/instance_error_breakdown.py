@@ -54,31 +54,25 @@ def kernel_predictions(pred) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def relabel_from_ground_truth(pred, gt_masks: torch.Tensor, gt_classes: torch.Tensor):
     """One prediction per kernel, its class that of the ground truth it overlaps most."""
-    from detectron2.structures import BitMasks, Instances
+    from .synthetic_evaluators import mask_predictions
 
     masks, scores, classes = kernel_predictions(pred)
     if len(gt_masks) and len(masks):
         iou = _iou(masks, gt_masks)
         best_iou, best = iou.max(1)
         classes = torch.where(best_iou > 0, gt_classes[best], classes)
-    out = Instances(pred.image_size)
-    out.pred_masks, out.scores, out.pred_classes = masks, scores, classes
-    out.pred_boxes = BitMasks(masks).get_bounding_boxes()
-    return out
+    return mask_predictions(pred.image_size, masks, classes, scores)
 
 
 def remask_from_ground_truth(pred, gt_masks: torch.Tensor):
     """Every prediction, its mask replaced by the ground truth it overlaps most."""
-    from detectron2.structures import BitMasks, Instances
+    from .synthetic_evaluators import mask_predictions
 
     masks = pred.pred_masks.clone()
     if len(gt_masks) and len(masks):
         best_iou, best = _iou(masks, gt_masks).max(1)
         masks[best_iou > 0] = gt_masks[best[best_iou > 0]]
-    out = Instances(pred.image_size)
-    out.pred_masks, out.scores, out.pred_classes = masks, pred.scores, pred.pred_classes
-    out.pred_boxes = BitMasks(masks).get_bounding_boxes()
-    return out
+    return mask_predictions(pred.image_size, masks, pred.pred_classes, pred.scores)
 
 
 def mask_recall(pred, gt_masks: torch.Tensor, thresholds=(0.5, 0.75)) -> List[int]:

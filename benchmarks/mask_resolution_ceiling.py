@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "knet_mask_loss_weights", "decode_grid", "soft_grid", "fit_grid", "fit_knet_loss_grid",
-    "oracle_masks", "evaluate_ceiling", "main",
+    "oracle_masks", "mask_iou", "evaluate_ceiling", "main",
 ]
 
 #: (decoder, stride) pairs scored by default, after ("exact", 1).
@@ -154,6 +154,12 @@ def oracle_masks(masks: torch.Tensor, stride: int, decoder: str) -> torch.Tensor
                      f"{sorted(KNET_LOSS_ASSIGN_STRIDES)}")
 
 
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) bool and (N, H, W) bool -> (N,) IoU of each pair ``a[k]``, ``b[k]``."""
+    a, b = a.flatten(1), b.flatten(1)
+    return (a & b).sum(1) / (a | b).sum(1).clamp(min=1)
+
+
 def _ground_truth(d: dict):
     """The non-crowd instances of a dataset dict as D2 ``Instances`` with bitmasks."""
     from detectron2.data.detection_utils import annotations_to_instances
@@ -171,9 +177,8 @@ def evaluate_ceiling(dataset: str, variants: Sequence[Tuple[str, int]], output_d
     (``"<decoder>_s<stride>_iou_scored"``; the best ranking, as a model whose confidence
     tracks its mask quality). Returns ``{name: segm results}``."""
     from detectron2.data import DatasetCatalog
-    from detectron2.structures import BitMasks, Instances
 
-    from benchmarks.synthetic_evaluators import build_synthetic_evaluator
+    from benchmarks.synthetic_evaluators import build_synthetic_evaluator, mask_predictions
 
     dicts = DatasetCatalog.get(dataset)
     gts = [_ground_truth(d) for d in dicts]
@@ -188,14 +193,9 @@ def evaluate_ceiling(dataset: str, variants: Sequence[Tuple[str, int]], output_d
             h, w = d["height"], d["width"]
             exact = gt.gt_masks.tensor
             masks = oracle_masks(exact, stride, decoder)
-            inter = (masks & exact).flatten(1).sum(1)
-            iou = inter / (masks | exact).flatten(1).sum(1).clamp(min=1)
-            for evaluator, scores in zip(evaluators, (torch.ones(len(masks)), iou)):
-                pred = Instances((h, w))
-                pred.pred_masks = masks
-                pred.pred_boxes = BitMasks(masks).get_bounding_boxes()
-                pred.pred_classes = gt.gt_classes.clone()
-                pred.scores = scores
+            for evaluator, scores in zip(evaluators,
+                                         (torch.ones(len(masks)), mask_iou(masks, exact))):
+                pred = mask_predictions((h, w), masks, gt.gt_classes.clone(), scores)
                 evaluator.process([d], [{"instances": pred}])
         for name, evaluator in zip(names, evaluators):
             results[name] = {k: float(v) for k, v in evaluator.evaluate()["segm"].items()}

@@ -91,7 +91,7 @@ def semantic_to_outputs(labels: np.ndarray, num_things: int, num_classes: int) -
     Returns ``{"sem_seg": (C, H, W) float one-hot, "panoptic_seg": ((H, W) int32 ids,
     segments_info), "instances": Instances}``.
     """
-    from detectron2.structures import BitMasks, Instances
+    from benchmarks.synthetic_evaluators import mask_predictions
 
     h, w = labels.shape
     labels = np.where(labels < num_classes, labels, num_classes).astype(np.int64)
@@ -116,13 +116,9 @@ def semantic_to_outputs(labels: np.ndarray, num_things: int, num_classes: int) -
             seg_id = len(segments) + 1
             pan[part] = seg_id
             segments.append({"id": seg_id, "category_id": k, "isthing": k < num_things})
-    inst = Instances((h, w))
-    bit = BitMasks(torch.from_numpy(np.stack(masks)) if masks
-                   else torch.zeros((0, h, w), dtype=torch.bool))
-    inst.pred_masks = bit.tensor
-    inst.pred_boxes = bit.get_bounding_boxes()
-    inst.pred_classes = torch.tensor(classes, dtype=torch.int64)
-    inst.scores = torch.ones(len(classes))
+    inst = mask_predictions((h, w), torch.from_numpy(np.stack(masks)) if masks
+                            else torch.zeros((0, h, w), dtype=torch.bool),
+                            torch.tensor(classes, dtype=torch.int64), torch.ones(len(classes)))
     return {"sem_seg": sem.permute(2, 0, 1).float(),
             "panoptic_seg": (torch.from_numpy(pan), segments), "instances": inst}
 

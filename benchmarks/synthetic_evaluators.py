@@ -10,8 +10,9 @@ D2's :class:`~detectron2.evaluation.COCOPanopticEvaluator` computes the per-clas
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
+import torch
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import (
     COCOEvaluator,
@@ -21,7 +22,8 @@ from detectron2.evaluation import (
     SemSegEvaluator,
 )
 
-__all__ = ["PerClassPanopticEvaluator", "build_synthetic_evaluator", "TASK_EVALUATIONS"]
+__all__ = ["PerClassPanopticEvaluator", "build_synthetic_evaluator", "mask_predictions",
+           "TASK_EVALUATIONS"]
 
 #: Benchmark task -> the evaluations its synthetic config runs (its MODEL.KNET.TEST flags).
 TASK_EVALUATIONS: Dict[str, tuple] = {
@@ -90,3 +92,18 @@ def build_synthetic_evaluator(
             COCOEvaluator(dataset_name, tasks=("bbox", "segm"), output_dir=output_dir)
         )
     return DatasetEvaluators(evaluators)
+
+
+def mask_predictions(image_size: Tuple[int, int], masks: torch.Tensor, classes: torch.Tensor,
+                     scores: torch.Tensor):
+    """Predictions as D2's COCOEvaluator reads a model's ``"instances"``: ``Instances`` of
+    ``image_size`` with ``pred_masks`` (N, H, W) bool, ``pred_classes`` (N,) contiguous ids,
+    ``scores`` (N,) and the masks' tight ``pred_boxes``."""
+    from detectron2.structures import BitMasks, Instances
+
+    out = Instances(tuple(image_size))
+    out.pred_masks = masks
+    out.pred_classes = classes
+    out.scores = scores
+    out.pred_boxes = BitMasks(masks).get_bounding_boxes()
+    return out
