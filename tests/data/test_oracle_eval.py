@@ -33,6 +33,7 @@ from knet_d2.data.datasets.register_synthetic import (
     ensure_synthetic_for_datasets,
     register_synthetic_datasets,
 )
+from tests.helpers.catalogs import unregister_datasets
 
 logging.getLogger("detectron2").setLevel(logging.WARNING)
 
@@ -44,14 +45,6 @@ def _single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
-
-def _fresh(names):
-    for n in names:
-        if n in DatasetCatalog.list():
-            DatasetCatalog.remove(n)
-        if n in MetadataCatalog.list():
-            MetadataCatalog.remove(n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +127,7 @@ def synth_names(tmp_path_factory):
         "instance": f"{prefix}_instance_val",
         "sem_seg": f"{prefix}_sem_seg_val",
     }
-    _fresh(names)
+    unregister_datasets(names)
 
 
 def test_synthetic_panoptic_oracle(synth_names):
@@ -159,7 +152,7 @@ def test_synthetic_semantic_oracle(synth_names):
 # ---------------------------------------------------------------------------------------------
 def test_coco_tiny_instance_oracle(shared_data):
     name = "knet_test_coco_tiny_val"
-    _fresh([name])
+    unregister_datasets([name])
     root = shared_data / "coco_tiny"
     meta = register_instance_dataset(
         name, root / "annotations" / "instances_val2017.json", root / "val2017"
@@ -170,12 +163,12 @@ def test_coco_tiny_instance_oracle(shared_data):
         assert _segm_ap(name) == pytest.approx(100.0)
         assert _segm_ap(name, drop=True) < 100.0
     finally:
-        _fresh([name])
+        unregister_datasets([name])
 
 
 def test_coco_panoptic_sample_oracle(shared_data, tmp_path):
     name = "knet_test_coco_panoptic_sample"
-    _fresh([name])
+    unregister_datasets([name])
     root = shared_data / "coco_panoptic_sample"
     sem_root = tmp_path / "panoptic_semseg"
     convert_panoptic_to_semantic(
@@ -195,7 +188,7 @@ def test_coco_panoptic_sample_oracle(shared_data, tmp_path):
         assert _miou(name) == pytest.approx(100.0)
         assert _miou(name, perturb=True) < 100.0
     finally:
-        _fresh([name])
+        unregister_datasets([name])
 
 
 def _ade_class_names(csv_file: Path) -> list[str]:
@@ -206,7 +199,7 @@ def _ade_class_names(csv_file: Path) -> list[str]:
 
 def test_ade20k_sample_semantic_oracle(shared_data, tmp_path):
     name = "knet_test_ade20k_sample"
-    _fresh([name])
+    unregister_datasets([name])
     root = shared_data / "ade20k_sceneparsing_sample"
     assert convert_ade20k_split(root / "annotations", tmp_path / "annotations_detectron2") == 3
     classes = _ade_class_names(root / "objectInfo150.csv")
@@ -217,4 +210,4 @@ def test_ade20k_sample_semantic_oracle(shared_data, tmp_path):
         assert _miou(name) == pytest.approx(100.0)
         assert _miou(name, perturb=True) < 100.0
     finally:
-        _fresh([name])
+        unregister_datasets([name])
