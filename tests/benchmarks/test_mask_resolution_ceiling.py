@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 
 import knet_d2  # noqa: F401  (registers the dataset names)
 from benchmarks import mask_resolution_ceiling as mc
 from knet_d2.knet_model import downsample_masks
 from knet_d2.modeling.criterion import dice_loss
-from tests.helpers.catalogs import registered_synthetic_splits
+from tests.helpers.catalogs import registered_synthetic_splits, unregister_datasets
 
 PREFIX = "knet_test_ceiling"
 
@@ -110,6 +110,4 @@ def test_cli_image_size_generates_and_scores_a_split_of_that_side(tmp_path, monk
     assert saved["results"]["exact_s1"]["AP"] == pytest.approx(100.0)
     info = json.loads((tmp_path / "data" / "64px" / "val" / "info.json").read_text())
     assert info["image_size"] == 64 and info["num_images"] == 2
-    for n in [n for n in DatasetCatalog.list() if n.startswith("knet_synth_64px_")]:
-        DatasetCatalog.remove(n)
-        MetadataCatalog.remove(n)
+    unregister_datasets([n for n in DatasetCatalog.list() if n.startswith("knet_synth_64px_")])

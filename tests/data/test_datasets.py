@@ -30,6 +30,7 @@ from knet_d2.data.datasets.register_custom import (
     register_sem_seg_dataset,
 )
 from knet_d2.data.synthetic import SYNTHETIC_CATEGORIES, generate_synthetic_dataset
+from tests.helpers.catalogs import unregister_datasets
 from tests.helpers.paths import REPO_ROOT
 
 N_IMAGES = 8
@@ -39,14 +40,6 @@ N_IMAGES = 8
 def synth_split(tmp_path_factory) -> Path:
     """An 8-image synthetic split (128 px)."""
     return generate_synthetic_dataset(tmp_path_factory.mktemp("synth"), "val", N_IMAGES)
-
-
-def _remove_names(names):
-    for n in names:
-        if n in DatasetCatalog.list():
-            DatasetCatalog.remove(n)
-        if n in MetadataCatalog.list():
-            MetadataCatalog.remove(n)
 
 
 def _load_json(path: Path) -> dict:
@@ -334,7 +327,7 @@ def test_synthetic_splits_load_through_catalog(tmp_path):
         assert MetadataCatalog.get(f"{prefix}_instance_val").evaluator_type == "coco"
         assert MetadataCatalog.get(f"{prefix}_sem_seg_val").evaluator_type == "sem_seg"
     finally:
-        _remove_names(names)
+        unregister_datasets(names)
 
 
 def test_import_registers_default_names_without_generating(tmp_path):
