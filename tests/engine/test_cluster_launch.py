@@ -106,6 +106,7 @@ def _free_port() -> int:
 
 def _env(data_root, record, **extra) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT),
+               PYTHONFAULTHANDLER="1",
                KNET_TEST_DATA=str(data_root), KNET_TEST_RECORD=str(record))
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
         env.pop(k, None)
@@ -119,10 +120,23 @@ def _start(cmd, env, log) -> subprocess.Popen:
 
 
 def _wait(procs, logs, timeout=400) -> list:
+    """Exit codes of ``procs``. A process still running after ``timeout`` s gets SIGABRT, so
+    that Python's fault handler (``PYTHONFAULTHANDLER``, set by ``_env``) writes every thread's
+    stack to its log, and the test fails with the tail of each log: a hang names its place."""
     codes = []
     try:
         for p in procs:
             codes.append(p.wait(timeout=timeout))
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGABRT)
+        time.sleep(3)
+        tails = []
+        for f in logs:
+            f.flush()
+            tails.append(f"--- {f.name}\n" + Path(f.name).read_text()[-3000:])
+        pytest.fail(f"training still running after {timeout} s:\n" + "\n".join(tails))
     finally:
         for p in procs:
             if p.poll() is None:
@@ -149,6 +163,19 @@ def _two_machines(out, data_root, *extra_args, slow_after=-1, on_running=None):
     for f in logs:
         f.close()
     return codes, "".join((out / f"machine{r}.log").read_text() for r in range(2))
+
+
+def test_wait_on_a_hung_process_fails_with_its_stack(tmp_path):
+    """The hang diagnosis itself: a stuck process is aborted and its stack is in the failure."""
+    script = tmp_path / "hang.py"
+    script.write_text("import time\n\n\ndef stuck():\n    time.sleep(120)\n\n\nstuck()\n")
+    log = open(tmp_path / "log", "w")
+    proc = _start([sys.executable, str(script)], _env(tmp_path, tmp_path), log)
+    with pytest.raises(pytest.fail.Exception,
+                       match=r"(?s)still running after 2 s.*Aborted.*hang.py\", line 5 in stuck"):
+        _wait([proc], [log], timeout=2)
+    log.close()
+    assert proc.poll() is not None
 
 
 def _losses(record) -> dict:
