@@ -142,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from train_net import Trainer
 
     from .cli import environment, run_header
+    from .report import mask_ap_table
 
     torch.set_num_threads(a.threads)
     header = run_header(list(sys.argv[1:] if argv is None else argv), __spec__.name, "cpu",
@@ -152,10 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = Trainer.build_model(cfg)
     KNetCheckpointer(model).load(a.weights)
     result = breakdown(model, Trainer.build_test_loader(cfg, dataset), dataset, a.output)
-    lines = ["| predictions | mask AP | AP50 | AP75 | APs | APm |", "|---|---|---|---|---|---|"]
-    for view, r in result["mask_ap"].items():
-        lines.append(f"| {view} | {r['AP']:.1f} | {r['AP50']:.1f} | {r['AP75']:.1f} | "
-                     f"{r['APs']:.1f} | {r['APm']:.1f} |")
+    lines = mask_ap_table("predictions", result["mask_ap"])
     rec = result["mask_recall"]
     lines.append(f"mask recall (any class, any score): IoU>=0.5 {rec['iou>=0.5']:.1f}%, "
                  f"IoU>=0.75 {rec['iou>=0.75']:.1f}% of {rec['instances']} instances")

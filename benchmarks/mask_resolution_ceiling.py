@@ -40,7 +40,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -202,14 +202,6 @@ def evaluate_ceiling(dataset: str, variants: Sequence[Tuple[str, int]], output_d
     return results
 
 
-def _print_table(results: Dict[str, Dict[str, float]]) -> List[str]:
-    lines = ["| oracle masks | mask AP | AP50 | AP75 | APs | APm |", "|---|---|---|---|---|---|"]
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['AP']:.1f} | {r['AP50']:.1f} | {r['AP75']:.1f} | "
-                     f"{r['APs']:.1f} | {r['APm']:.1f} |")
-    return lines
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="knet_synth_instance_val")
@@ -231,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     from .cli import environment, run_header
+    from .report import mask_ap_table
 
     torch.set_num_threads(a.threads)
     header = run_header(list(sys.argv[1:] if argv is None else argv), __spec__.name, "cpu",
@@ -244,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ensure_synthetic_for_datasets([a.dataset])
     variants = [("exact", 1), *VARIANTS]
     results = evaluate_ceiling(a.dataset, variants, a.output)
-    table = _print_table(results)
+    table = mask_ap_table("oracle masks", results)
     print("\n".join(environment(header) + table))
     Path(a.output).mkdir(parents=True, exist_ok=True)
     path = Path(a.output) / "mask_ceiling.json"

@@ -36,6 +36,20 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str
     return tabulate(cells, headers=list(header), tablefmt="github", disable_numparse=True)
 
 
+#: COCOEvaluator ``segm`` keys of the mask-AP tables and their column names
+MASK_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm")
+MASK_AP_HEADER = ("mask AP", "AP50", "AP75", "APs", "APm")
+
+
+def mask_ap_table(row_title: str, results: Dict[str, Dict[str, float]],
+                  keys: Sequence[str] = MASK_AP_KEYS,
+                  header: Sequence[str] = MASK_AP_HEADER) -> List[str]:
+    """The lines of a Markdown table with one row per entry of ``results`` (name -> D2's
+    ``segm`` results) and the columns ``keys`` (named ``header``); a missing key is ``nan``."""
+    rows = [[name, *(float(r.get(k, float("nan"))) for k in keys)] for name, r in results.items()]
+    return format_table([row_title, *header], rows).splitlines()
+
+
 def fmt_ratio(value: float, target: Optional[float]) -> Tuple[str, str, str]:
     """(ratio, target, met) cells."""
     if target is None:

@@ -308,23 +308,18 @@ def evaluate_map(dataset: str, objs: ObjectCrops, masks: List[torch.Tensor],
 
 def _table(curve: List[dict], final: Dict[str, float], maps: Dict[str, Dict[str, float]]
            ) -> List[str]:
+    """Two Markdown tables: held-out accuracy per epoch and extent bin (with the objects per
+    bin), then mask AP of the val predictions with the per-class APs."""
+    from .report import format_table, mask_ap_table
+
     bins = [k for k in curve[-1]["held_out"] if not k.startswith("n_") and k != "all"]
-    lines = ["| epoch | images seen | held-out accuracy | " + " | ".join(bins) + " |",
-             "|---" * (3 + len(bins)) + "|"]
-    for r in curve:
-        acc = r["held_out"]
-        lines.append(f"| {r['epoch']} | {r['images_seen']} | {acc['all']:.1f} | "
-                     + " | ".join(f"{acc[b]:.1f}" for b in bins) + " |")
-    lines.append("| objects per bin | | " + str(final["n_all"]) + " | "
-                 + " | ".join(str(final[f"n_{b}"]) for b in bins) + " |")
-    lines += ["", "| val predictions | mask AP | AP50 | AP75 | "
-              + " | ".join(f"AP-{c}" for c in CLASS_NAMES[:DISTRACTOR]) + " |",
-              "|---" * (4 + DISTRACTOR) + "|"]
-    for name, r in maps.items():
-        lines.append(f"| {name} | {r['AP']:.1f} | {r['AP50']:.1f} | {r['AP75']:.1f} | "
-                     + " | ".join(f"{r.get(f'AP-{c}', float('nan')):.1f}"
-                                  for c in CLASS_NAMES[:DISTRACTOR]) + " |")
-    return lines
+    rows = [[r["epoch"], r["images_seen"], *(r["held_out"][b] for b in ["all", *bins])]
+            for r in curve]
+    rows.append(["objects per bin", "", *(final[f"n_{b}"] for b in ["all", *bins])])
+    things = [f"AP-{c}" for c in CLASS_NAMES[:DISTRACTOR]]
+    return (format_table(["epoch", "images seen", "held-out accuracy", *bins], rows).splitlines()
+            + [""] + mask_ap_table("val predictions", maps, ("AP", "AP50", "AP75", *things),
+                                   ("mask AP", "AP50", "AP75", *things)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

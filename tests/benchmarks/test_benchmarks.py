@@ -217,3 +217,12 @@ def test_format_table_is_markdown_with_three_digits():
     assert len({len(line) for line in lines}) == 1  # columns aligned
     assert report.fmt_ratio(1.234, 1.5) == ("1.23", ">= 1.5", "**no**")
     assert report.fmt_ratio(2.0, None) == ("2.00", "-", "-")
+
+
+def test_mask_ap_table_rows_follow_the_keys_and_mark_missing_ones_nan():
+    lines = report.mask_ap_table("oracle", {"a": {"AP": 54.41, "AP50": 85.6, "AP75": 55.0,
+                                                  "APs": 3.456, "APm": 80.0},
+                                            "b": {"AP": 100.0, "AP50": 100.0}})
+    assert _rows("\n".join(lines)) == [["oracle", *report.MASK_AP_HEADER],
+                                       ["a", "54.4", "85.6", "55.0", "3.46", "80.0"],
+                                       ["b", "100.0", "100.0", "nan", "nan", "nan"]]

@@ -3,6 +3,8 @@ kernel, relabelling and re-masking from the ground truth, mask recall, and the t
 through D2's COCOEvaluator on a small generated split."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
@@ -106,3 +108,36 @@ def test_breakdown_of_a_model_with_exact_masks_and_wrong_top_classes(small_split
     assert ap["masks from the ground truth"]["AP"] == pytest.approx(ap["as predicted"]["AP"])
     assert res["mask_recall"]["iou>=0.5"] == pytest.approx(100.0)
     assert res["mask_recall"]["instances"] == sum(len(g) for g in model.gt.values())
+
+
+def test_cli_loads_the_weights_and_writes_the_header_views_and_table(small_split, tmp_path,
+                                                                       capsys):
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from benchmarks.report import format_cell
+    from knet_d2.engine.defaults import get_knet_cfg
+    from tests.helpers.paths import REPO_ROOT
+    from train_net import Trainer
+
+    config = str(REPO_ROOT / "configs/synthetic/instance/knet_R18_tiny.yaml")
+    torch.manual_seed(0)
+    model = Trainer.build_model(get_knet_cfg(config, ["MODEL.DEVICE", "cpu"]))
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("untrained")
+    out = tmp_path / "cli"
+    assert eb.main(["--config-file", config, "--weights", str(tmp_path / "untrained.pth"),
+                    "--dataset", f"{PREFIX}_instance_val", "--output", str(out),
+                    "--threads", "1"]) == 0
+    saved = json.loads((out / "instance_error_breakdown.json").read_text())
+    assert saved["command"].startswith("python -m benchmarks.instance_error_breakdown")
+    assert {"date", "commit", "machine"} <= set(saved)
+    assert saved["weights"].endswith("untrained.pth")
+    assert set(saved["mask_ap"]) == {"as predicted", "classes from the ground truth",
+                                     "masks from the ground truth"}
+    annos = [a for d in DatasetCatalog.get(f"{PREFIX}_instance_val") for a in d["annotations"]]
+    assert saved["mask_recall"]["instances"] == sum(not a.get("iscrowd", 0) for a in annos)
+    assert sum(a.get("iscrowd", 0) for a in annos) >= 1  # the crowd regions are left out
+    printed = capsys.readouterr().out.splitlines()
+    row = [ln for ln in printed if ln.startswith("| masks from the ground truth ")]
+    assert len(row) == 1 and row[0] in saved["table"]
+    assert row[0].split("|")[2].strip() == format_cell(
+        saved["mask_ap"]["masks from the ground truth"]["AP"])

@@ -11,6 +11,7 @@ from detectron2.data import DatasetCatalog
 
 import knet_d2  # noqa: F401  (registers the dataset names)
 from benchmarks import mask_resolution_ceiling as mc
+from benchmarks.report import format_cell
 from knet_d2.knet_model import downsample_masks
 from knet_d2.modeling.criterion import dice_loss
 from tests.helpers.catalogs import registered_synthetic_splits, unregister_datasets
@@ -97,7 +98,9 @@ def test_cli_writes_the_header_and_table(small_split, tmp_path, monkeypatch, cap
                                      "soft_s8_iou_scored"}
     assert saved["command"].startswith("python -m benchmarks.mask_resolution_ceiling --dataset")
     assert {"date", "commit", "machine"} <= set(saved)
-    assert "| soft_s8 |" in capsys.readouterr().out
+    row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| soft_s8 ")]
+    assert len(row) == 1 and saved["table"][2:].count(row[0]) == 1
+    assert row[0].split("|")[2].strip() == format_cell(saved["results"]["soft_s8"]["AP"])
 
 
 def test_cli_image_size_generates_and_scores_a_split_of_that_side(tmp_path, monkeypatch):

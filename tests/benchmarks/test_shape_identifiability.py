@@ -14,6 +14,7 @@ from detectron2.data.detection_utils import annotations_to_instances
 
 import knet_d2  # noqa: F401  (registers the dataset names)
 from benchmarks import shape_identifiability as si
+from benchmarks.report import format_cell
 from knet_d2.data.synthetic import split_default_seed
 from tests.helpers.catalogs import registered_synthetic_splits
 
@@ -142,4 +143,11 @@ def test_cli_writes_the_header_curve_and_table(small_split, tmp_path, capsys):
         "knet_loss masks, learned classes"}
     rows = saved["confusion"]["rows_true_cols_pred"]
     assert sum(map(sum, rows)) == saved["final_accuracy"]["n_all"]
-    assert "| knet_loss masks, learned classes |" in capsys.readouterr().out
+    printed = capsys.readouterr().out.splitlines()
+    row = [ln for ln in printed if ln.startswith("| knet_loss masks, learned classes ")]
+    assert len(row) == 1 and row[0] in saved["table"]
+    ap = saved["mask_ap"]["knet_loss masks, learned classes"]["AP"]
+    assert row[0].split("|")[2].strip() == format_cell(ap)
+    epoch = [ln for ln in printed if ln.startswith("| 1 ")]  # the one epoch's accuracy row
+    assert len(epoch) == 1 and epoch[0].split("|")[3].strip() == format_cell(
+        saved["curve"][0]["held_out"]["all"])
