@@ -11,19 +11,14 @@ from torch import nn
 
 from benchmarks import batching, bench_demo_folder, bench_inference, bench_scaling, bench_sections
 from knet_d2.collect_env import machine_line
+from tests.helpers.tables import table_rows
 
 TINY = ["--threads", "1", "--warmup", "0", "--iters", "1", "--min-size", "64",
         "--max-size", "96"]
 
 
-def _rows(text: str) -> list:
-    """The cells of every Markdown table row in ``text`` (padding stripped)."""
-    return [[c.strip() for c in line.strip().strip("|").split("|")]
-            for line in text.splitlines() if line.startswith("| ")]
-
-
 def _cells(text: str, label: str) -> list:
-    return next(r for r in _rows(text) if label in r)
+    return next(r for r in table_rows(text) if label in r)
 
 
 def test_batch_indices_cycle_and_passes():
@@ -112,7 +107,7 @@ def test_bench_inference_batch_sizes(shared_data, tmp_path, capsys):
         assert r["s_per_img"] == pytest.approx(r["s_per_batch"] / r["batch_size"])
         assert r["instances"] == 100  # every image of a batch has its outputs
         assert r["peak_mib"] > 0
-    table = [row[:4] for row in _rows(out) if row[0] == "K-Net R50 instance"]
+    table = [row[:4] for row in table_rows(out) if row[0] == "K-Net R50 instance"]
     assert table == [["K-Net R50 instance", "none", "eager", "1"],
                      ["K-Net R50 instance", "none", "eager", "2"]]
     by = {(r["model"], r["batch_size"]): r["img_per_s"] for r in results}
@@ -164,7 +159,7 @@ def test_bench_scaling_smoke(shared_data, tmp_path, capsys):
         "K-Net R50 instance, 100 proposals"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     small, big = results[0], results[2]
-    rows = [r for r in _rows(out) if r[:2] == ["K-Net R50 instance, 100 proposals", "96"]]
+    rows = [r for r in table_rows(out) if r[:2] == ["K-Net R50 instance, 100 proposals", "96"]]
     assert len(rows) == 2  # one measurement row, one growth row
     assert float(rows[1][2]) == pytest.approx(big["s_per_img"] / small["s_per_img"], rel=0.01)
     with pytest.raises(SystemExit):

@@ -11,19 +11,10 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from torch import nn
 
 from benchmarks import bench_inference, bench_train, cli, data, measure, models, report
+from tests.helpers.tables import table_row, table_rows
 
 TINY = ["--threads", "1", "--warmup", "0", "--iters", "1", "--min-size", "64",
         "--max-size", "96"]
-
-
-def _rows(text: str) -> list:
-    """The cells of every Markdown table row in ``text`` (padding stripped)."""
-    return [[c.strip() for c in line.strip().strip("|").split("|")]
-            for line in text.splitlines() if line.startswith("| ")]
-
-
-def _row(text: str, first_cell: str) -> list:
-    return next(r for r in _rows(text) if r[0] == first_cell)
 
 
 def _ratio_value(text: str, label: str) -> float:
@@ -43,8 +34,8 @@ def test_bench_inference_smoke(shared_data, capsys):
             1 / r["s_per_img"])
         assert r["peak_mib"] > 0  # the weights alone take memory
         assert r["instances"] == 100  # D2 forced to the workload of a trained model
-    assert _row(out, "K-Net R50 instance")[:3] == ["K-Net R50 instance", "none", "eager"]
-    assert _row(out, "D2 Cascade Mask R-CNN R50-FPN")[:3] == [
+    assert table_row(out, "K-Net R50 instance")[:3] == ["K-Net R50 instance", "none", "eager"]
+    assert table_row(out, "D2 Cascade Mask R-CNN R50-FPN")[:3] == [
         "D2 Cascade Mask R-CNN R50-FPN", "none", "eager"]
     assert "workload check: every D2 model returned 100 instances per image" in out
     label = "K-Net R50 instance (eager) / D2 Cascade Mask R-CNN R50-FPN (eager)"
@@ -68,7 +59,7 @@ def test_bench_inference_bf16_agreement(shared_data, capsys):
     assert 0 <= agree["score_max_abs_diff"] < 0.5 and 0 <= agree["mask_px_differ"] <= 1
     assert "## Output agreement with fp32 eager (image 0)" in out
     assert ["K-Net R50 instance", "bf16", "eager"] in [
-        r[:3] for r in _rows(out) if r[0] == "K-Net R50 instance"]
+        r[:3] for r in table_rows(out) if r[0] == "K-Net R50 instance"]
     assert "K-Net R50 instance: bf16 / fp32 img/s" in out
 
 
@@ -109,8 +100,8 @@ def test_bench_train_smoke(shared_data, capsys):
     assert knet["share"] == pytest.approx(
         sum(knet[k] for k in parts) / knet["breakdown_step_s"])
     assert "batch: 2 coco_panoptic_sample images" in out
-    assert _row(out, "K-Net R50 panoptic")[:2] == ["K-Net R50 panoptic", "none"]
-    assert _row(out, "D2 PanopticFPN R50")[:2] == ["D2 PanopticFPN R50", "none"]
+    assert table_row(out, "K-Net R50 panoptic")[:2] == ["K-Net R50 panoptic", "none"]
+    assert table_row(out, "D2 PanopticFPN R50")[:2] == ["D2 PanopticFPN R50", "none"]
     label = "step-time speed-up (D2 s/step / K-Net s/step)"
     assert _ratio_value(out, label) == pytest.approx(
         pfpn["s_per_step"] / knet["s_per_step"], abs=0.006)
@@ -212,7 +203,7 @@ def test_format_table_is_markdown_with_three_digits():
                                [["a", 0.20349, 4933.2, "yes"], ["long name", float("nan"), 7, "-"]])
     lines = text.splitlines()
     assert len(lines) == 4 and set(lines[1]) <= {"|", "-", ":"}
-    assert _rows(text) == [["model", "img/s", "ms", "met"], ["a", "0.203", "4933.2", "yes"],
+    assert table_rows(text) == [["model", "img/s", "ms", "met"], ["a", "0.203", "4933.2", "yes"],
                            ["long name", "nan", "7", "-"]]
     assert len({len(line) for line in lines}) == 1  # columns aligned
     assert report.fmt_ratio(1.234, 1.5) == ("1.23", ">= 1.5", "**no**")
@@ -223,6 +214,6 @@ def test_mask_ap_table_rows_follow_the_keys_and_mark_missing_ones_nan():
     lines = report.mask_ap_table("oracle", {"a": {"AP": 54.41, "AP50": 85.6, "AP75": 55.0,
                                                   "APs": 3.456, "APm": 80.0},
                                             "b": {"AP": 100.0, "AP50": 100.0}})
-    assert _rows("\n".join(lines)) == [["oracle", *report.MASK_AP_HEADER],
+    assert table_rows("\n".join(lines)) == [["oracle", *report.MASK_AP_HEADER],
                                        ["a", "54.4", "85.6", "55.0", "3.46", "80.0"],
                                        ["b", "100.0", "100.0", "nan", "nan", "nan"]]

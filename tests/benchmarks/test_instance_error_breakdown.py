@@ -14,6 +14,7 @@ from detectron2.structures import BitMasks, Instances
 import knet_d2  # noqa: F401  (registers the dataset names)
 from benchmarks import instance_error_breakdown as eb
 from tests.helpers.catalogs import registered_synthetic_splits
+from tests.helpers.tables import table_row
 
 PREFIX = "knet_test_breakdown"
 
@@ -136,8 +137,6 @@ def test_cli_loads_the_weights_and_writes_the_header_views_and_table(small_split
     annos = [a for d in DatasetCatalog.get(f"{PREFIX}_instance_val") for a in d["annotations"]]
     assert saved["mask_recall"]["instances"] == sum(not a.get("iscrowd", 0) for a in annos)
     assert sum(a.get("iscrowd", 0) for a in annos) >= 1  # the crowd regions are left out
-    printed = capsys.readouterr().out.splitlines()
-    row = [ln for ln in printed if ln.startswith("| masks from the ground truth ")]
-    assert len(row) == 1 and row[0] in saved["table"]
-    assert row[0].split("|")[2].strip() == format_cell(
-        saved["mask_ap"]["masks from the ground truth"]["AP"])
+    row = table_row(capsys.readouterr().out, "masks from the ground truth")
+    assert row == table_row("\n".join(saved["table"]), "masks from the ground truth")
+    assert row[1] == format_cell(saved["mask_ap"]["masks from the ground truth"]["AP"])

@@ -15,6 +15,7 @@ from benchmarks.report import format_cell
 from knet_d2.knet_model import downsample_masks
 from knet_d2.modeling.criterion import dice_loss
 from tests.helpers.catalogs import registered_synthetic_splits, unregister_datasets
+from tests.helpers.tables import table_row
 
 PREFIX = "knet_test_ceiling"
 
@@ -98,9 +99,9 @@ def test_cli_writes_the_header_and_table(small_split, tmp_path, monkeypatch, cap
                                      "soft_s8_iou_scored"}
     assert saved["command"].startswith("python -m benchmarks.mask_resolution_ceiling --dataset")
     assert {"date", "commit", "machine"} <= set(saved)
-    row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| soft_s8 ")]
-    assert len(row) == 1 and saved["table"][2:].count(row[0]) == 1
-    assert row[0].split("|")[2].strip() == format_cell(saved["results"]["soft_s8"]["AP"])
+    row = table_row(capsys.readouterr().out, "soft_s8")
+    assert row == table_row("\n".join(saved["table"]), "soft_s8")
+    assert row[1] == format_cell(saved["results"]["soft_s8"]["AP"])
 
 
 def test_cli_image_size_generates_and_scores_a_split_of_that_side(tmp_path, monkeypatch):

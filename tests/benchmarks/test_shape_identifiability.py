@@ -17,6 +17,7 @@ from benchmarks import shape_identifiability as si
 from benchmarks.report import format_cell
 from knet_d2.data.synthetic import split_default_seed
 from tests.helpers.catalogs import registered_synthetic_splits
+from tests.helpers.tables import table_row
 
 PREFIX = "knet_test_identifiability"
 
@@ -143,11 +144,9 @@ def test_cli_writes_the_header_curve_and_table(small_split, tmp_path, capsys):
         "knet_loss masks, learned classes"}
     rows = saved["confusion"]["rows_true_cols_pred"]
     assert sum(map(sum, rows)) == saved["final_accuracy"]["n_all"]
-    printed = capsys.readouterr().out.splitlines()
-    row = [ln for ln in printed if ln.startswith("| knet_loss masks, learned classes ")]
-    assert len(row) == 1 and row[0] in saved["table"]
-    ap = saved["mask_ap"]["knet_loss masks, learned classes"]["AP"]
-    assert row[0].split("|")[2].strip() == format_cell(ap)
-    epoch = [ln for ln in printed if ln.startswith("| 1 ")]  # the one epoch's accuracy row
-    assert len(epoch) == 1 and epoch[0].split("|")[3].strip() == format_cell(
-        saved["curve"][0]["held_out"]["all"])
+    printed, table = capsys.readouterr().out, "\n".join(saved["table"])
+    row = table_row(printed, "knet_loss masks, learned classes")
+    assert row == table_row(table, "knet_loss masks, learned classes")
+    assert row[1] == format_cell(saved["mask_ap"]["knet_loss masks, learned classes"]["AP"])
+    epoch = table_row(printed, "1")  # the one epoch's accuracy row
+    assert epoch[2] == format_cell(saved["curve"][0]["held_out"]["all"])
