@@ -128,10 +128,14 @@ def _wait(procs, logs, timeout=400) -> list:
         for p in procs:
             codes.append(p.wait(timeout=timeout))
     except subprocess.TimeoutExpired:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGABRT)
-        time.sleep(3)
+        aborted = [p for p in procs if p.poll() is None]
+        for p in aborted:
+            p.send_signal(signal.SIGABRT)
+        for p in aborted:  # the fault handler writes the stacks before the process ends
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
         tails = []
         for f in logs:
             f.flush()
