@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "knet_mask_loss_weights", "decode_grid", "soft_grid", "fit_grid", "fit_knet_loss_grid",
-    "oracle_masks", "mask_iou", "evaluate_ceiling", "main",
+    "oracle_masks", "evaluate_ceiling", "main",
 ]
 
 #: (decoder, stride) pairs scored by default, after ("exact", 1).
@@ -154,12 +154,6 @@ def oracle_masks(masks: torch.Tensor, stride: int, decoder: str) -> torch.Tensor
                      f"{sorted(KNET_LOSS_ASSIGN_STRIDES)}")
 
 
-def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) bool and (N, H, W) bool -> (N,) IoU of each pair ``a[k]``, ``b[k]``."""
-    a, b = a.flatten(1), b.flatten(1)
-    return (a & b).sum(1) / (a | b).sum(1).clamp(min=1)
-
-
 def _ground_truth(d: dict):
     """The non-crowd instances of a dataset dict as D2 ``Instances`` with bitmasks."""
     from detectron2.data.detection_utils import annotations_to_instances
@@ -178,7 +172,11 @@ def evaluate_ceiling(dataset: str, variants: Sequence[Tuple[str, int]], output_d
     tracks its mask quality). Returns ``{name: segm results}``."""
     from detectron2.data import DatasetCatalog
 
-    from benchmarks.synthetic_evaluators import build_synthetic_evaluator, mask_predictions
+    from benchmarks.synthetic_evaluators import (
+        build_synthetic_evaluator,
+        mask_iou,
+        mask_predictions,
+    )
 
     dicts = DatasetCatalog.get(dataset)
     gts = [_ground_truth(d) for d in dicts]

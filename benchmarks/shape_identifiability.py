@@ -281,8 +281,7 @@ def evaluate_map(dataset: str, objs: ObjectCrops, masks: List[torch.Tensor],
         raise ValueError(f"classes must be true, true_iou or learned, got {classes!r}")
     from detectron2.data import DatasetCatalog
 
-    from .mask_resolution_ceiling import mask_iou
-    from .synthetic_evaluators import build_synthetic_evaluator, mask_predictions
+    from .synthetic_evaluators import build_synthetic_evaluator, mask_iou, mask_predictions
 
     evaluator = build_synthetic_evaluator(dataset, ("instance",), output_dir)
     evaluator.reset()

@@ -23,7 +23,7 @@ from detectron2.evaluation import (
 )
 
 __all__ = ["PerClassPanopticEvaluator", "build_synthetic_evaluator", "mask_predictions",
-           "TASK_EVALUATIONS"]
+           "mask_iou", "TASK_EVALUATIONS"]
 
 #: Benchmark task -> the evaluations its synthetic config runs (its MODEL.KNET.TEST flags).
 TASK_EVALUATIONS: Dict[str, tuple] = {
@@ -107,3 +107,10 @@ def mask_predictions(image_size: Tuple[int, int], masks: torch.Tensor, classes: 
     out.scores = scores
     out.pred_boxes = BitMasks(masks).get_bounding_boxes()
     return out
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) bool and (N, H, W) bool -> (N,) IoU of each pair ``a[k]``, ``b[k]`` (0 where
+    both are empty): the score of a prediction ranked by its mask quality."""
+    a, b = a.flatten(1), b.flatten(1)
+    return (a & b).sum(1) / (a | b).sum(1).clamp(min=1)
