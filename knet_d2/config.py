@@ -125,6 +125,9 @@ def add_knet_config(cfg: CN) -> None:
     k.NECK.NORM = "GN"
     # Index into IN_FEATURES of the level that gets the sine positional encoding (P5).
     k.NECK.POS_ENCODING_LEVEL = 3
+    # Stride of the neck's outputs, i.e. of the kernels' features and masks: 8 (official) or 4
+    # (P2's stride: finer masks, more compute in the neck and the kernel stages).
+    k.NECK.OUT_STRIDE = 8
 
     # Losses (weights of the official configs) and focal-loss parameters.
     k.CLASS_WEIGHT = 2.0
@@ -343,6 +346,19 @@ def merge_config(cfg: CfgNode, config_file: str, opts: Sequence[str] = ()) -> No
 
 
 # --------------------------------------------------------------------------- values
+def check_mask_strides(neck_out_stride: int, mask_assign_stride: int) -> None:
+    """The masks are predicted at ``MODEL.KNET.NECK.OUT_STRIDE`` (8 or 4) and upsampled by an
+    integer factor to ``MODEL.KNET.MASK_ASSIGN_STRIDE``, the stride of the targets."""
+    if neck_out_stride not in (4, 8):
+        raise ConfigError(f"MODEL.KNET.NECK.OUT_STRIDE must be 8 or 4, got {neck_out_stride}")
+    if mask_assign_stride < 1 or neck_out_stride % mask_assign_stride:
+        raise ConfigError(
+            f"MODEL.KNET.MASK_ASSIGN_STRIDE {mask_assign_stride} must divide "
+            f"MODEL.KNET.NECK.OUT_STRIDE {neck_out_stride} (masks are predicted at the neck's "
+            "stride and upsampled to the targets' stride)"
+        )
+
+
 def check_task_flags(semantic_on: bool, instance_on: bool, panoptic_on: bool) -> None:
     """A K-Net model must return at least one output (``MODEL.KNET.TEST.*_ON``)."""
     if not (semantic_on or instance_on or panoptic_on):

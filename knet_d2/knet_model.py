@@ -30,7 +30,7 @@ from detectron2.structures import BitMasks, ImageList
 from detectron2.utils.memory import retry_if_cuda_oom
 from torch import nn
 
-from .config import check_task_flags
+from .config import check_mask_strides, check_task_flags
 from .data.class_layout import ClassLayout, check_class_counts, class_layout_of_datasets
 from .modeling.criterion import KNetCriterion
 from .modeling.kernel_head import KernelGenerationHead
@@ -128,7 +128,8 @@ class KNet(nn.Module):
         """
         Args:
             backbone: D2 backbone returning the FPN levels the neck reads (p2..p5).
-            neck: localization FPN, ``(features) -> (loc, sem)`` at stride 8.
+            neck: localization FPN, ``(features) -> (loc, sem)`` at stride ``neck.out_stride``
+                (8, or 4 with ``MODEL.KNET.NECK.OUT_STRIDE 4``).
             kernel_head: kernel generation head (proposal kernels, M0, semantic logits).
             update_heads: one :class:`KernelUpdateHead` per stage (weights not shared).
             criterion: matching + losses.
@@ -183,6 +184,7 @@ class KNet(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         k = cfg.MODEL.KNET
+        check_mask_strides(k.NECK.OUT_STRIDE, k.MASK_ASSIGN_STRIDE)
         backbone = build_backbone(cfg)
         neck = build_knet_neck(cfg, backbone.output_shape())
         check_class_counts(cfg, k.NUM_THING_CLASSES, k.NUM_STUFF_CLASSES)
@@ -254,7 +256,7 @@ class KNet(nn.Module):
         loc, sem = self.neck(features)
         head_out = self.kernel_head(loc, sem)
         feats = head_out["features"]
-        up = self.update_heads[0].mask_upsample_stride if len(self.update_heads) else 2
+        up = max(self.neck.out_stride // self.mask_assign_stride, 1)
         # Stage-0 losses see the thing kernels only; stuff kernels join before stage 1.
         # Only the losses read them: inference skips their upsampling.
         rpn = {}

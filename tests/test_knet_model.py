@@ -4,6 +4,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 
+from knet_d2.config import ConfigError
 from tests.helpers.tiny_knet import make_input, tiny_cfg
 
 
@@ -197,3 +198,41 @@ def test_split_batch_runs_a_cpu_batch_image_by_image():
     assert seen["auto"] == [(2, 3, 64, 96)]
     with pytest.raises(ValueError, match="SPLIT_BATCH"):
         build_model(tiny_cfg(split_batch="yes"))
+
+
+@pytest.mark.parametrize("assign_stride,grid", [(4, 16), (2, 32)])
+def test_neck_out_stride_4_predicts_masks_on_the_finer_grid(assign_stride, grid):
+    """MODEL.KNET.NECK.OUT_STRIDE 4: kernels group stride-4 features, so a 64-px image has
+    16 x 16 mask logits per kernel, upsampled to the targets' stride only where it is finer."""
+    cfg = tiny_cfg()
+    cfg.MODEL.KNET.NECK.OUT_STRIDE = 4
+    cfg.MODEL.KNET.MASK_ASSIGN_STRIDE = assign_stride
+    torch.manual_seed(0)
+    m = build_model(cfg)
+    assert m.neck.out_stride == 4
+    assert m.update_heads[0].mask_upsample_stride == 4 // assign_stride
+    m.train()
+    batch = [make_input(64, 64, [0, 3], seed=1), make_input(64, 48, [1], seed=2)]
+    images = m.preprocess_image(batch)
+    rpn, stages = m.forward_kernels(images)
+    assert rpn["mask_logits"].shape[-2:] == stages[-1]["mask_logits"].shape[-2:] == (grid, grid)
+    losses = m(batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    m.eval()
+    with torch.no_grad():
+        inst = m([make_input(64, 48, [1])])[0]["instances"]
+    assert inst.pred_masks.shape[1:] == (64, 48)
+
+
+@pytest.mark.parametrize("out_stride,assign_stride,message", [
+    (16, 4, "OUT_STRIDE must be 8 or 4, got 16"),
+    (4, 8, "MASK_ASSIGN_STRIDE 8 must divide MODEL.KNET.NECK.OUT_STRIDE 4"),
+    (8, 3, "MASK_ASSIGN_STRIDE 3 must divide"),
+])
+def test_mask_strides_that_do_not_fit_are_config_errors(out_stride, assign_stride, message):
+    cfg = tiny_cfg()
+    cfg.MODEL.KNET.NECK.OUT_STRIDE = out_stride
+    cfg.MODEL.KNET.MASK_ASSIGN_STRIDE = assign_stride
+    with pytest.raises(ConfigError, match=message):
+        build_model(cfg)

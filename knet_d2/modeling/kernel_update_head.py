@@ -227,7 +227,7 @@ class KernelUpdateHead(nn.Module):
             "updator_channels": k.HIDDEN_DIM,
             "mask_act": "hard_sigmoid",
             "hard_mask_thr": k.HARD_MASK_THR,
-            "mask_upsample_stride": max(8 // k.MASK_ASSIGN_STRIDE, 1),
+            "mask_upsample_stride": max(k.NECK.OUT_STRIDE // k.MASK_ASSIGN_STRIDE, 1),
             "xavier_init": True,
         }
 

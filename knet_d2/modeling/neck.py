@@ -1,6 +1,8 @@
 """K-Net's "localization" semantic FPN (official ``SemanticFPNWrapper``, docs/reference.md §1.2).
 
-Fuses the FPN levels P2..P5 into one stride-8 map and returns two heads of it::
+Fuses the FPN levels P2..P5 into one stride-8 map and returns two heads of it (with
+``MODEL.KNET.NECK.OUT_STRIDE 4``, a stride-4 map: P2's conv has stride 1 and every other branch
+ends with one more x2 upsampling, the official ``upsample_times=3``)::
 
     P2 (s4)       -> conv3x3 s2                                     -+
     P3 (s8)       -> conv3x3                                         |
@@ -32,8 +34,9 @@ __all__ = ["KNET_NECK_REGISTRY", "build_knet_neck", "ConvNormReLU", "Localizatio
 KNET_NECK_REGISTRY = Registry("KNET_NECK")
 KNET_NECK_REGISTRY.__doc__ = """
 Registry for K-Net necks: modules that take the dict of FPN features and return
-``(loc_feats, sem_feats)``, each (B, C, H/8, W/8). Built by ``build_knet_neck(cfg, input_shape)``
-from ``MODEL.KNET.NECK.NAME``.
+``(loc_feats, sem_feats)``, each (B, C, H/s, W/s) with s their attribute ``out_stride`` (8, or 4
+with ``MODEL.KNET.NECK.OUT_STRIDE 4``). Built by ``build_knet_neck(cfg, input_shape)`` from
+``MODEL.KNET.NECK.NAME``.
 """
 
 
@@ -124,6 +127,7 @@ class LocalizationFPN(nn.Module):
         conv_dim: int = 256,
         norm: str = "GN",
         pos_encoding_level: int = 3,
+        out_stride: int = 0,
     ):
         """
         Args:
@@ -134,6 +138,9 @@ class LocalizationFPN(nn.Module):
             norm: norm of every conv ("GN" = GroupNorm(32) officially).
             pos_encoding_level: index into ``in_features`` of the level that gets the sine
                 positional encoding added to its input (3 = P5); negative disables it.
+            out_stride: stride of the outputs: 2s (level 1's, the official K-Net layout; also
+                for 0) or s (level 0's: level 0 keeps its resolution and every coarser level
+                is upsampled once more, the official ``upsample_times=3``).
         """
         super().__init__()
         assert len(in_features) >= 2, in_features
@@ -145,7 +152,13 @@ class LocalizationFPN(nn.Module):
         in_ch = in_channels.pop()
 
         self.in_features = list(in_features)
-        self.out_stride = strides[1]
+        if out_stride not in (0, strides[0], strides[1]):
+            raise ValueError(
+                f"LocalizationFPN: out_stride {out_stride} must be {strides[1]} (the official "
+                f"layout) or {strides[0]} (the stride of {in_features[0]})"
+            )
+        self.out_level = 0 if out_stride == strides[0] else 1
+        self.out_stride = strides[self.out_level]
         self.conv_dim = conv_dim
         self.pos_encoding_level = pos_encoding_level if pos_encoding_level >= 0 else -1
         assert self.pos_encoding_level < len(in_features), pos_encoding_level
@@ -161,7 +174,8 @@ class LocalizationFPN(nn.Module):
         for i in range(len(in_features)):
             level = nn.Module()
             if i == 0:
-                level.conv0 = ConvNormReLU(in_ch, conv_dim, 3, stride=2, norm=norm)
+                stride = 2 if self.out_level == 1 else 1
+                level.conv0 = ConvNormReLU(in_ch, conv_dim, 3, stride=stride, norm=norm)
             else:
                 for j in range(i):
                     ch = in_ch if j == 0 else conv_dim
@@ -187,6 +201,7 @@ class LocalizationFPN(nn.Module):
             "conv_dim": cfg.MODEL.KNET.NECK.CONV_DIM,
             "norm": cfg.MODEL.KNET.NECK.NORM,
             "pos_encoding_level": cfg.MODEL.KNET.NECK.POS_ENCODING_LEVEL,
+            "out_stride": cfg.MODEL.KNET.NECK.OUT_STRIDE,
         }
 
     def forward(self, features: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -201,7 +216,7 @@ class LocalizationFPN(nn.Module):
         """
         xs = [features[f] for f in self.in_features]
         sizes = [tuple(x.shape[-2:]) for x in xs]
-        target = sizes[1]
+        target = sizes[self.out_level]
         fused: Optional[torch.Tensor] = None
         for i, (x, level) in enumerate(zip(xs, self.convs_all_levels)):
             if i == self.pos_encoding_level:

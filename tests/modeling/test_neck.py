@@ -73,3 +73,42 @@ def test_neck_structure_init_and_pe_level():
         assert not torch.allclose(neck(feats)[0], no_pe(feats)[0])
         feats_pe = dict(feats, p5=feats["p5"] + SinePositionalEncoding(C // 2)(feats["p5"]))
         torch.testing.assert_close(neck(feats)[0], no_pe(feats_pe)[0])
+
+
+def test_neck_out_stride_4_fuses_at_p2_with_the_same_parameters():
+    """OUT_STRIDE 4: level 0 keeps P2's resolution (stride-1 conv), every coarser level ends
+    with one more x2 upsampling; the parameter names and shapes are those of the official
+    stride-8 layout, so its weights load into either."""
+    neck8, neck4 = make_neck(), make_neck(out_stride=4)
+    assert (neck8.out_stride, neck4.out_stride) == (8, 4)
+    assert make_neck(out_stride=0).out_stride == 8
+    shapes8 = {k: v.shape for k, v in neck8.state_dict().items()}
+    assert {k: v.shape for k, v in neck4.state_dict().items()} == shapes8
+    neck4.load_state_dict(neck8.state_dict())
+    assert neck4.convs_all_levels[0].conv0.conv.stride == (1, 1)
+    neck4.eval()
+    b, h, w = 2, 64, 96
+    feats = fpn_feats(b, h, w)
+    with torch.no_grad():
+        loc, sem = neck4(feats)
+    assert loc.shape == sem.shape == (b, C, h // 4, w // 4)
+
+    def up(x):
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+    lv = neck4.convs_all_levels
+    with torch.no_grad():
+        p5 = feats["p5"] + SinePositionalEncoding(C // 2)(feats["p5"])
+        s = (
+            lv[0].conv0(feats["p2"])
+            + up(lv[1].conv0(feats["p3"]))
+            + up(lv[2].conv1(up(lv[2].conv0(feats["p4"]))))
+            + up(lv[3].conv2(up(lv[3].conv1(up(lv[3].conv0(p5))))))
+        )
+        torch.testing.assert_close(loc, neck4.conv_pred(s))
+        torch.testing.assert_close(sem, neck4.aux_convs[0](s))
+
+
+def test_neck_out_stride_must_be_one_of_the_first_two_levels():
+    with pytest.raises(ValueError, match=r"out_stride 16 must be 8 .* or 4"):
+        make_neck(out_stride=16)
