@@ -188,7 +188,10 @@ class KNet(nn.Module):
         backbone = build_backbone(cfg)
         neck = build_knet_neck(cfg, backbone.output_shape())
         check_class_counts(cfg, k.NUM_THING_CLASSES, k.NUM_STUFF_CLASSES)
-        layout = class_layout_of_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+        layout = class_layout_of_datasets(  # an instance model uses the things only
+            list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST),
+            things_only=k.NUM_STUFF_CLASSES == 0,
+        )
         size_div = k.SIZE_DIVISIBILITY if k.SIZE_DIVISIBILITY > 0 else backbone.size_divisibility
         return {
             "backbone": backbone,

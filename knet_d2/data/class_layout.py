@@ -162,11 +162,19 @@ class ClassLayout:
         return cls(tuple(int(v) for v in data["knet_to_dataset"]), int(data["num_things"]))
 
 
-def class_layout_of_datasets(names: Iterable[str]) -> Optional[ClassLayout]:
+def class_layout_of_datasets(
+    names: Iterable[str], things_only: bool = False
+) -> Optional[ClassLayout]:
     """The one layout shared by the datasets ``names`` (``None`` if none has id maps).
 
-    Raises ``ValueError`` naming two datasets whose layouts differ: one model has one class
-    axis, so its training and test sets must number their classes the same way.
+    Args:
+        names: dataset names (their ``MetadataCatalog`` entries are read).
+        things_only: compare only the things (their contiguous ids, in K-Net order). For models
+            without stuff classes: an instance dataset and the instance view of a panoptic one
+            with the same things then fit together (the first layout found is returned).
+
+    Raises ``ValueError`` naming two datasets whose layouts differ, and how: one model has one
+    class axis, so its training and test sets must number their classes the same way.
     """
     found: Optional[ClassLayout] = None
     found_in = ""
@@ -176,14 +184,34 @@ def class_layout_of_datasets(names: Iterable[str]) -> Optional[ClassLayout]:
             continue
         if found is None:
             found, found_in = layout, name
-        elif layout != found:
+        elif _key(layout, things_only) != _key(found, things_only):
             raise ValueError(
-                f"datasets '{found_in}' and '{name}' number their classes differently "
-                f"(things at contiguous ids {sorted(found.thing_dataset_ids)[:10]} vs "
-                f"{sorted(layout.thing_dataset_ids)[:10]}); train and test one K-Net model on "
+                f"datasets '{found_in}' and '{name}' number their classes differently: "
+                f"{_describe(found)} vs {_describe(layout)}; train and test one K-Net model on "
                 "datasets with the same metadata"
             )
     return found
+
+
+def _key(layout: ClassLayout, things_only: bool) -> Tuple[int, ...]:
+    """What two layouts must share: every class, or the things only."""
+    if things_only:
+        return layout.knet_to_dataset[: layout.num_things]
+    return layout.knet_to_dataset
+
+
+def _describe(layout: ClassLayout) -> str:
+    """E.g. ``4 things at contiguous ids [0, 1, 2, 3] and 4 stuff classes at [4, 5, 6, 7]``."""
+    things = list(layout.knet_to_dataset[: layout.num_things])
+    stuff = list(layout.knet_to_dataset[layout.num_things:])
+
+    def ids(values: List[int]) -> str:
+        return f"{values[:10]}"[:-1] + (", ...]" if len(values) > 10 else "]")
+
+    text = f"{len(things)} thing{'s' * (len(things) != 1)} at contiguous ids {ids(things)}"
+    if not stuff:
+        return text + ", no stuff"
+    return text + f" and {len(stuff)} stuff class{'es' * (len(stuff) != 1)} at {ids(stuff)}"
 
 
 def check_class_counts(cfg, num_thing: int, num_stuff: int) -> None:

@@ -1,6 +1,8 @@
 """ClassLayout: dataset contiguous ids <-> K-Net's things-first ids, read from D2 metadata."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from detectron2.data import MetadataCatalog
@@ -53,6 +55,33 @@ def test_bad_metadata_and_mixed_datasets_are_errors():
     with pytest.raises(ValueError, match="'coco_2017_val_panoptic' and "
                        "'cityscapes_fine_panoptic_val' number their classes differently"):
         class_layout_of_datasets(["coco_2017_val_panoptic", "cityscapes_fine_panoptic_val"])
+
+
+def test_instance_models_compare_the_things_only():
+    """An instance dataset (things only) and the instance view of a panoptic dataset with the
+    same things fit one instance model; different things, or any difference for a panoptic
+    model, are errors that say how the two differ."""
+    MetadataCatalog.get("knet_test_layout_things").set(
+        thing_dataset_id_to_contiguous_id={1: 0, 3: 1, 5: 2, 7: 3})
+    MetadataCatalog.get("knet_test_layout_panoptic").set(
+        thing_dataset_id_to_contiguous_id={1: 0, 3: 1, 5: 2, 7: 3},
+        stuff_dataset_id_to_contiguous_id={1: 0, 3: 1, 5: 2, 7: 3, 2: 4, 4: 5})
+    MetadataCatalog.get("knet_test_layout_other_things").set(
+        thing_dataset_id_to_contiguous_id={1: 1, 3: 2, 5: 3, 7: 4},
+        stuff_dataset_id_to_contiguous_id={1: 1, 3: 2, 5: 3, 7: 4, 2: 0})
+    names = ["knet_test_layout_things", "knet_test_layout_panoptic"]
+    layout = class_layout_of_datasets(names, things_only=True)
+    assert layout is not None and layout.knet_to_dataset == (0, 1, 2, 3)
+    with pytest.raises(ValueError, match=re.escape(
+            "number their classes differently: 4 things at contiguous ids [0, 1, 2, 3], no "
+            "stuff vs 4 things at contiguous ids [0, 1, 2, 3] and 2 stuff classes at [4, 5]")):
+        class_layout_of_datasets(names)
+    with pytest.raises(ValueError, match=re.escape(
+            "'knet_test_layout_things' and 'knet_test_layout_other_things' number their "
+            "classes differently: 4 things at contiguous ids [0, 1, 2, 3], no stuff vs 4 things "
+            "at contiguous ids [1, 2, 3, 4] and 1 stuff class at [0]")):
+        class_layout_of_datasets(
+            ["knet_test_layout_things", "knet_test_layout_other_things"], things_only=True)
 
 
 def test_check_fits_panoptic_and_instance_models():
