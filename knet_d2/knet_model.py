@@ -52,6 +52,11 @@ logger = logging.getLogger(__name__)
 INFERENCE_MODES = ("auto", "on", "off")
 
 
+def _float32(outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The prediction maps of one stage in float32 (unchanged when they are already)."""
+    return {k: v.float() for k, v in outputs.items()}
+
+
 def _check_inference_mode(key: str, value: str) -> str:
     """``value`` of the config key ``MODEL.KNET.TEST.<key>``, or a ValueError naming it."""
     if value not in INFERENCE_MODES:
@@ -295,7 +300,9 @@ class KNet(nn.Module):
         rpn, stages = self.forward_kernels(images)
         if self.training:
             targets = self.prepare_targets(batched_inputs, images)
-            return self.criterion(rpn, stages, targets)
+            # Matching and losses in float32, also under a mixed-precision trainer's autocast.
+            with torch.autocast(images.tensor.device.type, enabled=False):
+                return self.criterion(_float32(rpn), [_float32(s) for s in stages], targets)
         return self.inference(stages[-1], batched_inputs, images)
 
     # ------------------------------------------------------------------ targets

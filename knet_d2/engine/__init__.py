@@ -5,11 +5,13 @@
 * :mod:`.startup_checks` — configuration mistakes reported before training starts.
 * :mod:`.defaults` — what the command-line tools run around the Trainer: the config with its
   datasets registered (:func:`knet_d2.get_knet_cfg`), the argument parser, the output setup.
+* :class:`MixedPrecisionTrainer` — ``SOLVER.AMP``: fp16 on CUDA, bf16 on CUDA or the CPU.
 * :mod:`.weights_report` — what a checkpoint filled; :func:`check_inference_weights` refuses
   one that leaves model parameters missing or of another shape.
 """
 from .checkpointer import KNetCheckpointer
 from .hooks import IterationRNGHook, LossCapture, non_finite_loss_message
+from .mixed_precision import MixedPrecisionTrainer
 from .resumable_sampler import (
     ResumableTrainingSampler,
     SeededMapDataset,
@@ -34,6 +36,7 @@ __all__ = [
     "IterationRNGHook",
     "LossCapture",
     "non_finite_loss_message",
+    "MixedPrecisionTrainer",
     "ResumableTrainingSampler",
     "SeededMapDataset",
     "build_resumable_train_loader",

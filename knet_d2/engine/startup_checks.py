@@ -32,6 +32,7 @@ from ..data.class_layout import check_class_counts, check_semantic_class_count
 from ..data.datasets.cli import DatasetSpecError, check_datasets_registered
 from ..inference_options import check_precision
 from ..model_zoo.releases import find_pretrained_backbone
+from .mixed_precision import check_mixed_precision
 
 __all__ = [
     "check_output_dir",
@@ -203,12 +204,19 @@ def check_inference_options(cfg: CfgNode) -> None:
         raise ConfigError(str(e)) from None
 
 
+def check_training_precision(cfg: CfgNode) -> None:
+    """``SOLVER.AMP``: a precision that ``MODEL.DEVICE`` can train with."""
+    check_mixed_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.PRECISION, cfg.MODEL.DEVICE)
+
+
 def run_startup_checks(cfg: CfgNode, *, resume: bool, eval_only: bool = False) -> None:
     """The checks that need registered datasets: names, weights, class counts, task flags,
-    inference options."""
+    inference options and (when training) the training precision."""
     check_dataset_names(cfg)
     check_model_weights(cfg, resume=resume, eval_only=eval_only)
     check_num_classes(cfg)
     check_knet_task_flags(cfg)
     check_inference_options(cfg)
+    if not eval_only:
+        check_training_precision(cfg)
 

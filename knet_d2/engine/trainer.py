@@ -6,6 +6,7 @@ that trains or evaluates lives here so that it can be imported (tests, notebooks
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -13,6 +14,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Dict, List, Optional
 
+import torch
 from detectron2.config import CfgNode
 from detectron2.data import (
     MetadataCatalog,
@@ -43,6 +45,7 @@ from .hooks import (
     TrainerCheckpointHook,
     non_finite_loss_message,
 )
+from .mixed_precision import MixedPrecisionTrainer
 from .preemption import PreemptionHook
 from .resumable_sampler import build_resumable_train_loader, resumable_sampler_of
 from .weights_report import check_inference_weights
@@ -128,6 +131,23 @@ def _ddp_for_cpu_models():
         d2_defaults.create_ddp_model = create
 
 
+@contextmanager
+def _mixed_precision_trainer(cfg: CfgNode):
+    """While ``DefaultTrainer.__init__`` runs: with ``SOLVER.AMP.ENABLED`` it builds a
+    :class:`MixedPrecisionTrainer` for ``MODEL.DEVICE`` and ``SOLVER.AMP.PRECISION`` where D2
+    builds its CUDA-only fp16 ``AMPTrainer``."""
+    amp_trainer = d2_defaults.AMPTrainer
+    d2_defaults.AMPTrainer = functools.partial(
+        MixedPrecisionTrainer,
+        device_type=torch.device(cfg.MODEL.DEVICE).type,
+        precision=cfg.SOLVER.AMP.PRECISION,
+    )
+    try:
+        yield
+    finally:
+        d2_defaults.AMPTrainer = amp_trainer
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer with K-Net's mappers, evaluators and optimizer, plus:
 
@@ -136,11 +156,12 @@ class Trainer(DefaultTrainer):
       continues exactly where the interrupted run was;
     * a non-finite loss stops the run naming the iteration and the NaN/Inf loss terms;
     * ``PREEMPTION.SIGNALS`` stop the run after the current iteration with one checkpoint and
-      exit code 75 (:class:`PreemptionHook`); a dead data-loader worker is named.
+      exit code 75 (:class:`PreemptionHook`); a dead data-loader worker is named;
+    * ``SOLVER.AMP``: fp16 on CUDA or bf16 on CUDA and the CPU (:class:`MixedPrecisionTrainer`).
     """
 
     def __init__(self, cfg: CfgNode):
-        with _ddp_for_cpu_models():
+        with _ddp_for_cpu_models(), _mixed_precision_trainer(cfg):
             super().__init__(cfg)
         # The atomic checkpointer replaces the DetectionCheckpointer DefaultTrainer creates (same
         # model, directory and checkpointables); the checkpoint hook always saves through
