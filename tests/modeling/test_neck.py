@@ -12,6 +12,26 @@ from tests.helpers.knet_parts import C, fpn_feats, make_neck
 pytestmark = pytest.mark.usefixtures("seed_torch")  # torch.manual_seed(0) before each test
 
 
+def _up(x):
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def _assert_official_chain(neck, feats, loc, sem, last_up=lambda x: x):
+    """``(loc, sem)`` equal the official chain of convs and x2 upsamplings of ``neck``'s own
+    layers; ``last_up`` is applied to the p3..p5 branches (identity at stride 8, x2 at 4)."""
+    lv = neck.convs_all_levels
+    with torch.no_grad():
+        p5 = feats["p5"] + SinePositionalEncoding(C // 2)(feats["p5"])
+        s = (
+            lv[0].conv0(feats["p2"])
+            + last_up(lv[1].conv0(feats["p3"]))
+            + last_up(lv[2].conv1(_up(lv[2].conv0(feats["p4"]))))
+            + last_up(lv[3].conv2(_up(lv[3].conv1(_up(lv[3].conv0(p5))))))
+        )
+        torch.testing.assert_close(loc, neck.conv_pred(s))
+        torch.testing.assert_close(sem, neck.aux_convs[0](s))
+
+
 @pytest.mark.parametrize("b,h,w", [(1, 96, 160), (2, 128, 64), (3, 64, 96)])
 def test_neck_padded_matches_official_x2_chain(b, h, w):
     neck = make_neck().eval()
@@ -19,21 +39,7 @@ def test_neck_padded_matches_official_x2_chain(b, h, w):
     with torch.no_grad():
         loc, sem = neck(feats)
     assert loc.shape == sem.shape == (b, C, h // 8, w // 8)
-
-    def up(x):
-        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-
-    lv = neck.convs_all_levels
-    with torch.no_grad():
-        p5 = feats["p5"] + SinePositionalEncoding(C // 2)(feats["p5"])
-        s = (
-            lv[0].conv0(feats["p2"])
-            + lv[1].conv0(feats["p3"])
-            + lv[2].conv1(up(lv[2].conv0(feats["p4"])))
-            + lv[3].conv2(up(lv[3].conv1(up(lv[3].conv0(p5)))))
-        )
-        torch.testing.assert_close(loc, neck.conv_pred(s))
-        torch.testing.assert_close(sem, neck.aux_convs[0](s))
+    _assert_official_chain(neck, feats, loc, sem)
     assert not torch.allclose(loc, sem)
 
 
@@ -92,21 +98,7 @@ def test_neck_out_stride_4_fuses_at_p2_with_the_same_parameters():
     with torch.no_grad():
         loc, sem = neck4(feats)
     assert loc.shape == sem.shape == (b, C, h // 4, w // 4)
-
-    def up(x):
-        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-
-    lv = neck4.convs_all_levels
-    with torch.no_grad():
-        p5 = feats["p5"] + SinePositionalEncoding(C // 2)(feats["p5"])
-        s = (
-            lv[0].conv0(feats["p2"])
-            + up(lv[1].conv0(feats["p3"]))
-            + up(lv[2].conv1(up(lv[2].conv0(feats["p4"]))))
-            + up(lv[3].conv2(up(lv[3].conv1(up(lv[3].conv0(p5))))))
-        )
-        torch.testing.assert_close(loc, neck4.conv_pred(s))
-        torch.testing.assert_close(sem, neck4.aux_convs[0](s))
+    _assert_official_chain(neck4, feats, loc, sem, last_up=_up)
 
 
 def test_neck_out_stride_must_be_one_of_the_first_two_levels():
