@@ -257,6 +257,8 @@ class KNetCheckpointer(DetectionCheckpointer):
         if not checkpoint.get("matching_heuristics", False):
             provided = set(strip_prefix(dict.fromkeys(checkpoint["model"]), "module."))
         incompatible = super()._load_model(checkpoint)
+        if source:
+            self._warn_if_neck_differs(source)
         self.last_load_report = report_from_incompatible_keys(
             getattr(self, "_loading", None) or "<checkpoint>",
             model_keys,
@@ -267,6 +269,19 @@ class KNetCheckpointer(DetectionCheckpointer):
             provided_keys=provided,
         )
         return incompatible
+
+    def _warn_if_neck_differs(self, source: str) -> None:
+        """The official releases were trained with the stride-8 neck; their tensors also fit a
+        ``MODEL.KNET.NECK.OUT_STRIDE 4`` model, whose outputs then differ from the release's."""
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        out_stride = getattr(getattr(model, "neck", None), "out_stride", 8)
+        if out_stride != 8:
+            self.logger.warning(
+                f"{getattr(self, '_loading', None) or '<checkpoint>'}: the official K-Net "
+                f"weights ({source}) were trained with the stride-8 neck; this model's neck "
+                f"fuses at stride {out_stride} (MODEL.KNET.NECK.OUT_STRIDE): every tensor "
+                "loads, but the outputs will differ from the release's until it is fine-tuned"
+            )
 
     def _torch_load(self, f: str) -> Any:
         """``torch.load(weights_only=True)``; full unpickling only with a warning."""

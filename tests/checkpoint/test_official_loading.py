@@ -94,6 +94,24 @@ def test_mmdet_release_converts_on_load_with_one_log_line(
     check_inference_weights(report)  # complete: no error
 
 
+def test_release_in_a_stride_4_neck_loads_with_a_warning(
+    official_panoptic, panoptic_source, caplog
+):
+    """The releases were trained with the stride-8 neck; a MODEL.KNET.NECK.OUT_STRIDE 4 model
+    takes every tensor, and says that its outputs will differ."""
+    caplog.set_level(logging.WARNING)
+    model, checkpointer = _load(PANOPTIC, SMALL_R18 + ["MODEL.KNET.NECK.OUT_STRIDE", "4"],
+                                official_panoptic)
+    _assert_same_state(panoptic_source, model)
+    assert checkpointer.last_load_report.complete
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(official_panoptic) in w and "trained with the stride-8 neck" in w
+               and "fuses at stride 4" in w for w in warnings), warnings
+    caplog.clear()
+    _load(PANOPTIC, SMALL_R18, official_panoptic)  # the official layout: no warning
+    assert not [r for r in caplog.records if "stride-8 neck" in r.getMessage()]
+
+
 def test_release_loads_from_a_file_url(official_panoptic, panoptic_source):
     model, checkpointer = _load(PANOPTIC, SMALL_R18, official_panoptic.as_uri())
     _assert_same_state(panoptic_source, model)
