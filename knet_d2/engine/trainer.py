@@ -113,39 +113,37 @@ def build_knet_evaluator(
 
 
 @contextmanager
-def _ddp_for_cpu_models():
-    """While ``DefaultTrainer.__init__`` runs: D2's ``create_ddp_model`` passes
-    ``device_ids=[local rank]``, which DDP refuses for a model on the CPU (multi-process CPU
-    training, gloo); give such a model ``device_ids=None``."""
-    create = d2_defaults.create_ddp_model
+def _replacing_d2_default(name: str, replacement):
+    """While ``DefaultTrainer.__init__`` runs: ``detectron2.engine.defaults.<name>``, which it
+    calls, is ``replacement``."""
+    original = getattr(d2_defaults, name)
+    setattr(d2_defaults, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(d2_defaults, name, original)
+
+
+def _ddp_for_cpu_models(create):
+    """D2's ``create_ddp_model`` passes ``device_ids=[local rank]``, which DDP refuses for a
+    model on the CPU (multi-process CPU training, gloo); give such a model ``device_ids=None``."""
 
     def create_ddp_model(model, **kwargs):
         if not any(p.is_cuda for p in model.parameters()):
             kwargs.setdefault("device_ids", None)
         return create(model, **kwargs)
 
-    d2_defaults.create_ddp_model = create_ddp_model
-    try:
-        yield
-    finally:
-        d2_defaults.create_ddp_model = create
+    return create_ddp_model
 
 
-@contextmanager
 def _mixed_precision_trainer(cfg: CfgNode):
-    """While ``DefaultTrainer.__init__`` runs: with ``SOLVER.AMP.ENABLED`` it builds a
-    :class:`MixedPrecisionTrainer` for ``MODEL.DEVICE`` and ``SOLVER.AMP.PRECISION`` where D2
-    builds its CUDA-only fp16 ``AMPTrainer``."""
-    amp_trainer = d2_defaults.AMPTrainer
-    d2_defaults.AMPTrainer = functools.partial(
+    """What D2 builds as its CUDA-only fp16 ``AMPTrainer`` with ``SOLVER.AMP.ENABLED``: a
+    :class:`MixedPrecisionTrainer` for ``MODEL.DEVICE`` and ``SOLVER.AMP.PRECISION``."""
+    return functools.partial(
         MixedPrecisionTrainer,
         device_type=torch.device(cfg.MODEL.DEVICE).type,
         precision=cfg.SOLVER.AMP.PRECISION,
     )
-    try:
-        yield
-    finally:
-        d2_defaults.AMPTrainer = amp_trainer
 
 
 class Trainer(DefaultTrainer):
@@ -161,7 +159,9 @@ class Trainer(DefaultTrainer):
     """
 
     def __init__(self, cfg: CfgNode):
-        with _ddp_for_cpu_models(), _mixed_precision_trainer(cfg):
+        ddp = _ddp_for_cpu_models(d2_defaults.create_ddp_model)
+        with _replacing_d2_default("create_ddp_model", ddp), \
+                _replacing_d2_default("AMPTrainer", _mixed_precision_trainer(cfg)):
             super().__init__(cfg)
         # The atomic checkpointer replaces the DetectionCheckpointer DefaultTrainer creates (same
         # model, directory and checkpointables); the checkpoint hook always saves through
