@@ -18,8 +18,10 @@ TINY = ["--threads", "1", "--warmup", "0", "--iters", "1", "--min-size", "64",
 
 
 def _ratio_value(text: str, label: str) -> float:
-    row = next(line for line in text.splitlines() if label in line)
-    return float(row.split("|")[3])
+    """The value cell of the one ratio row (precision | ratio | value | ...) naming ``label``."""
+    rows = [r for r in table_rows(text) if label in r[1]]
+    assert len(rows) == 1, f"{len(rows)} ratio rows name {label!r} in:\n{text}"
+    return float(rows[0][2])
 
 
 def test_bench_inference_smoke(shared_data, capsys):
