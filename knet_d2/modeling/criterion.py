@@ -43,6 +43,7 @@ from detectron2.utils import comm
 from fvcore.nn import sigmoid_focal_loss
 from torch import Tensor, nn
 
+from .dense_focal_loss import sigmoid_focal_loss_from_labels
 from .matcher import HungarianMatcher
 
 __all__ = ["KNetCriterion", "dice_loss", "paint_targets"]
@@ -373,15 +374,13 @@ class KNetCriterion(nn.Module):
         seg_target = self._seg_target(pos, targets, b, mask_logits).view(b, 1, h * w)
         c = seg_logits.shape[1]
         assert c == self.num_classes, f"seg_logits has {c} channels, expected {self.num_classes}"
-        classes = torch.arange(c, device=seg_target.device).view(1, c, 1)
-        onehot = (seg_target == classes).float()  # background (== c) -> all zeros
         num_fg = (seg_target < c).sum().float().clamp(min=1.0)
-        focal = sigmoid_focal_loss(
+        # the focal loss against the one-hot of seg_target (background == c: all zeros)
+        focal = sigmoid_focal_loss_from_labels(
             seg_logits.reshape(b, c, h * w),
-            onehot,
+            seg_target.view(b, h * w),
             alpha=self.focal_alpha,
             gamma=self.focal_gamma,
-            reduction="sum",
         )
         losses["loss_rpn_seg"] = focal / num_fg * self.seg_weight
         return losses
