@@ -146,7 +146,6 @@ class KernelUpdateHead(nn.Module):
         updator_channels: Optional[int] = None,
         mask_act: str = "hard_sigmoid",
         hard_mask_thr: float = 0.5,
-        mask_upsample_stride: int = 2,
         xavier_init: bool = True,
         cls_prior_prob: float = 0.01,
     ):
@@ -164,8 +163,6 @@ class KernelUpdateHead(nn.Module):
             mask_act: "hard_sigmoid" (group masks ``(sigmoid(M) > hard_mask_thr).float()``) or
                 "softmax" (``softmax(M, dim=1)`` over the kernels/classes).
             hard_mask_thr: threshold of the hard masks.
-            mask_upsample_stride: factor the caller upsamples the output masks by (2 = stride
-                8 -> 4); stored only, :meth:`forward` returns masks at F's resolution.
             xavier_init: call :meth:`init_weights` (the detection heads' init); False keeps the
                 PyTorch default init (semantic heads).
             cls_prior_prob: ``fc_cls.bias = -log((1 - p) / p)`` in :meth:`init_weights`.
@@ -178,7 +175,6 @@ class KernelUpdateHead(nn.Module):
         self.num_classes = num_classes
         self.mask_act = mask_act
         self.hard_mask_thr = hard_mask_thr
-        self.mask_upsample_stride = mask_upsample_stride
         self.cls_prior_prob = cls_prior_prob
 
         self.feat_transform = nn.Conv2d(in_channels, in_channels, 1)
@@ -212,8 +208,7 @@ class KernelUpdateHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg) -> dict:
-        """Detection variant from ``MODEL.KNET.*``; ``mask_upsample_stride`` = 8 (feature
-        stride) / ``MASK_ASSIGN_STRIDE``."""
+        """Detection variant from ``MODEL.KNET.*``."""
         k = cfg.MODEL.KNET
         return {
             "in_channels": k.HIDDEN_DIM,
@@ -227,7 +222,6 @@ class KernelUpdateHead(nn.Module):
             "updator_channels": k.HIDDEN_DIM,
             "mask_act": "hard_sigmoid",
             "hard_mask_thr": k.HARD_MASK_THR,
-            "mask_upsample_stride": max(k.NECK.OUT_STRIDE // k.MASK_ASSIGN_STRIDE, 1),
             "xavier_init": True,
         }
 
@@ -290,10 +284,7 @@ class KernelUpdateHead(nn.Module):
         return kernels, new_masks, cls_logits
 
     def extra_repr(self) -> str:
-        return (
-            f"mask_act={self.mask_act}, num_classes={self.num_classes}, "
-            f"mask_upsample_stride={self.mask_upsample_stride}"
-        )
+        return f"mask_act={self.mask_act}, num_classes={self.num_classes}"
 
 
 def build_kernel_update_head(cfg, name: str = "KernelUpdateHead") -> nn.Module:

@@ -65,7 +65,7 @@ def test_from_config_defaults():
     assert khead.conv_seg.out_channels == 133 and khead.num_proposals == 100
     head = build_kernel_update_head(cfg)
     assert isinstance(head, KernelUpdateHead)
-    assert head.fc_cls.out_features == 133 and head.mask_upsample_stride == 2
+    assert head.fc_cls.out_features == 133
     assert head.mask_act == "hard_sigmoid" and head.hard_mask_thr == 0.5
     assert head.attention.num_heads == 8 and head.ffn.layers[0][0].out_features == 2048
     cfg.MODEL.KNET.NUM_STUFF_CLASSES = 0

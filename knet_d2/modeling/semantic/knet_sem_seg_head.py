@@ -105,7 +105,6 @@ class KNetSemSegHead(nn.Module):
                 updator_channels=sem.UPDATOR_CHANNELS,
                 mask_act="softmax",
                 hard_mask_thr=k.HARD_MASK_THR,
-                mask_upsample_stride=1,
                 xavier_init=False,
             )
             for _ in range(k.NUM_STAGES)
