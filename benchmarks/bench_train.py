@@ -30,6 +30,11 @@ the criterion's inputs are detached into leaves and ``backward`` of the summed l
 down to them only. The share is (targets + matching + losses forward + backward) / the time
 of those steps alone.
 
+``--keep-freed-host-memory`` applies ``KEEP_FREED_HOST_MEMORY`` (glibc's malloc keeps freed
+memory for reuse) to the whole process first, so every model steps with it. The memory column
+is then not comparable with a run without it: one step's peak-RSS increase no longer counts
+pages that an earlier step left mapped.
+
 Usage::
 
     python -m benchmarks.bench_train --device cpu --threads 1 --warmup 1 --iters 2
@@ -46,6 +51,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from detectron2.utils.events import EventStorage
+
+from knet_d2.engine.host_memory import keep_freed_host_memory
 
 from .bench_lock import benchmark_lock
 from .cli import add_common_args, environment, run_header, setup_run
@@ -65,6 +72,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="images per step (coco_panoptic_sample has 2; more repeat them)")
     p.add_argument("--models", nargs="+", default=ALL_MODELS, choices=ALL_MODELS)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--keep-freed-host-memory", action="store_true",
+                   help="glibc's malloc keeps freed memory for reuse, as the config key "
+                        "KEEP_FREED_HOST_MEMORY does in a training run (all models alike)")
     args = p.parse_args(argv)
     if args.json is not None and args.json.exists():
         p.error(f"--json {args.json} already exists; not overwriting it")
@@ -164,6 +174,8 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
     """Warm up every model, measure each one's peak memory over one step, then time the models
     taking turns step by step (K-Net with its loss-path timers installed)."""
     device = setup_run(args)
+    if args.keep_freed_host_memory and not keep_freed_host_memory():
+        raise SystemExit("--keep-freed-host-memory: the C library refused it (see the warning)")
     header = run_header(argv, __spec__.name, args.device, args.threads)
     for line in environment(header):
         print_fn(line)

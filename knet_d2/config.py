@@ -72,6 +72,11 @@ def add_knet_config(cfg: CN) -> None:
     # 75 (knet_d2.engine.preemption); SLURM sends SIGTERM before preemption. () = off.
     cfg.PREEMPTION = CN()
     cfg.PREEMPTION.SIGNALS = ("SIGTERM", "SIGUSR1")
+    # Host memory (knet_d2.engine.host_memory): glibc's malloc keeps freed memory for reuse
+    # instead of unmapping every large block, so a CPU training step stops paying page faults
+    # for its large tensors again and again. Faster CPU training, at the cost of the process
+    # keeping its peak memory (benchmarks/RESULTS.md). Linux / glibc only; warns elsewhere.
+    cfg.KEEP_FREED_HOST_MEMORY = False
 
     # ---------------------------------------------------------------- inference options
     # Images per inference batch of train_net.py --eval-only / evaluation during training (D2's

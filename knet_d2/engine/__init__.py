@@ -6,11 +6,13 @@
 * :mod:`.defaults` — what the command-line tools run around the Trainer: the config with its
   datasets registered (:func:`knet_d2.get_knet_cfg`), the argument parser, the output setup.
 * :class:`MixedPrecisionTrainer` — ``SOLVER.AMP``: fp16 on CUDA, bf16 on CUDA or the CPU.
+* :func:`keep_freed_host_memory` — ``KEEP_FREED_HOST_MEMORY``: malloc keeps freed memory.
 * :mod:`.weights_report` — what a checkpoint filled; :func:`check_inference_weights` refuses
   one that leaves model parameters missing or of another shape.
 """
 from .checkpointer import KNetCheckpointer
 from .hooks import IterationRNGHook, LossCapture, non_finite_loss_message
+from .host_memory import keep_freed_host_memory
 from .mixed_precision import MixedPrecisionTrainer
 from .resumable_sampler import (
     ResumableTrainingSampler,
@@ -37,6 +39,7 @@ __all__ = [
     "LossCapture",
     "non_finite_loss_message",
     "MixedPrecisionTrainer",
+    "keep_freed_host_memory",
     "ResumableTrainingSampler",
     "SeededMapDataset",
     "build_resumable_train_loader",

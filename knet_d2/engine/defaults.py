@@ -31,6 +31,7 @@ from ..config import ConfigError, load_knet_cfg
 from ..data.check_data import DataCheckResult, check_datasets
 from ..data.datasets.cli import add_dataset_argument, register_dataset_specs
 from .checkpointer import KNetCheckpointer
+from .host_memory import keep_freed_host_memory
 from .output_lock import lock_output_dir
 from .plain_logs import setup_d2_loggers, strip_ansi_in_log_files
 from .startup_checks import apply_determinism, check_output_dir
@@ -92,7 +93,8 @@ def knet_default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
     Before anything is written into ``OUTPUT_DIR``: a training run that would overwrite the
     checkpoints there is refused (``ConfigError``) and the directory is locked for this run
     (``OutputDirInUseError`` when another run holds it). Log files are written without colour
-    codes; the ``DETERMINISTIC`` settings are applied before any model is built.
+    codes; the ``DETERMINISTIC`` and ``KEEP_FREED_HOST_MEMORY`` settings are applied before any
+    model is built.
     """
     check_output_dir(cfg, resume=args.resume, eval_only=args.eval_only)
     if not args.eval_only and comm.is_main_process():
@@ -101,6 +103,8 @@ def knet_default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
     default_setup(cfg, args)
     apply_determinism(cfg)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="knet_d2")
+    if cfg.KEEP_FREED_HOST_MEMORY:  # in every launched process, before the model is built
+        keep_freed_host_memory()
     strip_ansi_in_log_files()
 
 

@@ -110,6 +110,28 @@ def test_bench_train_smoke(shared_data, capsys):
     assert re.search(r"\| <= 10% +\|", out)
 
 
+def test_bench_train_keep_freed_host_memory_runs_first(shared_data, monkeypatch):
+    """The flag applies KEEP_FREED_HOST_MEMORY before any batch or model exists, and a C
+    library that refuses it stops the run instead of measuring without it."""
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def no_batch(*a, **k):
+        raise Stop(list(calls))
+
+    monkeypatch.setattr(bench_train, "panoptic_batch", no_batch)
+    monkeypatch.setattr(bench_train, "keep_freed_host_memory", lambda: calls.append(1) or True)
+    argv = TINY + ["--data-root", str(shared_data), "--keep-freed-host-memory"]
+    with pytest.raises(Stop) as stop:
+        bench_train.main(argv)
+    assert stop.value.args[0] == [1]
+    monkeypatch.setattr(bench_train, "keep_freed_host_memory", lambda: False)
+    with pytest.raises(SystemExit, match="refused"):
+        bench_train.main(argv)
+
+
 def test_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench_inference.parse_args(["--device", "cpu", "--cuda-graphs"])
