@@ -31,9 +31,9 @@ down to them only. The share is (targets + matching + losses forward + backward)
 of those steps alone.
 
 ``--keep-freed-host-memory`` applies ``KEEP_FREED_HOST_MEMORY`` (glibc's malloc keeps freed
-memory for reuse) to the whole process first, so every model steps with it. The memory column
-is then not comparable with a run without it: one step's peak-RSS increase no longer counts
-pages that an earlier step left mapped.
+memory for reuse) to the whole process first, so every model steps with it. The memory columns
+then measure another allocator's behaviour (one step's peak-RSS increase on a heap that keeps
+and reuses freed blocks): compare them within such a run, not with a run without the flag.
 
 Usage::
 
