@@ -54,8 +54,8 @@ def keep_freed_host_memory(libc: Optional[Any] = None) -> bool:
         libc: the C library to configure (default: this process's glibc; tests pass a fake).
 
     Returns:
-        False, with a warning, when the C library is not glibc or refuses a setting; the
-        allocator then stays as it was (a setting that was accepted is not undone).
+        False, with a warning, when the C library is not glibc (nothing is changed) or
+        refuses a setting (a setting accepted before it stays in effect).
     """
     if libc is None:
         libc = _glibc()
