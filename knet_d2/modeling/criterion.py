@@ -371,14 +371,14 @@ class KNetCriterion(nn.Module):
             else:
                 losses["loss_rpn_rank"] = self._rank_loss(mask_logits, pos) * self.rank_weight
 
-        seg_target = self._seg_target(pos, targets, b, mask_logits).view(b, 1, h * w)
+        seg_target = self._seg_target(pos, targets, b, mask_logits).view(b, h * w)
         c = seg_logits.shape[1]
         assert c == self.num_classes, f"seg_logits has {c} channels, expected {self.num_classes}"
         num_fg = (seg_target < c).sum().float().clamp(min=1.0)
         # the focal loss against the one-hot of seg_target (background == c: all zeros)
         focal = sigmoid_focal_loss_from_labels(
             seg_logits.reshape(b, c, h * w),
-            seg_target.view(b, h * w),
+            seg_target,
             alpha=self.focal_alpha,
             gamma=self.focal_gamma,
         )
