@@ -6,7 +6,9 @@ loading error into ``None`` and counts it:
 * the first failure of each file is logged as a WARNING with the file name, the error type and
   message and the running count (repeats of the same file at DEBUG level). "First" holds
   across data-loader worker processes and their re-creation (every epoch of a non-persistent
-  loader): a marker file per reported file name in a temporary directory records it;
+  loader): a marker file per reported file name in a temporary directory records it. The
+  directory is removed when its process exits; one left behind by a killed process (its name
+  carries the process id) is removed by the next :class:`ReportedOnce` of the same user;
 * the count is ``num_skipped`` on the wrapper, and, when the mapper runs in the training process
   (``DATALOADER.NUM_WORKERS: 0``), also the event-storage scalar ``data/num_skipped_samples``
   (it then appears in metrics.json / TensorBoard). Data-loader workers are separate processes:
@@ -30,7 +32,9 @@ from typing import Any, Callable, Deque, Optional, Tuple
 import torch.utils.data
 from detectron2.utils.events import get_event_storage
 
-__all__ = ["SkipBadSamples", "TooManyBadSamplesError", "ReportedOnce"]
+__all__ = [
+    "SkipBadSamples", "TooManyBadSamplesError", "ReportedOnce", "remove_stale_marker_directories",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +42,57 @@ logger = logging.getLogger(__name__)
 DEFAULT_BAD_SAMPLE_ERRORS: Tuple[type, ...] = (
     OSError, ValueError, KeyError, IndexError, AssertionError, RuntimeError, SyntaxError,
 )
+
+
+_PREFIX = "knet_skipped_"
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def remove_stale_marker_directories(parent: Optional[str] = None) -> int:
+    """Remove marker directories of :class:`ReportedOnce` whose creating process is gone.
+
+    ``atexit`` does not run when a process is killed (SIGKILL, a crash of the interpreter), so
+    its ``knet_skipped_<pid>_*`` directory would stay in the temporary folder. Only directories
+    of the current user whose process id no longer exists are removed.
+
+    Args:
+        parent: the folder to clean; the system temporary folder by default.
+
+    Returns:
+        the number of directories removed.
+    """
+    parent = parent or tempfile.gettempdir()
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return 0
+    removed = 0
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    for entry in entries:
+        pid_text = entry.name[len(_PREFIX):].split("_", 1)[0]
+        if not entry.name.startswith(_PREFIX) or not pid_text.isdigit():
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            if uid is not None and entry.stat(follow_symlinks=False).st_uid != uid:
+                continue
+        except OSError:
+            continue
+        if _process_exists(int(pid_text)):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += not os.path.exists(entry.path)
+    return removed
 
 
 class ReportedOnce:
@@ -51,8 +106,9 @@ class ReportedOnce:
 
     def __init__(self) -> None:
         self._seen: set = set()
+        remove_stale_marker_directories()
         try:
-            self.directory: Optional[str] = tempfile.mkdtemp(prefix="knet_skipped_")
+            self.directory: Optional[str] = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}_")
         except OSError:
             self.directory = None
         else:

@@ -3,6 +3,11 @@ gives up with a clear error when too many fail in a row."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,7 +15,12 @@ from detectron2.data import build_detection_train_loader
 from detectron2.utils.events import EventStorage
 from PIL import Image
 
-from knet_d2.data.skip_bad_samples import SkipBadSamples, TooManyBadSamplesError
+from knet_d2.data.skip_bad_samples import (
+    ReportedOnce,
+    SkipBadSamples,
+    TooManyBadSamplesError,
+    remove_stale_marker_directories,
+)
 from tests.helpers.image_files import rgb
 from tests.helpers.mapper_samples import CONFIGS, identity_instance_mapper
 from tests.helpers.paths import REPO_ROOT, load_config
@@ -82,3 +92,47 @@ def test_skip_does_not_hide_programming_errors(tmp_path):
 def test_skip_bad_samples_is_on_by_default():
     cfg = load_config(REPO_ROOT / CONFIGS["panoptic"])
     assert cfg.DATALOADER.SKIP_BAD_SAMPLES is True
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_marker_directories_of_gone_processes_are_removed(tmp_path):
+    dead = tmp_path / f"knet_skipped_{_dead_pid()}_abc"
+    dead.mkdir()
+    (dead / "0123").touch()
+    alive = tmp_path / f"knet_skipped_{os.getpid()}_def"
+    alive.mkdir()
+    kept = [alive, tmp_path / "knet_skipped_old1x2", tmp_path / "other_dir"]
+    for d in kept[1:]:
+        d.mkdir()
+    not_a_dir = tmp_path / f"knet_skipped_{_dead_pid()}_file"
+    not_a_dir.touch()
+    assert remove_stale_marker_directories(str(tmp_path)) == 1
+    assert not dead.exists()
+    assert all(d.is_dir() for d in kept) and not_a_dir.is_file()
+    assert remove_stale_marker_directories(str(tmp_path / "missing")) == 0
+
+
+def test_marker_directory_of_a_killed_process_is_removed_by_the_next_one(tmp_path, monkeypatch):
+    code = (
+        "import os, signal, sys\n"
+        "from knet_d2.data.skip_bad_samples import ReportedOnce\n"
+        "r = ReportedOnce()\n"
+        "assert r.first('x')\n"
+        "print(r.directory, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, cwd=REPO_ROOT)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    left = Path(run.stdout.strip())
+    assert left.parent == tmp_path and left.name.startswith("knet_skipped_") and left.is_dir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    reported = ReportedOnce()
+    assert not left.exists()
+    assert Path(reported.directory).parent == tmp_path and Path(reported.directory).is_dir()
