@@ -5,7 +5,7 @@
 (c) knet_d2 never imports the scripts (train_net.py, demo/, tools/, benchmarks/), and knet_onnx
 imports nothing from knet_d2; (d) no ``.py`` file of the repository edits ``sys.path``;
 (e) no file over :data:`MAX_LINES` lines in knet_d2/, demo/, tools/, benchmarks/; and the URLs
-and hashes of known weights appear in knet_d2 only in the table knet_d2/model_zoo/releases.py.
+and hashes of known weights appear in knet_d2 only in the table knet_d2/known_weights.py.
 
 An import ``a.b.c`` counts as an import of the deepest knet_d2 module it names (the package
 ``__init__`` files Python runs on the way are not counted). The checker is tested on a small
@@ -22,14 +22,14 @@ from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 from tests.helpers.paths import REPO_ROOT
 
 # Layer of each part of knet_d2 (low -> high): a module imports only from its own layer or lower.
-# The longest matching prefix wins (knet_d2.model_zoo.releases is a data table below the rest of
-# knet_d2.model_zoo); "knet_d2" itself is the package __init__, which imports the public names.
+# The longest matching prefix wins (e.g. a module of knet_d2.modeling.semantic is in
+# knet_d2.modeling); "knet_d2" itself is the package __init__, which imports the public names.
 LAYERS: Dict[str, int] = {
     "knet_d2.config": 0,
     "knet_d2.utils": 0,
     "knet_d2.quiet_warnings": 0,
     "knet_d2.path_handlers": 0,
-    "knet_d2.model_zoo.releases": 0,
+    "knet_d2.known_weights": 0,
     "knet_d2.modeling": 1,
     "knet_d2.data": 1,
     "knet_d2.solver": 1,
@@ -283,7 +283,7 @@ def test_no_file_over_the_line_limit():
 def test_weight_urls_and_hashes_live_in_the_release_table():
     # a download address (with a host) or a file name with a hash, e.g. resnet50-0676ba61.pth
     known = re.compile(r"https?://[\w-]+\.[\w.-]+/|[\w.-]+-[0-9a-f]{8}\.pth")
-    table = REPO_ROOT / "knet_d2/model_zoo/releases.py"
+    table = REPO_ROOT / "knet_d2/known_weights.py"
     elsewhere = {
         f"{path.relative_to(REPO_ROOT)}:{n}": line.strip()
         for path in source_files(REPO_ROOT, ["knet_d2"]) if path != table

@@ -7,7 +7,7 @@ unknown keys and bad values) and the datasets are registered:
   ``last_checkpoint`` to resume from) would overwrite the checkpoints in ``OUTPUT_DIR``.
 * :func:`check_model_weights` — ``MODEL.WEIGHTS`` does not exist / cannot be fetched (with
   where to get the known ImageNet weights and the command that converts them, from the table
-  :data:`knet_d2.model_zoo.releases.PRETRAINED_BACKBONES`), or ``--eval-only`` without weights.
+  :data:`knet_d2.known_weights.PRETRAINED_BACKBONES`), or ``--eval-only`` without weights.
 * :func:`check_dataset_names` — ``DATASETS.TRAIN`` / ``TEST`` names that are not registered
   (``MetadataCatalog.get`` would silently create empty metadata and skip the class checks).
 * :func:`check_num_classes` — class counts that disagree with the datasets' metadata
@@ -31,7 +31,7 @@ from ..config import ConfigError, check_task_flags
 from ..data.class_layout import check_class_counts, check_semantic_class_count
 from ..data.datasets.cli import DatasetSpecError, check_datasets_registered
 from ..inference_options import check_precision
-from ..model_zoo.releases import find_pretrained_backbone
+from ..known_weights import find_pretrained_backbone
 from .mixed_precision import check_mixed_precision
 
 __all__ = [

@@ -4,8 +4,9 @@
 >>> model_zoo.get_checkpoint_url("coco/panoptic-segmentation/knet_R50_1x.yaml")  # doctest: +SKIP
 >>> model = model_zoo.get("coco/panoptic-segmentation/knet_R50_1x.yaml", trained=True)  # +SKIP
 
-The table is :data:`MODEL_ZOO` (:mod:`.releases`); MODEL_ZOO.md shows the same rows.
+The table is :data:`MODEL_ZOO` (:mod:`knet_d2.known_weights`); MODEL_ZOO.md shows the same rows.
 """
+from ..known_weights import MODEL_ZOO, ModelZooEntry
 from .model_zoo import (
     CONFIG_ROOT,
     entry,
@@ -15,7 +16,6 @@ from .model_zoo import (
     get_config_file,
     names,
 )
-from .releases import MODEL_ZOO, ModelZooEntry
 
 __all__ = [
     "CONFIG_ROOT",

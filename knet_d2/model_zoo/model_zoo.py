@@ -19,7 +19,7 @@ from detectron2.modeling import build_model
 from ..config import load_knet_cfg
 from ..engine.checkpointer import KNetCheckpointer
 from ..engine.weights_report import check_inference_weights
-from .releases import MODEL_ZOO, ModelZooEntry
+from ..known_weights import MODEL_ZOO, ModelZooEntry
 
 __all__ = [
     "CONFIG_ROOT",
