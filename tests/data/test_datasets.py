@@ -98,7 +98,7 @@ def test_import_registers_default_names_without_generating(tmp_path):
         import os, knet_d2
         from detectron2.data import DatasetCatalog, MetadataCatalog
         root = os.environ["DETECTRON2_DATASETS"]
-        for split in ("train", "val"):
+        for split in ("train", "val", "train16k"):
             for kind in ("panoptic", "instance", "sem_seg"):
                 assert f"knet_synth_{kind}_{split}" in DatasetCatalog.list()
             m = MetadataCatalog.get(f"knet_synth_panoptic_{split}")

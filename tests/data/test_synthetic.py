@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from detectron2.data import DatasetCatalog
 from panopticapi.utils import rgb2id
 from PIL import Image
 from pycocotools import mask as mask_util
@@ -21,6 +22,7 @@ from knet_d2.data.datasets.register_custom import (
     contiguous_id_map,
 )
 from knet_d2.data.synthetic import SYNTHETIC_CATEGORIES, generate_synthetic_dataset
+from tests.helpers.catalogs import unregister_datasets
 
 N_IMAGES = 8
 
@@ -209,6 +211,44 @@ def test_stale_split_is_regenerated(tmp_path, caplog):
     assert "generator version" in spec.stale_reason()
 
 
+def test_split_with_another_seed_is_regenerated(tmp_path, caplog):
+    split = generate_synthetic_dataset(tmp_path, "big", 2, seed=5)
+    spec = register_synthetic._SplitSpec(tmp_path, "big", 2, 128, seed=6)
+    assert "with seed 5" in spec.stale_reason() and "with seed 6" in spec.stale_reason()
+    with caplog.at_level("WARNING"):
+        spec.ensure()
+    assert "Regenerating synthetic split" in caplog.text
+    assert _load_json(split / "info.json")["seed"] == 6 and spec.stale_reason() is None
+    assert register_synthetic._SplitSpec(tmp_path, "big", 2, 128).generator_seed == (
+        synthetic.split_default_seed("big"))
+
+
+def test_seeded_split_extends_the_split_whose_seed_it_takes(tmp_path):
+    """A larger copy of ``train`` (like ``train16k``): its first images are train's images."""
+    prefix = "knet_test_seeded"
+    train_seed = synthetic.split_default_seed("train")
+    names = register_synthetic.register_synthetic_datasets(
+        tmp_path, {"train": 3, "bigger": 5}, prefix=prefix, seeds={"bigger": train_seed}
+    )
+    try:
+        small = DatasetCatalog.get(f"{prefix}_panoptic_train")
+        large = DatasetCatalog.get(f"{prefix}_panoptic_bigger")
+        assert len(small) == 3 and len(large) == 5
+        for a, b in zip(small, large):
+            for key in ("file_name", "pan_seg_file_name", "sem_seg_file_name"):
+                assert Path(a[key]).parent.parent.name == "train"
+                assert Path(b[key]).parent.parent.name == "bigger"
+                assert filecmp.cmp(a[key], b[key], shallow=False), key
+            assert a["segments_info"] == b["segments_info"]
+        assert _load_json(tmp_path / "bigger" / "info.json")["seed"] == train_seed
+    finally:
+        unregister_datasets(names)
+    with pytest.raises(ValueError, match="not registered: \\['other'\\]"):
+        register_synthetic.register_synthetic_datasets(
+            tmp_path, {"train": 3}, prefix=prefix, seeds={"other": 1}
+        )
+
+
 def test_regeneration_keeps_a_split_another_process_rebuilt(tmp_path):
     split = generate_synthetic_dataset(tmp_path, "train", 2)
     mtime = (split / "info.json").stat().st_mtime_ns
@@ -245,8 +285,12 @@ def test_ensure_synthetic_dataset_defaults(tmp_path):
     info = _load_json(tmp_path / "val" / "info.json")
     assert (info["num_images"], info["image_size"]) == (60, 128)
     assert not (tmp_path / "train").exists()
-    with pytest.raises(ValueError, match="test"):
+    with pytest.raises(ValueError, match="test.*'train16k'"):
         register_synthetic.ensure_synthetic_dataset(tmp_path, ["test"])
+    large = register_synthetic._default_spec(tmp_path, "train16k")
+    assert (large.split_dir, large.num_images, large.image_size) == (
+        tmp_path / "train16k", 16000, 128)
+    assert large.generator_seed == synthetic.split_default_seed("train")
 
 
 def test_cli(tmp_path):

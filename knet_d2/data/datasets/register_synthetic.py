@@ -11,6 +11,11 @@ knet_synth_instance_{train,val} annotations (polygons / RLE)      coco
 knet_synth_sem_seg_{train,val}  sem_seg_file_name                sem_seg
 =============================== ================================ ========================
 
+``knet_synth_{panoptic,instance,sem_seg}_train16k`` name a larger training split (16 000
+images, in ``root/train16k``, about 2 minutes and 390 MB): the train split's seed, so its first
+2000 images are the train split's, with 8x as many after them. The committed configs train on
+``train``; benchmarks/RESULTS.md shows what the larger split changes.
+
 Importing registers the names only; nothing is generated. A split is generated (train 2000,
 val 60 images of 128x128, about 40 s) the first time ``DatasetCatalog.get`` loads one of
 its names, or when :func:`ensure_synthetic_dataset` / :func:`ensure_synthetic_for_datasets`
@@ -35,6 +40,7 @@ from ..synthetic import (
     SYNTHETIC_DIRNAME,
     generate_synthetic_dataset,
     is_complete_split,
+    split_default_seed,
 )
 from .register_custom import (
     metadata_from_categories,
@@ -45,6 +51,7 @@ from .register_custom import (
 
 __all__ = [
     "DEFAULT_SPLIT_SIZES",
+    "LARGE_TRAIN_SPLIT",
     "DEFAULT_IMAGE_SIZE",
     "register_synthetic_datasets",
     "ensure_synthetic_dataset",
@@ -57,6 +64,8 @@ logger = logging.getLogger(__name__)
 # 2000 training images: with 500 the instance model overfitted (a much higher mask AP on its
 # training split than on val).
 DEFAULT_SPLIT_SIZES: dict[str, int] = {"train": 2000, "val": 60}
+#: (split, images): 8x the train split, rendered with its seed (a superset of it)
+LARGE_TRAIN_SPLIT: tuple[str, int] = ("train16k", 16000)
 DEFAULT_IMAGE_SIZE = 128
 
 
@@ -66,10 +75,15 @@ class _SplitSpec:
     split: str
     num_images: int
     image_size: int
+    seed: int | None = None  # None: the default seed of the split's name
 
     @property
     def split_dir(self) -> Path:
         return self.root / self.split
+
+    @property
+    def generator_seed(self) -> int:
+        return split_default_seed(self.split) if self.seed is None else self.seed
 
     def stale_reason(self) -> str | None:
         """Why the complete split on disk differs from this spec (None when it matches)."""
@@ -77,13 +91,14 @@ class _SplitSpec:
             info = json.loads((self.split_dir / "info.json").read_text())
         except (OSError, ValueError) as e:
             return f"unreadable info.json ({e})"
-        found = (info.get("num_images"), info.get("image_size"), info.get("version"))
-        wanted = (self.num_images, self.image_size, GENERATOR_VERSION)
+        found = (info.get("num_images"), info.get("image_size"), info.get("version"),
+                 info.get("seed"))
+        wanted = (self.num_images, self.image_size, GENERATOR_VERSION, self.generator_seed)
         if found == wanted:
             return None
         return (
-            "it has {} images of {} px from generator version {}, this version of knet_d2 "
-            "uses {} images of {} px from version {}".format(*found, *wanted)
+            "it has {} images of {} px from generator version {} with seed {}, this version of "
+            "knet_d2 uses {} images of {} px from version {} with seed {}".format(*found, *wanted)
         )
 
     def ensure(self) -> Path:
@@ -98,7 +113,8 @@ class _SplitSpec:
             if reason is not None:
                 logger.warning("Regenerating synthetic split %s: %s.", self.split_dir, reason)
                 generate_synthetic_dataset(
-                    self.root, self.split, self.num_images, self.image_size, overwrite=True,
+                    self.root, self.split, self.num_images, self.image_size,
+                    seed=self.generator_seed, overwrite=True,
                     keep_if=lambda: self.stale_reason() is None,
                 )
         else:
@@ -108,7 +124,8 @@ class _SplitSpec:
             )
             try:
                 generate_synthetic_dataset(
-                    self.root, self.split, self.num_images, self.image_size
+                    self.root, self.split, self.num_images, self.image_size,
+                    seed=self.generator_seed,
                 )
             except FileExistsError:
                 if not is_complete_split(self.split_dir):
@@ -141,6 +158,7 @@ def register_synthetic_datasets(
     split_sizes: dict[str, int] | None = None,
     image_size: int = DEFAULT_IMAGE_SIZE,
     prefix: str = "knet_synth",
+    seeds: dict[str, int] | None = None,
 ) -> list[str]:
     """Register ``{prefix}_{panoptic,instance,sem_seg}_{split}`` for each split.
 
@@ -150,19 +168,27 @@ def register_synthetic_datasets(
             (default :data:`DEFAULT_SPLIT_SIZES`).
         image_size: image height = width used when generating.
         prefix: name prefix (tests register small copies under other prefixes).
+        seeds: split name -> generator seed, for splits that should not use their own
+            name's default seed (e.g. a larger copy of ``train``); a split on disk generated
+            with another seed is regenerated.
 
     Returns:
         The registered dataset names.
     """
     root = Path(os.path.expanduser(str(root)))
     split_sizes = dict(DEFAULT_SPLIT_SIZES if split_sizes is None else split_sizes)
+    seeds = dict(seeds or {})
+    unknown = sorted(set(seeds) - set(split_sizes))
+    if unknown:
+        raise ValueError(f"seeds given for splits that are not registered: {unknown}")
     meta = metadata_from_categories(SYNTHETIC_CATEGORIES)
     # register_coco_panoptic itself adds ignore_label=255 and label_divisor=1000.
     ins_meta = dict(meta, ignore_label=255, label_divisor=1000)
     sem_meta = dict(meta, label_divisor=1000)  # ignore_label: the sem-seg helper's default
     names = []
     for split, num in split_sizes.items():
-        spec = _SplitSpec(root, split, int(num), int(image_size))
+        seed = int(seeds[split]) if split in seeds else None
+        spec = _SplitSpec(root, split, int(num), int(image_size), seed)
         p = synthetic_split_paths(spec.split_dir)
 
         pan = f"{prefix}_panoptic_{split}"
@@ -194,16 +220,28 @@ def ensure_synthetic_dataset(
 
     Args:
         root: defaults to the root of the ``knet_synth_*`` names registered at import.
-        splits: defaults to all of :data:`DEFAULT_SPLIT_SIZES`.
+        splits: defaults to all of :data:`DEFAULT_SPLIT_SIZES`; the larger training split
+            (:data:`LARGE_TRAIN_SPLIT`) only when named.
     """
     root = Path(os.path.expanduser(str(root))) if root is not None else _DEFAULT_ROOT
     assert root is not None
     for split in DEFAULT_SPLIT_SIZES if splits is None else splits:
-        if split not in DEFAULT_SPLIT_SIZES:
-            known = list(DEFAULT_SPLIT_SIZES)
+        spec = _default_spec(root, split)
+        if spec is None:
+            known = [*DEFAULT_SPLIT_SIZES, LARGE_TRAIN_SPLIT[0]]
             raise ValueError(f"unknown synthetic split {split!r}; known: {known}")
-        _SplitSpec(root, split, DEFAULT_SPLIT_SIZES[split], DEFAULT_IMAGE_SIZE).ensure()
+        spec.ensure()
     return root
+
+
+def _default_spec(root: Path, split: str) -> _SplitSpec | None:
+    """The spec of a split that is registered at import (None for other names)."""
+    if split in DEFAULT_SPLIT_SIZES:
+        return _SplitSpec(root, split, DEFAULT_SPLIT_SIZES[split], DEFAULT_IMAGE_SIZE)
+    if split == LARGE_TRAIN_SPLIT[0]:
+        return _SplitSpec(root, split, LARGE_TRAIN_SPLIT[1], DEFAULT_IMAGE_SIZE,
+                          split_default_seed("train"))
+    return None
 
 
 def ensure_synthetic_for_datasets(dataset_names: Iterable[str]) -> list[str]:
@@ -230,6 +268,10 @@ def _register_default() -> None:
         os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
     ) / SYNTHETIC_DIRNAME
     register_synthetic_datasets(_DEFAULT_ROOT)
+    large, num = LARGE_TRAIN_SPLIT
+    register_synthetic_datasets(
+        _DEFAULT_ROOT, {large: num}, seeds={large: split_default_seed("train")}
+    )
 
 
 _register_default()
