@@ -119,10 +119,29 @@ def _start(cmd, env, log) -> subprocess.Popen:
                             text=True)
 
 
+def _descendants(pid: int) -> list:
+    """Process ids below ``pid`` (children before grandchildren), from /proc (Linux)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(0), [])
+        out += kids
+        todo += kids
+    return out
+
+
 def _wait(procs, logs, timeout=400) -> list:
-    """Exit codes of ``procs``. A process still running after ``timeout`` s gets SIGABRT, so
-    that Python's fault handler (``PYTHONFAULTHANDLER``, set by ``_env``) writes every thread's
-    stack to its log, and the test fails with the tail of each log: a hang names its place."""
+    """Exit codes of ``procs``. A process still running after ``timeout`` s gets SIGABRT, and so
+    do the processes it started (torchrun's ranks, an evaluator's pool), deepest first: Python's
+    fault handler (``PYTHONFAULTHANDLER``, set by ``_env``) writes every thread's stack to the
+    log each of them writes to, and the test fails with the tail of each log: a hang names its
+    place."""
     codes = []
     try:
         for p in procs:
@@ -130,6 +149,12 @@ def _wait(procs, logs, timeout=400) -> list:
     except subprocess.TimeoutExpired:
         aborted = [p for p in procs if p.poll() is None]
         for p in aborted:
+            for pid in reversed(_descendants(p.pid)):
+                try:
+                    os.kill(pid, signal.SIGABRT)
+                except ProcessLookupError:
+                    pass
+            time.sleep(2)  # let the descendants write their stacks first
             p.send_signal(signal.SIGABRT)
         for p in aborted:  # the fault handler writes the stacks before the process ends
             try:
@@ -139,7 +164,7 @@ def _wait(procs, logs, timeout=400) -> list:
         tails = []
         for f in logs:
             f.flush()
-            tails.append(f"--- {f.name}\n" + Path(f.name).read_text()[-3000:])
+            tails.append(f"--- {f.name}\n" + Path(f.name).read_text()[-12000:])
         pytest.fail(f"training still running after {timeout} s:\n" + "\n".join(tails))
     finally:
         for p in procs:
@@ -170,11 +195,17 @@ def _two_machines(out, data_root, *extra_args, slow_after=-1, on_running=None):
 
 
 def test_wait_on_a_hung_process_fails_with_its_stack(tmp_path):
-    """The hang diagnosis itself: a stuck process is aborted and its stack is in the failure."""
+    """The hang diagnosis itself: a stuck process is aborted and its stack is in the failure,
+    here that of the stuck child its parent waits for (as torchrun waits for its ranks); the
+    parent then ends by itself."""
     script = tmp_path / "hang.py"
     script.write_text("import time\n\n\ndef stuck():\n    time.sleep(120)\n\n\nstuck()\n")
+    parent = tmp_path / "parent.py"
+    parent.write_text("import subprocess, sys\n\n"
+                      f"subprocess.run([sys.executable, {str(script)!r}])\n")
     log = open(tmp_path / "log", "w")
-    proc = _start([sys.executable, str(script)], _env(tmp_path, tmp_path), log)
+    proc = _start([sys.executable, str(parent)], _env(tmp_path, tmp_path), log)
+    time.sleep(1)  # the child has started
     with pytest.raises(pytest.fail.Exception,
                        match=r"(?s)still running after 2 s.*Aborted.*hang.py\", line 5 in stuck"):
         _wait([proc], [log], timeout=2)
