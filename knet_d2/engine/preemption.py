@@ -12,6 +12,16 @@ receives on to its workers. :class:`PreemptionHook` catches the signals named in
    in ``last_checkpoint``; every rank waits for the write;
 4. every process exits with :data:`PREEMPTED_EXIT_CODE` (75, ``EX_TEMPFAIL``: "try again"), which
    a job script turns into ``scontrol requeue``; ``--resume`` continues after that iteration.
+
+Processes forked while the handlers are installed inherit them. Data-loader workers must: a
+scheduler may signal every process of the job, and a worker killed by it would stop the
+training before its checkpoint. A child that should end on the signal (an evaluator's
+``multiprocessing`` pool, ended by ``Pool.terminate()`` with ``SIGTERM``) leaves the handler at
+once, but a signal that reaches it in the instant after ``fork()``, before Python has set up the
+child, is lost, and the pool then waits for that worker for ever (panopticapi's ``pq_compute``
+ends its pool this way after every evaluation). So evaluation runs inside
+:func:`children_take_default_signals`: processes forked meanwhile start with the default action
+for the preemption signals, with the signals blocked across the ``fork()`` so that none is lost.
 """
 from __future__ import annotations
 
@@ -19,7 +29,8 @@ import logging
 import os
 import signal
 import threading
-from typing import Optional, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Optional, Sequence, Set
 
 import torch
 import torch.distributed as dist
@@ -27,7 +38,10 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 from torch.utils.data import get_worker_info
 
-__all__ = ["PREEMPTED_EXIT_CODE", "TrainingPreempted", "PreemptionHook", "signal_numbers"]
+__all__ = [
+    "PREEMPTED_EXIT_CODE", "TrainingPreempted", "PreemptionHook", "signal_numbers",
+    "children_take_default_signals",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +70,51 @@ def signal_numbers(names: Sequence[str]) -> list:
             )
         numbers.append(number)
     return numbers
+
+
+#: the signals a PreemptionHook of this process currently handles
+_HANDLED: Set[int] = set()
+#: the signals that processes forked now start with at their default action
+_CHILD_DEFAULTS: Set[int] = set()
+
+
+def _block_before_fork() -> None:
+    if _CHILD_DEFAULTS:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _CHILD_DEFAULTS)
+
+
+def _unblock_in_parent() -> None:
+    if _CHILD_DEFAULTS:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHILD_DEFAULTS)
+
+
+def _default_then_unblock_in_child() -> None:
+    if _CHILD_DEFAULTS:
+        for s in _CHILD_DEFAULTS:
+            signal.signal(s, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHILD_DEFAULTS)  # a pending one acts now
+        _CHILD_DEFAULTS.clear()
+        _HANDLED.clear()
+
+
+if hasattr(os, "register_at_fork") and hasattr(signal, "pthread_sigmask"):
+    os.register_at_fork(before=_block_before_fork, after_in_parent=_unblock_in_parent,
+                        after_in_child=_default_then_unblock_in_child)
+
+
+@contextmanager
+def children_take_default_signals() -> Iterator[None]:
+    """Inside the block, processes forked by this one start with the default action for the
+    signals a :class:`PreemptionHook` handles here (none: no effect). The signals are blocked
+    in the forking thread across ``fork()``, so one sent to the new process at once ends it
+    instead of being lost (module docstring). Used around evaluation during training."""
+    previous = set(_CHILD_DEFAULTS)
+    _CHILD_DEFAULTS.update(_HANDLED)
+    try:
+        yield
+    finally:
+        _CHILD_DEFAULTS.clear()
+        _CHILD_DEFAULTS.update(previous)
 
 
 class PreemptionHook(HookBase):
@@ -93,10 +152,12 @@ class PreemptionHook(HookBase):
         self._pid = os.getpid()
         for s in self._signals:
             self._previous[s] = signal.signal(s, self._record)
+        _HANDLED.update(self._signals)
 
     def after_train(self) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+            _HANDLED.discard(s)
         self._previous = {}
 
     def _agreed_signal(self) -> int:

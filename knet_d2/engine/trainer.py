@@ -46,7 +46,7 @@ from .hooks import (
     non_finite_loss_message,
 )
 from .mixed_precision import MixedPrecisionTrainer
-from .preemption import PreemptionHook
+from .preemption import PreemptionHook, children_take_default_signals
 from .resumable_sampler import build_resumable_train_loader, resumable_sampler_of
 from .weights_report import check_inference_weights
 from .worker_failure import WatchedLoader, worker_failure_message
@@ -255,9 +255,12 @@ class Trainer(DefaultTrainer):
         """D2's ``test``; a missing / unreadable image raises :class:`EvaluationDataError`
         naming the file, instead of a data-loader worker traceback. The model's kernel path
         runs in ``TEST.PRECISION`` and through ``torch.compile`` with ``TEST.COMPILE``
-        (:mod:`knet_d2.inference_options`; the model is restored afterwards)."""
+        (:mod:`knet_d2.inference_options`; the model is restored afterwards). Processes the
+        evaluation forks (e.g. panopticapi's pool) take the default action for the preemption
+        signals (:func:`~knet_d2.engine.preemption.children_take_default_signals`)."""
         try:
-            with inference_options(model, cfg.TEST.PRECISION, cfg.TEST.COMPILE):
+            with inference_options(model, cfg.TEST.PRECISION, cfg.TEST.COMPILE), \
+                    children_take_default_signals():
                 return super().test(cfg, model, evaluators)
         except (FileNotFoundError, ImageReadError) as e:
             raise EvaluationDataError(
