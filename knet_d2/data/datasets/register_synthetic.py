@@ -268,9 +268,9 @@ def _register_default() -> None:
         os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
     ) / SYNTHETIC_DIRNAME
     register_synthetic_datasets(_DEFAULT_ROOT)
-    large, num = LARGE_TRAIN_SPLIT
+    large = _default_spec(_DEFAULT_ROOT, LARGE_TRAIN_SPLIT[0])
     register_synthetic_datasets(
-        _DEFAULT_ROOT, {large: num}, seeds={large: split_default_seed("train")}
+        _DEFAULT_ROOT, {large.split: large.num_images}, seeds={large.split: large.seed}
     )
 
 
