@@ -78,8 +78,10 @@ def remove_stale_marker_directories(parent: Optional[str] = None) -> int:
     removed = 0
     uid = os.getuid() if hasattr(os, "getuid") else None
     for entry in entries:
+        if not entry.name.startswith(_PREFIX):
+            continue
         pid_text = entry.name[len(_PREFIX):].split("_", 1)[0]
-        if not entry.name.startswith(_PREFIX) or not pid_text.isdigit():
+        if not pid_text.isdigit():
             continue
         try:
             if not entry.is_dir(follow_symlinks=False):
