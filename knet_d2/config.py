@@ -94,6 +94,9 @@ def add_knet_config(cfg: CN) -> None:
     # Mixed-precision training (SOLVER.AMP.ENABLED, D2's switch): "fp16" (D2's: CUDA, with a
     # gradient scaler) or "bf16" (CUDA or CPU, no scaler); knet_d2.engine.mixed_precision.
     cfg.SOLVER.AMP.PRECISION = "fp16"
+    # Channels-last training: the backbone gets its image batch in NHWC memory layout while the
+    # model trains (knet_d2.engine.channels_last); inference follows MODEL.KNET.TEST.CHANNELS_LAST.
+    cfg.SOLVER.CHANNELS_LAST = False
     # Weight decay for Swin position tables (relative_position_bias_table, absolute_pos_embed).
     cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
     # SOLVER.CLIP_GRADIENTS.CLIP_TYPE may also be "full_model": one L2 norm over all parameters.

@@ -6,10 +6,12 @@
 * :mod:`.defaults` — what the command-line tools run around the Trainer: the config with its
   datasets registered (:func:`knet_d2.get_knet_cfg`), the argument parser, the output setup.
 * :class:`MixedPrecisionTrainer` — ``SOLVER.AMP``: fp16 on CUDA, bf16 on CUDA or the CPU.
+* :func:`train_in_channels_last` — ``SOLVER.CHANNELS_LAST``: NHWC image batches in training.
 * :func:`keep_freed_host_memory` — ``KEEP_FREED_HOST_MEMORY``: malloc keeps freed memory.
 * :mod:`.weights_report` — what a checkpoint filled; :func:`check_inference_weights` refuses
   one that leaves model parameters missing or of another shape.
 """
+from .channels_last import train_in_channels_last
 from .checkpointer import KNetCheckpointer
 from .hooks import IterationRNGHook, LossCapture, non_finite_loss_message
 from .host_memory import keep_freed_host_memory
@@ -34,6 +36,7 @@ from .weights_report import (
 )
 
 __all__ = [
+    "train_in_channels_last",
     "KNetCheckpointer",
     "IterationRNGHook",
     "LossCapture",

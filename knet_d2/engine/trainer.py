@@ -38,6 +38,7 @@ from ..data.skip_bad_samples import SkipBadSamples
 from ..inference_options import inference_options
 from ..solver import build_knet_optimizer
 from .benchmark_evaluators import benchmark_evaluators
+from .channels_last import train_in_channels_last
 from .checkpointer import KNetCheckpointer
 from .hooks import (
     IterationRNGHook,
@@ -155,7 +156,9 @@ class Trainer(DefaultTrainer):
     * a non-finite loss stops the run naming the iteration and the NaN/Inf loss terms;
     * ``PREEMPTION.SIGNALS`` stop the run after the current iteration with one checkpoint and
       exit code 75 (:class:`PreemptionHook`); a dead data-loader worker is named;
-    * ``SOLVER.AMP``: fp16 on CUDA or bf16 on CUDA and the CPU (:class:`MixedPrecisionTrainer`).
+    * ``SOLVER.AMP``: fp16 on CUDA or bf16 on CUDA and the CPU (:class:`MixedPrecisionTrainer`);
+    * ``SOLVER.CHANNELS_LAST``: channels-last image batches in training
+      (:func:`~knet_d2.engine.channels_last.train_in_channels_last`).
     """
 
     def __init__(self, cfg: CfgNode):
@@ -218,6 +221,15 @@ class Trainer(DefaultTrainer):
             raise FloatingPointError(
                 non_finite_loss_message(self.iter, self._loss_capture.last)
             ) from e
+
+    @classmethod
+    def build_model(cls, cfg):
+        """D2's model; with ``SOLVER.CHANNELS_LAST`` its backbone gets channels-last image
+        batches while it trains (evaluation and ``--eval-only`` are not affected)."""
+        model = super().build_model(cfg)
+        if cfg.SOLVER.CHANNELS_LAST:
+            train_in_channels_last(model)
+        return model
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
