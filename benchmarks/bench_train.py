@@ -30,6 +30,11 @@ the criterion's inputs are detached into leaves and ``backward`` of the summed l
 down to them only. The share is (targets + matching + losses forward + backward) / the time
 of those steps alone.
 
+``--memory-formats nchw channels_last`` times every model both ways in the same interleaved
+run: ``channels_last`` is ``SOLVER.CHANNELS_LAST`` (the backbone gets its image batch in NHWC
+layout while it trains, :func:`knet_d2.engine.channels_last.train_in_channels_last`), applied
+to D2's models the same way; the speed-up per model and precision is printed with the ratios.
+
 ``--keep-freed-host-memory`` applies ``KEEP_FREED_HOST_MEMORY`` (glibc's malloc keeps freed
 memory for reuse) to the whole process first, so every model steps with it. The memory columns
 then measure another allocator's behaviour (one step's peak-RSS increase on a heap that keeps
@@ -39,6 +44,7 @@ Usage::
 
     python -m benchmarks.bench_train --device cpu --threads 1 --warmup 1 --iters 2
     python -m benchmarks.bench_train --device cuda --amp none bf16 --warmup 3 --iters 10
+    python -m benchmarks.bench_train --memory-formats nchw channels_last --models knet_panoptic
 """
 from __future__ import annotations
 
@@ -52,6 +58,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from detectron2.utils.events import EventStorage
 
+from knet_d2.engine.channels_last import train_in_channels_last
 from knet_d2.engine.host_memory import keep_freed_host_memory
 
 from .bench_lock import benchmark_lock
@@ -62,6 +69,7 @@ from .models import MODEL_NAMES, build_cfg, build_model_from_cfg, calibrate_froz
 from .report import fmt_ratio, format_table
 
 ALL_MODELS = ["knet_panoptic", "mask_rcnn", "panoptic_fpn"]
+MEMORY_FORMATS = ["nchw", "channels_last"]  # channels_last: SOLVER.CHANNELS_LAST
 LOSS_SHARE_TARGET = 0.10  # matching + losses <= 10% of a K-Net training step
 
 
@@ -71,6 +79,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=2,
                    help="images per step (coco_panoptic_sample has 2; more repeat them)")
     p.add_argument("--models", nargs="+", default=ALL_MODELS, choices=ALL_MODELS)
+    p.add_argument("--memory-formats", nargs="+", default=["nchw"], choices=MEMORY_FORMATS,
+                   help="image-batch layouts to train each model in, timed side by side "
+                        "(channels_last: what SOLVER.CHANNELS_LAST does)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--keep-freed-host-memory", action="store_true",
                    help="glibc's malloc keeps freed memory for reuse, as the config key "
@@ -78,6 +89,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.json is not None and args.json.exists():
         p.error(f"--json {args.json} already exists; not overwriting it")
+    if args.channels_last:
+        p.error("--channels-last: use --memory-formats channels_last (SOLVER.CHANNELS_LAST) here")
     if min(args.batch_size, args.iters) < 1 or args.warmup < 0:
         p.error("--batch-size and --iters must be >= 1, --warmup >= 0")
     return args
@@ -153,18 +166,17 @@ def knet_loss_backward_s(model, batch: List[dict], device: torch.device, amp: st
     return total / iters
 
 
-def prepare(key: str, args, device: torch.device, amp: str, batch: List[dict]) -> Stepper:
-    """Model (random weights, calibrated FrozenBN, train mode), optimizer and batch of ``key``."""
+def prepare(key: str, args, device: torch.device, amp: str, batch: List[dict],
+            memory_format: str = "nchw") -> Stepper:
+    """Model (random weights, calibrated FrozenBN, train mode), optimizer and batch of ``key``;
+    ``memory_format`` "channels_last" hooks its backbone as ``SOLVER.CHANNELS_LAST`` does."""
     torch.manual_seed(args.seed)
     cfg = build_cfg(key, args.device)
-    model = build_model_from_cfg(cfg, args.channels_last)
+    model = build_model_from_cfg(cfg)
+    if memory_format == "channels_last":
+        train_in_channels_last(model)
     model_batch = batch if key.startswith("knet") else d2_batch(batch, key)
     model_batch = [{**x, "image": x["image"].to(device)} for x in model_batch]
-    if args.channels_last:
-        model_batch = [
-            {**x, "image": x["image"][None].contiguous(memory_format=torch.channels_last)[0]}
-            for x in model_batch
-        ]
     calibrate_frozen_bn(model, model_batch[:1])
     model.train()
     return Stepper(model, build_optimizer(key, cfg, model), model_batch, device, amp)
@@ -197,35 +209,36 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
 
 def measure_precision(args, device: torch.device, amp: str, batch: List[dict],
                       print_fn: Callable[[str], None]) -> List[dict]:
-    """All models at one precision: warm-up (K-Net's loss breakdown right after its warm-up,
-    before the other models exist), one memory step each, interleaved timed steps."""
+    """All models (in every ``--memory-formats`` layout) at one precision: warm-up (each K-Net's
+    loss breakdown right after its warm-up, before the next model exists), one memory step
+    each, interleaved timed steps."""
     steppers: Dict[str, Stepper] = {}
-    breakdown: Dict[str, float] = {}
-    for key in args.models:
-        step = steppers[key] = prepare(key, args, device, amp, batch)
+    breakdowns: Dict[str, Dict[str, float]] = {}
+    variants = {f"{key}/{fmt}": (key, fmt) for key in args.models for fmt in args.memory_formats}
+    for name, (key, fmt) in variants.items():
+        step = steppers[name] = prepare(key, args, device, amp, batch, fmt)
         for _ in range(args.warmup):
             step()
         if key == "knet_panoptic":
-            breakdown = knet_breakdown(step, device, amp, args.iters)
+            breakdowns[name] = knet_breakdown(step, device, amp, args.iters)
     memory = {}
-    for key, step in steppers.items():
+    for name, step in steppers.items():
         with PeakMemory(device) as mem:
             step()
-        memory[key] = mem
+        memory[name] = mem
     seconds = time_interleaved(
         {k: (lambda i, s=s: s()) for k, s in steppers.items()}, list(range(args.iters)), device)
     results = []
-    for key, step in steppers.items():
-        mem, sec = memory[key], seconds[key]
+    for name, step in steppers.items():
+        (key, fmt), mem, sec = variants[name], memory[name], seconds[name]
         res: Dict[str, object] = {
-            "model": key, "amp": amp, "s_per_step": sec, "img_per_s": len(batch) / sec,
-            "peak_mib": mem.peak_mib, "extra_mib": mem.extra_mib, "mem_method": mem.method,
-            "losses": step.losses(),
+            "model": key, "amp": amp, "memory_format": fmt, "s_per_step": sec,
+            "img_per_s": len(batch) / sec, "peak_mib": mem.peak_mib, "extra_mib": mem.extra_mib,
+            "mem_method": mem.method, "losses": step.losses(),
         }
-        if key == "knet_panoptic":
-            res.update(breakdown)
+        res.update(breakdowns.get(name, {}))
         results.append(res)
-        print_fn(f"  measured {MODEL_NAMES[key]} {amp}: {sec:.3g} s/step")
+        print_fn(f"  measured {MODEL_NAMES[key]} {amp} {fmt}: {sec:.3g} s/step")
     return results
 
 
@@ -263,41 +276,68 @@ def report(results: List[dict], args, print_fn: Callable[[str], None] = print) -
         return r[k] * 1000 if k in r else "-"
 
     rows = [
-        [MODEL_NAMES[r["model"]], r["amp"], r["s_per_step"], r["img_per_s"], r["peak_mib"],
-         r["extra_mib"], ms(r, "targets_s"), ms(r, "matching_s"), ms(r, "loss_fwd_s"),
-         ms(r, "loss_bwd_s"), r.get("breakdown_step_s", "-"),
+        [MODEL_NAMES[r["model"]], r["amp"], r["memory_format"], r["s_per_step"], r["img_per_s"],
+         r["peak_mib"], r["extra_mib"], ms(r, "targets_s"), ms(r, "matching_s"),
+         ms(r, "loss_fwd_s"), ms(r, "loss_bwd_s"), r.get("breakdown_step_s", "-"),
          f"{r['share'] * 100:.1f}%" if "share" in r else "-"]
         for r in results
     ]
     print_fn(f"\n## Training step results (batch {args.batch_size})\n")
     print_fn(format_table(
-        ["model", "precision", "s/step", "img/s", "peak MiB", "extra MiB", "targets ms",
-         "matching ms", "loss fwd ms", "loss bwd ms", "alone s/step",
+        ["model", "precision", "memory format", "s/step", "img/s", "peak MiB", "extra MiB",
+         "targets ms", "matching ms", "loss fwd ms", "loss bwd ms", "alone s/step",
          "matching+losses share"], rows))
     print_fn("\nmemory (one step alone): " + "; ".join(sorted({r["mem_method"] for r in results})))
-    ratio_rows = []
-    for amp in args.amp:
-        knet = next((r for r in results if r["model"] == "knet_panoptic" and r["amp"] == amp),
-                    None)
-        if knet is None:
-            continue
-        for other in ("mask_rcnn", "panoptic_fpn"):
-            d = next((r for r in results if r["model"] == other and r["amp"] == amp), None)
-            if d is None:
-                continue
-            name = f"{MODEL_NAMES['knet_panoptic']} vs {MODEL_NAMES[other]}"
-            ratio_rows.append([amp, f"{name}: step-time speed-up (D2 s/step / K-Net s/step)",
-                               *fmt_ratio(d["s_per_step"] / knet["s_per_step"], None)])
-            ratio_rows.append([amp, f"{name}: peak memory (extra) K-Net / D2",
-                               *fmt_ratio(knet["extra_mib"] / max(d["extra_mib"], 1e-9),
-                                             None)])
-        share = knet["share"]
-        ratio_rows.append([amp, "K-Net: (targets + matching + losses fwd/bwd) / step, K-Net alone",
-                           f"{share * 100:.1f}%", f"<= {LOSS_SHARE_TARGET * 100:g}%",
-                           "yes" if share <= LOSS_SHARE_TARGET else "**no**"])
+    ratio_rows = [*_knet_vs_d2_rows(results, args), *_channels_last_rows(results, args)]
     if ratio_rows:
         print_fn("\n## Ratios (same run)\n")
         print_fn(format_table(["precision", "ratio", "value", "target", "met"], ratio_rows))
+
+
+def _find(results: List[dict], model: str, amp: str, fmt: str) -> Optional[dict]:
+    return next((r for r in results if (r["model"], r["amp"], r["memory_format"])
+                 == (model, amp, fmt)), None)
+
+
+def _knet_vs_d2_rows(results: List[dict], args) -> List[list]:
+    """K-Net against each D2 model (step time, memory) and K-Net's loss share, per precision
+    and memory format."""
+    rows = []
+    for amp in args.amp:
+        for fmt in args.memory_formats:
+            knet = _find(results, "knet_panoptic", amp, fmt)
+            if knet is None:
+                continue
+            tag = "" if args.memory_formats == ["nchw"] else f" ({fmt})"
+            for other in ("mask_rcnn", "panoptic_fpn"):
+                d = _find(results, other, amp, fmt)
+                if d is None:
+                    continue
+                name = f"{MODEL_NAMES['knet_panoptic']} vs {MODEL_NAMES[other]}{tag}"
+                rows.append([amp, f"{name}: step-time speed-up (D2 s/step / K-Net s/step)",
+                             *fmt_ratio(d["s_per_step"] / knet["s_per_step"], None)])
+                rows.append([amp, f"{name}: peak memory (extra) K-Net / D2",
+                             *fmt_ratio(knet["extra_mib"] / max(d["extra_mib"], 1e-9), None)])
+            share = knet["share"]
+            rows.append([amp, f"K-Net{tag}: (targets + matching + losses fwd/bwd) / step, "
+                              "K-Net alone",
+                         f"{share * 100:.1f}%", f"<= {LOSS_SHARE_TARGET * 100:g}%",
+                         "yes" if share <= LOSS_SHARE_TARGET else "**no**"])
+    return rows
+
+
+def _channels_last_rows(results: List[dict], args) -> List[list]:
+    """Per model and precision: NCHW s/step / channels-last s/step (no target)."""
+    rows = []
+    for amp in args.amp:
+        for model in args.models:
+            nchw = _find(results, model, amp, "nchw")
+            cl = _find(results, model, amp, "channels_last")
+            if nchw is not None and cl is not None:
+                rows.append([amp, f"{MODEL_NAMES[model]}: channels-last speed-up "
+                                  "(NCHW s/step / channels-last s/step)",
+                             *fmt_ratio(nchw["s_per_step"] / cl["s_per_step"], None)])
+    return rows
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:

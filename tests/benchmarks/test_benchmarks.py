@@ -110,6 +110,42 @@ def test_bench_train_smoke(shared_data, capsys):
     assert re.search(r"\| <= 10% +\|", out)
 
 
+def test_bench_train_times_both_memory_formats_side_by_side(shared_data, capsys):
+    """--memory-formats nchw channels_last: each model twice in one run, the channels-last one
+    hooked as SOLVER.CHANNELS_LAST hooks it (its backbone sees NHWC batches), with the speed-up
+    row computed from the two measured step times."""
+    seen = []
+    real_prepare = bench_train.prepare
+
+    def spying_prepare(*args, **kwargs):
+        step = real_prepare(*args, **kwargs)
+        step.model.backbone.register_forward_pre_hook(
+            lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)
+                                     and not a[0].is_contiguous()))
+        return step
+
+    argv = TINY + ["--data-root", str(shared_data), "--models", "mask_rcnn",
+                   "--memory-formats", "nchw", "channels_last"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bench_train, "prepare", spying_prepare)
+        results = bench_train.main(argv)
+    out = capsys.readouterr().out
+    assert [(r["model"], r["memory_format"]) for r in results] == [
+        ("mask_rcnn", "nchw"), ("mask_rcnn", "channels_last")]
+    nchw, cl = results
+    # one memory step and one timed step each, in this order
+    assert seen == [False, True, False, True]
+    assert nchw["losses"].keys() == cl["losses"].keys()
+    rows = [r[:3] for r in table_rows(out) if r[0] == "D2 Mask R-CNN R50-FPN"]
+    assert rows == [["D2 Mask R-CNN R50-FPN", "none", "nchw"],
+                    ["D2 Mask R-CNN R50-FPN", "none", "channels_last"]]
+    assert _ratio_value(out, "channels-last speed-up") == pytest.approx(
+        nchw["s_per_step"] / cl["s_per_step"], abs=0.006)
+    with pytest.raises(SystemExit):
+        bench_train.parse_args(["--channels-last"])
+    assert "use --memory-formats channels_last" in capsys.readouterr().err
+
+
 def test_bench_train_keep_freed_host_memory_runs_first(shared_data, monkeypatch):
     """The flag applies KEEP_FREED_HOST_MEMORY before any batch or model exists, and a C
     library that refuses it stops the run instead of measuring without it."""
