@@ -4,16 +4,19 @@
     python -m benchmarks.train_synthetic --task panoptic --output output/bench_panoptic
     python -m benchmarks.train_synthetic --task instance --time-budget 600
     python -m benchmarks.train_synthetic --task panoptic --overwrite   # retrain into --output
+    python -m benchmarks.train_synthetic --task semantic \
+        --config-file configs/synthetic/semantic/knet_upernet_tiny_16k_bf16.yaml
 
 (from the repository root, which puts ``train_net`` on the import path).
 
-Trains the config of the task (``configs/synthetic/<task>/...``) with ``train_net.Trainer`` for
-the iterations in the config, then evaluates on the synthetic val split with D2's evaluators
-(:mod:`benchmarks.synthetic_evaluators`: per-class PQ added) and prints a table of PQ, PQ_th,
-PQ_st, mask AP, mIoU and the per-class PQ / AP / IoU next to the two baselines of
-:mod:`benchmarks.synthetic_baselines` (fit and scored on the same splits; ``--baselines FILE``
-reuses a ``baselines.json``), then the targets of issue 14 (:mod:`benchmarks.synthetic_report`)
-with met yes/no. Raw JSON: ``benchmark_summary.json`` and ``baselines.json`` in ``--output``.
+Trains the config of the task (``configs/synthetic/<task>/...``, or ``--config-file``) with
+``train_net.Trainer`` for the iterations in the config, then evaluates on the synthetic val
+split with D2's evaluators (:mod:`benchmarks.synthetic_evaluators`: per-class PQ added) and
+prints a table of PQ, PQ_th, PQ_st, mask AP, mIoU and the per-class PQ / AP / IoU next to the
+two baselines of :mod:`benchmarks.synthetic_baselines` (fit and scored on the same splits;
+``--baselines FILE`` reuses a ``baselines.json``), then the targets of issue 14
+(:mod:`benchmarks.synthetic_report`) with met yes/no. Raw JSON: ``benchmark_summary.json`` and
+``baselines.json`` in ``--output``.
 Exit status 0 means the run completed (targets are reported, not enforced: see
 benchmarks/RESULTS.md).
 """
@@ -83,14 +86,15 @@ def results_as_floats(results: dict) -> dict:
 
 def run(
     task: str, output: str, opts: list, time_budget: float, threads: int, overwrite: bool = False,
-    baselines_json: str | None = None, argv: Sequence[str] = (),
+    baselines_json: str | None = None, argv: Sequence[str] = (), config_file: str | None = None,
 ) -> dict:
     """Train + evaluate one task; returns the metrics, wall times, the comparison with the
     baselines and the verdict, with the run header (date, commit, machine, command from
     ``argv``) of :func:`benchmarks.cli.run_header`.
 
     ``overwrite``: replace the checkpoints of an earlier run in ``output`` (else refused).
-    ``baselines_json``: reuse the baselines of an earlier ``baselines.json``."""
+    ``baselines_json``: reuse the baselines of an earlier ``baselines.json``.
+    ``config_file``: train this config instead of the task's (same metric and target)."""
     import torch
     from detectron2.engine import default_argument_parser
 
@@ -102,6 +106,7 @@ def run(
     from .cli import run_header
 
     config, group, key, target = TASKS[task]
+    config = config_file or config
     torch.set_num_threads(threads)
     header = run_header(argv, __spec__.name, "cpu", threads)
     args = default_argument_parser().parse_args(
@@ -149,6 +154,9 @@ def run(
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=sorted(TASKS), required=True)
+    ap.add_argument("--config-file", default=None, metavar="YAML",
+                    help="train this config instead of the task's (e.g. a longer recipe); "
+                    "the task still picks the metric and the target")
     ap.add_argument("--output", default=None, help="output folder (default output/bench_<task>)")
     ap.add_argument("--time-budget", type=float, default=600.0, help="training seconds allowed")
     ap.add_argument(
@@ -169,7 +177,7 @@ def main() -> int:
     out = a.output or f"output/bench_{a.task}"
     with benchmark_lock(__spec__.name, sys.argv[1:]):
         s = run(a.task, out, a.opts, a.time_budget, a.threads, overwrite=a.overwrite,
-                baselines_json=a.baselines, argv=sys.argv[1:])
+                baselines_json=a.baselines, argv=sys.argv[1:], config_file=a.config_file)
     from benchmarks.synthetic_report import format_comparison
 
     print(f"\n[benchmark] {s['task']} model vs baselines (D2 evaluators, synthetic val split)")

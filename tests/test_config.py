@@ -73,3 +73,29 @@ def test_knet_keys_need_add_knet_config(tmp_path):
     add_knet_config(cfg)
     cfg.merge_from_file(str(good))
     assert cfg.MODEL.KNET.NUM_PROPOSALS == 7
+
+
+def _flat(node, prefix=""):
+    """``{"A.B.C": value}`` of a nested config dict."""
+    out = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def test_the_semantic_10_minute_config_is_the_recipe_of_its_recorded_run():
+    """configs/synthetic/semantic/knet_upernet_tiny_16k_bf16.yaml resolves to the config the
+    recorded run trained with (given there as command-line overrides), key for key."""
+    import yaml
+
+    recorded = REPO_ROOT / "benchmarks/results/2026-12-05_semantic_16k_bf16_channels_last"
+    run = _flat(yaml.safe_load((recorded / "config.yaml").read_text()))
+    cfg = load_config(REPO_ROOT / "configs/synthetic/semantic/knet_upernet_tiny_16k_bf16.yaml")
+    mine = _flat(yaml.safe_load(cfg.dump()))
+    assert mine.keys() == run.keys()
+    differ = {k: (mine[k], run[k]) for k in mine if mine[k] != run[k]}
+    assert set(differ) == {"OUTPUT_DIR"}, differ
+    assert (mine["SOLVER.MAX_ITER"], mine["SOLVER.CHANNELS_LAST"]) == (4650, True)
