@@ -266,12 +266,14 @@ class KNet(nn.Module):
         feats = head_out["features"]
         up = max(self.neck.out_stride // self.mask_assign_stride, 1)
         # Stage-0 losses see the thing kernels only; stuff kernels join before stage 1.
-        # Only the losses read them: inference skips their upsampling.
+        # Only the losses read them: inference skips their upsampling. They come from
+        # convolutions, so a channels-last backbone (SOLVER.CHANNELS_LAST) leaves them NHWC;
+        # the losses run on the standard layout.
         rpn = {}
         if self.training:
             rpn = {
-                "mask_logits": upsample_masks(head_out["mask_logits"], up),
-                "seg_logits": upsample_masks(head_out["seg_logits"], up),
+                "mask_logits": upsample_masks(head_out["mask_logits"], up).contiguous(),
+                "seg_logits": upsample_masks(head_out["seg_logits"], up).contiguous(),
             }
         kernels, masks = self.kernel_head.append_stuff(head_out)
         stages = []

@@ -99,6 +99,16 @@ def test_training_step_runs_channels_last_with_the_losses_and_gradients_of_nchw(
     assert seen_hooked == [True, False]
 
 
+def test_knet_hands_its_losses_standard_layout_logits():
+    """The stage-0 logits come from convolutions (NHWC after a channels-last backbone); the
+    losses get them, and every stage's, in the standard layout."""
+    model, batch = _knet_model_and_batch()
+    train_in_channels_last(model)
+    rpn, stages = model.forward_kernels(model.preprocess_image(batch))
+    logits = [*rpn.values(), *(v for stage in stages for v in stage.values())]
+    assert len(logits) == 2 + 2 * len(stages) and all(t.is_contiguous() for t in logits)
+
+
 def test_evaluation_keeps_its_own_memory_format():
     cfg = tiny_cfg(channels_last="off")
     torch.manual_seed(0)
