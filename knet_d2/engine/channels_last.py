@@ -4,14 +4,23 @@ With the switch on, :class:`knet_d2.engine.Trainer` hands the model's backbone i
 with channels-last strides (NHWC in memory, same (B, 3, H, W) shape) in training mode. Every
 convolution after it then keeps that layout: oneDNN's direct NHWC kernels on the CPU, and the
 layout tensor cores prefer under mixed precision on CUDA. The values are the same tensors, so a
-step computes the same losses up to float rounding. Parameters, optimizer state and checkpoints
-are untouched (the weights keep their layout), and inference follows
-``MODEL.KNET.TEST.CHANNELS_LAST`` as before: the switch acts only while the model trains.
+step computes the same losses up to float rounding. The weights keep their memory layout (and
+values), so checkpoints are as before; inference follows ``MODEL.KNET.TEST.CHANNELS_LAST`` as
+before: the switch acts only while the model trains.
+
+One detail: the gradient of a 1x1 convolution's weight (O, C, 1, 1) may then come with
+channels-last strides, (C, 1, C, C), which describe the very same memory as the weight's
+(C, 1, 1, 1) (strides of size-1 dimensions are free), so autograd keeps them. DDP compares
+strides literally and warns that its gradient buckets do not match; a gradient hook on such
+weights hands autograd the same gradient with the weight's strides (a view, no copy).
 
 It works for every meta-architecture the Trainer builds that has a ``backbone`` module (K-Net
 and D2's ``SemanticSegmentor`` alike), since it hooks the backbone, not the model's own code.
 """
 from __future__ import annotations
+
+import functools
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -30,11 +39,29 @@ def _channels_last_batch(module: nn.Module, args: tuple):
     return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
 
 
+def _view_with_strides(stride: Tuple[int, ...], grad: torch.Tensor) -> Optional[torch.Tensor]:
+    """``grad`` of an (O, C, 1, 1) weight viewed with the weight's ``stride``; only when the two
+    differ in the size-1 dimensions alone (the same memory), else unchanged (None)."""
+    if grad.stride() == stride or grad.stride()[:2] != stride[:2]:
+        return None
+    return grad.as_strided(grad.shape, stride, grad.storage_offset())
+
+
+def _keep_1x1_weight_strides(model: nn.Module) -> None:
+    """Gradient hooks that give each (O, C, 1, 1) weight's gradient the weight's own strides
+    (see the module docstring)."""
+    for p in model.parameters():
+        if p.requires_grad and p.dim() == 4 and p.shape[-2:] == (1, 1):
+            p.register_hook(functools.partial(_view_with_strides, p.stride()))
+
+
 def train_in_channels_last(model: nn.Module) -> RemovableHandle:
     """Make ``model.backbone`` receive its image batch channels-last whenever it trains.
 
-    Returns the hook's handle (``handle.remove()`` undoes it). Raises :class:`ConfigError`
-    when the model has no ``backbone`` module to hand the batch to.
+    Call it before DDP wraps the model (the Trainer does it in ``build_model``). Returns the
+    backbone hook's handle (``handle.remove()`` ends the channels-last batches; the gradient
+    hooks of the 1x1 weights stay, and change nothing without them). Raises
+    :class:`ConfigError` when the model has no ``backbone`` module to hand the batch to.
     """
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
@@ -42,4 +69,5 @@ def train_in_channels_last(model: nn.Module) -> RemovableHandle:
             f"SOLVER.CHANNELS_LAST: the model ({type(model).__name__}) has no 'backbone' "
             "module to hand a channels-last image batch to; set SOLVER.CHANNELS_LAST False"
         )
+    _keep_1x1_weight_strides(model)
     return backbone.register_forward_pre_hook(_channels_last_batch)

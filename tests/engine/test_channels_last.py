@@ -92,8 +92,13 @@ def test_training_step_runs_channels_last_with_the_losses_and_gradients_of_nchw(
     for n in grads:
         scale = float(grads[n].abs().max())
         assert float((grads_cl[n] - grads[n]).abs().max()) <= 3e-2 * scale + 1e-7, n
-    # The weights and their gradients keep the standard layout (checkpoints are unchanged).
+    # The weights keep their memory layout and values (checkpoints are unchanged), and every
+    # gradient has its parameter's strides (what DDP's buckets need).
     assert all(p.is_contiguous() for p in hooked.parameters())
+    assert all(torch.equal(p, q) for p, q in zip(plain.parameters(), hooked.parameters()))
+    params = dict(hooked.named_parameters())
+    assert {n: grads_cl[n].stride() for n in grads_cl} == {
+        n: params[n].stride() for n in grads_cl}
     handle.remove()
     _losses_and_grads(hooked, batch)
     assert seen_hooked == [True, False]
