@@ -11,6 +11,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from torch import nn
 
 from benchmarks import bench_inference, bench_train, cli, data, measure, models, report
+from tests.helpers.memory_format import is_channels_last
 from tests.helpers.tables import table_row, table_rows
 
 TINY = ["--threads", "1", "--warmup", "0", "--iters", "1", "--min-size", "64",
@@ -120,8 +121,7 @@ def test_bench_train_times_both_memory_formats_side_by_side(shared_data, capsys)
     def spying_prepare(*args, **kwargs):
         step = real_prepare(*args, **kwargs)
         step.model.backbone.register_forward_pre_hook(
-            lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)
-                                     and not a[0].is_contiguous()))
+            lambda m, a: seen.append(is_channels_last(a[0])))
         return step
 
     argv = TINY + ["--data-root", str(shared_data), "--models", "mask_rcnn",

@@ -14,6 +14,7 @@ from knet_d2 import get_knet_cfg
 from knet_d2.config import ConfigError
 from knet_d2.engine.channels_last import train_in_channels_last
 from knet_d2.engine.trainer import Trainer
+from tests.helpers.memory_format import is_channels_last
 from tests.helpers.paths import REPO_ROOT, load_config
 from tests.helpers.tiny_knet import make_input, tiny_cfg
 from tests.helpers.tiny_training import CONFIG, register_tiny, tiny_train_opts
@@ -21,17 +22,12 @@ from tests.helpers.tiny_training import CONFIG, register_tiny, tiny_train_opts
 SEMANTIC = REPO_ROOT / "configs/synthetic/semantic/knet_upernet_tiny.yaml"
 
 
-def _is_channels_last(x: torch.Tensor) -> bool:
-    """NHWC strides (and not merely a tensor whose C or H*W is 1, which is both)."""
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
 def _spy_backbone_input(model: nn.Module) -> list:
     """Record, per backbone call, whether its input batch arrived channels-last (the spy runs
     after any hook registered before it)."""
     seen = []
     model.backbone.register_forward_pre_hook(
-        lambda m, args: seen.append(_is_channels_last(args[0]))
+        lambda m, args: seen.append(is_channels_last(args[0]))
     )
     return seen
 
@@ -74,7 +70,7 @@ def test_training_step_runs_channels_last_with_the_losses_and_gradients_of_nchw(
     seen_plain, seen_hooked = _spy_backbone_input(plain), _spy_backbone_input(hooked)
     conv_outputs = []
     first_conv = next(m for m in hooked.backbone.modules() if isinstance(m, nn.Conv2d))
-    first_conv.register_forward_hook(lambda m, i, o: conv_outputs.append(_is_channels_last(o)))
+    first_conv.register_forward_hook(lambda m, i, o: conv_outputs.append(is_channels_last(o)))
 
     losses, grads = _losses_and_grads(plain, batch)
     losses_cl, grads_cl = _losses_and_grads(hooked, batch)
