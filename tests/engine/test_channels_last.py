@@ -80,9 +80,9 @@ def test_training_step_runs_channels_last_with_the_losses_and_gradients_of_nchw(
     for k in losses:
         assert losses_cl[k] == pytest.approx(losses[k], rel=1e-4, abs=1e-5), k
     assert grads_cl.keys() == grads.keys() and len(grads) > 10
-    # Float rounding of another summation order, which batch norm's backward amplifies (up to
-    # 0.4% of a tensor seen): small against the whole gradient and against each tensor, where
-    # a misread layout would be off by the gradient's own size.
+    # Float rounding of another summation order, which batch norm's backward amplifies: small
+    # against the whole gradient and against each tensor, where a misread layout would be off
+    # by the gradient's own size.
     flat, flat_cl = (torch.cat([g[n].flatten() for n in sorted(grads)]) for g in (grads, grads_cl))
     assert float((flat_cl - flat).norm()) <= 3e-3 * float(flat.norm())
     for n in grads:
