@@ -86,16 +86,22 @@ def _flat(node, prefix=""):
     return out
 
 
-def test_the_semantic_10_minute_config_is_the_recipe_of_its_recorded_run():
-    """configs/synthetic/semantic/knet_upernet_tiny_16k_bf16.yaml resolves to the config the
-    recorded run trained with (given there as command-line overrides), key for key."""
+@pytest.mark.parametrize("config, recorded, iterations", [
+    ("knet_upernet_tiny_16k_bf16.yaml", "2026-12-05_semantic_16k_bf16_channels_last", 4650),
+    ("knet_upernet_tiny_16k_bf16_keep_freed.yaml", "2026-12-05_semantic_16k_keep_freed", 5200),
+])
+def test_the_semantic_10_minute_configs_are_the_recipes_of_their_recorded_runs(
+        config, recorded, iterations):
+    """Each 10-minute semantic config in configs/synthetic/semantic/ resolves to the config its
+    recorded SEED 1 run trained with, key for key (the first was given there as command-line
+    overrides)."""
     import yaml
 
-    recorded = REPO_ROOT / "benchmarks/results/2026-12-05_semantic_16k_bf16_channels_last"
+    recorded = REPO_ROOT / "benchmarks/results" / recorded
     run = _flat(yaml.safe_load((recorded / "config.yaml").read_text()))
-    cfg = load_config(REPO_ROOT / "configs/synthetic/semantic/knet_upernet_tiny_16k_bf16.yaml")
+    cfg = load_config(REPO_ROOT / "configs/synthetic/semantic" / config)
     mine = _flat(yaml.safe_load(cfg.dump()))
     assert mine.keys() == run.keys()
     differ = {k: (mine[k], run[k]) for k in mine if mine[k] != run[k]}
     assert set(differ) == {"OUTPUT_DIR"}, differ
-    assert (mine["SOLVER.MAX_ITER"], mine["SOLVER.CHANNELS_LAST"]) == (4650, True)
+    assert (mine["SOLVER.MAX_ITER"], mine["SOLVER.CHANNELS_LAST"]) == (iterations, True)
