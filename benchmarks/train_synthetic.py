@@ -5,7 +5,7 @@
     python -m benchmarks.train_synthetic --task instance --time-budget 600
     python -m benchmarks.train_synthetic --task panoptic --overwrite   # retrain into --output
     python -m benchmarks.train_synthetic --task semantic \
-        --config-file configs/synthetic/semantic/knet_upernet_tiny_16k_bf16.yaml
+        --config-file configs/synthetic/semantic/knet_upernet_tiny_16k_bf16_keep_freed.yaml
 
 (from the repository root, which puts ``train_net`` on the import path).
 
