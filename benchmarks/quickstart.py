@@ -61,9 +61,10 @@ def _val_images(task: str, n: int = 4) -> list:
     return [Path(d["file_name"]) for d in DatasetCatalog.get(name)[:n]]
 
 
-def task_configs(specs: Sequence[str]) -> Dict[str, str]:
+def task_configs(specs: Sequence[str], tasks: Sequence[str] = TASKS) -> Dict[str, str]:
     """``{task: config file}`` from ``--config`` values ``TASK=FILE`` (relative to the repository
-    root or absolute); an unknown task, a repeated task or a missing file is an error naming it."""
+    root or absolute); an unknown task, a repeated task, a missing file or a task not among
+    ``tasks`` (the ones that run) is an error naming it."""
     configs: Dict[str, str] = {}
     for spec in specs:
         task, sep, file = spec.partition("=")
@@ -75,6 +76,9 @@ def task_configs(specs: Sequence[str]) -> Dict[str, str]:
         if not (ROOT / file).is_file():
             raise ValueError(f"--config {spec!r}: no such config file: {ROOT / file}")
         configs[task] = file
+    unused = sorted(set(configs) - set(tasks))
+    if unused:
+        raise ValueError(f"--config for {', '.join(unused)}, which --tasks does not run")
     return configs
 
 
@@ -101,12 +105,9 @@ def main() -> int:
     )
     a = ap.parse_args()
     try:
-        a.config = task_configs(a.config)
+        a.config = task_configs(a.config, a.tasks)
     except ValueError as e:
         ap.error(str(e))
-    if set(a.config) - set(a.tasks):
-        ap.error(f"--config for {', '.join(sorted(set(a.config) - set(a.tasks)))}, "
-                 "which --tasks does not run")
     with benchmark_lock(__spec__.name, sys.argv[1:]):  # handed down to train_synthetic
         return run(a)
 
@@ -143,8 +144,7 @@ def run(a: argparse.Namespace) -> int:
         task_out = out / task
         print(f"[quickstart] training + evaluating K-Net ({task}) on the CPU -> {task_out}")
         proc = subprocess.run(
-            train_command(task, task_out, baselines_json, a.overwrite,
-                          getattr(a, "config", {}).get(task)),
+            train_command(task, task_out, baselines_json, a.overwrite, a.config.get(task)),
             cwd=ROOT,
         )
         summary_file = task_out / "benchmark_summary.json"

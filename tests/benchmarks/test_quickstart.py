@@ -29,6 +29,11 @@ def test_task_configs_refuses_bad_specs_by_name(spec, message):
         task_configs([spec])
 
 
+def test_task_configs_refuses_a_task_that_does_not_run():
+    with pytest.raises(ValueError, match="--config for semantic, which --tasks does not run"):
+        task_configs([f"semantic={RECIPE}"], tasks=["panoptic"])
+
+
 def test_task_configs_refuses_a_task_given_twice():
     base = "configs/synthetic/semantic/knet_upernet_tiny.yaml"
     with pytest.raises(ValueError, match="semantic given twice"):
