@@ -5,17 +5,13 @@ Reads  $DETECTRON2_DATASETS/ADEChallengeData2016/annotations/{training,validatio
 writes $DETECTRON2_DATASETS/ADEChallengeData2016/annotations_detectron2/{training,validation}/
 with label - 1 (0 "other" -> 255 ignore, classes 1..150 -> 0..149), as D2's
 ``ade20k_sem_seg_{train,val}`` expect. DETECTRON2_DATASETS defaults to ./datasets.
+Needs knet_d2 importable (``pip install -e .``).
 """
 
 import os
-import sys
 from pathlib import Path
 
-try:
-    from knet_d2.data.datasets.ade20k import convert_ade20k_split
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from knet_d2.data.datasets.ade20k import convert_ade20k_split
+from knet_d2.data.datasets.ade20k import convert_ade20k_split
 
 
 def main() -> None:

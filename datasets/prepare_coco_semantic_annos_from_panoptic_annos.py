@@ -6,20 +6,16 @@ Reads  $DETECTRON2_DATASETS/coco/annotations/panoptic_{train,val}2017.json and
 writes $DETECTRON2_DATASETS/coco/panoptic_semseg_{train,val}2017/*.png (L mode, contiguous ids
 0..132 in D2's COCO_CATEGORIES order = 80 things then 53 stuff, 255 = unlabeled), used by
 ``knet_coco_2017_{train,val}_panoptic_with_sem_seg``. DETECTRON2_DATASETS defaults to ./datasets.
+Needs knet_d2 importable (``pip install -e .``).
 """
 
 import os
-import sys
 import time
 from pathlib import Path
 
-try:
-    from knet_d2.data.datasets.coco_panoptic_semseg import convert_panoptic_to_semantic
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from knet_d2.data.datasets.coco_panoptic_semseg import convert_panoptic_to_semantic
-
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+
+from knet_d2.data.datasets.coco_panoptic_semseg import convert_panoptic_to_semantic
 
 
 def main() -> None:

@@ -50,6 +50,8 @@ SCRIPT_DIRS = ("demo", "tools", "benchmarks")  # with train_net.py: never import
 MAX_LINES = 450
 MAX_LINES_OF: Dict[str, int] = {}  # exemptions: {file: limit}
 NOT_SOURCE = {".venv", "datasets", "output", ".git"}
+# Folders whose own top-level .py files are scripts (checked) but whose subfolders hold data.
+DATA_FOLDERS_WITH_SCRIPTS = {"datasets"}
 
 
 
@@ -211,13 +213,17 @@ def forbidden_imports(
 
 def source_files(root: Path, folders: Optional[Sequence[str]] = None) -> List[Path]:
     """The .py files of ``root`` (or of ``root/folder`` for each of ``folders``), outside
-    :data:`NOT_SOURCE` and hidden folders."""
+    :data:`NOT_SOURCE` and hidden folders; the scripts directly in a folder of
+    :data:`DATA_FOLDERS_WITH_SCRIPTS` (e.g. ``datasets/prepare_*.py``) are included."""
     tops = [root] if folders is None else [root / f for f in folders]
     out = []
     for top in tops:
         for path in sorted(top.rglob("*.py")):
             rel = path.relative_to(root).parts
-            if not any(p in NOT_SOURCE or p.startswith(".") for p in rel[:-1]):
+            script_of_data_folder = len(rel) == 2 and rel[0] in DATA_FOLDERS_WITH_SCRIPTS
+            if script_of_data_folder or not any(
+                p in NOT_SOURCE or p.startswith(".") for p in rel[:-1]
+            ):
                 out.append(path)
     return out
 
@@ -316,6 +322,8 @@ def test_checker_reports_upward_imports_cycles_and_unplaced_modules(tmp_path):
         "pkg/high/c.py": "from pkg.high.b import run\nimport train_net\n",
         "pkg/new/__init__.py": "",
         "demo/predictor.py": "import sys\nsys.path.insert(0, 'x')\n",
+        "datasets/prepare_x.py": "import sys\nsys.path.append('..')\n",
+        "datasets/coco/data_x.py": "import sys\nsys.path.append('..')\n",
         "tools/long.py": "x = 1\n" * (MAX_LINES + 1),
     })
     layers = {"pkg": 2, "pkg.config": 0, "pkg.low": 1, "pkg.high": 2}
@@ -327,7 +335,7 @@ def test_checker_reports_upward_imports_cycles_and_unplaced_modules(tmp_path):
     assert forbidden_imports(tmp_path, "pkg", script_names(tmp_path)) == [
         "pkg/high/c.py:2: pkg.high.c imports train_net"
     ]
-    assert sys_path_edits(tmp_path) == {"demo/predictor.py": [2]}
+    assert sys_path_edits(tmp_path) == {"datasets/prepare_x.py": [2], "demo/predictor.py": [2]}
     assert long_files(tmp_path) == {"tools/long.py": MAX_LINES + 1}
 
 
