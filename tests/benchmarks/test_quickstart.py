@@ -6,16 +6,39 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.quickstart import ROOT, task_configs, train_command
+from benchmarks.quickstart import (
+    RECIPES,
+    ROOT,
+    TASKS,
+    task_configs,
+    train_command,
+    uses_large_split,
+)
 
 RECIPE = "configs/synthetic/semantic/knet_upernet_tiny_16k_bf16_keep_freed.yaml"
 
 
-def test_task_configs_maps_each_task_to_its_file():
-    assert task_configs([f"semantic={RECIPE}"]) == {"semantic": RECIPE}
-    assert task_configs([]) == {}
-    absolute = str(ROOT / RECIPE)
-    assert task_configs([f"semantic={absolute}"]) == {"semantic": absolute}
+def test_task_configs_maps_each_task_to_its_recipe_or_the_named_file():
+    assert task_configs([]) == RECIPES
+    base = "configs/synthetic/instance/knet_R18_tiny.yaml"
+    assert task_configs([f"instance={base}"]) == {**RECIPES, "instance": base}
+    absolute = str(ROOT / base)
+    assert task_configs([f"instance={absolute}"], tasks=["instance"]) == {"instance": absolute}
+    assert task_configs([], tasks=["semantic", "panoptic"]) == {
+        "semantic": RECIPES["semantic"], "panoptic": RECIPES["panoptic"]}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_each_recipe_is_a_config_of_its_task_on_the_large_split(task):
+    """The quickstart's recipes exist, train on the 16 000-image split (so the quickstart
+    generates it first) and differ from the short base configs, which do not."""
+    assert (ROOT / RECIPES[task]).is_file()
+    assert f"/{task}/" in RECIPES[task]
+    assert uses_large_split(RECIPES[task])
+    base = {"panoptic": "configs/synthetic/panoptic/knet_R18_tiny.yaml",
+            "instance": "configs/synthetic/instance/knet_R18_tiny.yaml",
+            "semantic": "configs/synthetic/semantic/knet_upernet_tiny.yaml"}[task]
+    assert not uses_large_split(base)
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -42,9 +65,9 @@ def test_task_configs_refuses_a_task_given_twice():
 
 def test_train_command_passes_the_task_config_and_overwrite():
     out, baselines = Path("o/semantic"), Path("o/baselines.json")
-    plain = train_command("semantic", out, baselines, overwrite=False)
+    plain = train_command("semantic", out, baselines, overwrite=False, config=RECIPE)
     assert plain[1:] == ["-m", "benchmarks.train_synthetic", "--task", "semantic", "--output",
-                         "o/semantic", "--baselines", "o/baselines.json"]
+                         "o/semantic", "--baselines", "o/baselines.json", "--config-file", RECIPE]
     cmd = train_command("semantic", out, baselines, overwrite=True, config=RECIPE)
     assert cmd[cmd.index("--config-file") + 1] == RECIPE
     assert cmd[-1] == "--overwrite"
