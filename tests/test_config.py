@@ -86,22 +86,28 @@ def _flat(node, prefix=""):
     return out
 
 
-@pytest.mark.parametrize("config, recorded, iterations", [
-    ("knet_upernet_tiny_16k_bf16.yaml", "2026-12-05_semantic_16k_bf16_channels_last", 4650),
-    ("knet_upernet_tiny_16k_bf16_keep_freed.yaml", "2026-12-05_semantic_16k_keep_freed", 5200),
+@pytest.mark.parametrize("config, recorded, iterations, channels_last", [
+    ("semantic/knet_upernet_tiny_16k_bf16.yaml", "2026-12-05_semantic_16k_bf16_channels_last",
+     4650, True),
+    ("semantic/knet_upernet_tiny_16k_bf16_keep_freed.yaml", "2026-12-05_semantic_16k_keep_freed",
+     5200, True),
+    ("panoptic/knet_R18_tiny_16k_bf16_keep_freed.yaml", "2026-12-05_quickstart_recipes/panoptic",
+     5000, False),
+    ("instance/knet_R18_tiny_16k_bf16_keep_freed.yaml", "2026-12-05_quickstart_recipes/instance",
+     5000, False),
 ])
-def test_the_semantic_10_minute_configs_are_the_recipes_of_their_recorded_runs(
-        config, recorded, iterations):
-    """Each 10-minute semantic config in configs/synthetic/semantic/ resolves to the config its
-    recorded SEED 1 run trained with, key for key (the first was given there as command-line
-    overrides)."""
+def test_the_10_minute_configs_are_the_recipes_of_their_recorded_runs(
+        config, recorded, iterations, channels_last):
+    """Each 10-minute config in configs/synthetic/ resolves to the config its recorded run
+    trained with (SEED 1; the quickstart's for panoptic and instance), key for key (the first
+    semantic one was given there as command-line overrides)."""
     import yaml
 
     recorded = REPO_ROOT / "benchmarks/results" / recorded
     run = _flat(yaml.safe_load((recorded / "config.yaml").read_text()))
-    cfg = load_config(REPO_ROOT / "configs/synthetic/semantic" / config)
+    cfg = load_config(REPO_ROOT / "configs/synthetic" / config)
     mine = _flat(yaml.safe_load(cfg.dump()))
     assert mine.keys() == run.keys()
     differ = {k: (mine[k], run[k]) for k in mine if mine[k] != run[k]}
     assert set(differ) == {"OUTPUT_DIR"}, differ
-    assert (mine["SOLVER.MAX_ITER"], mine["SOLVER.CHANNELS_LAST"]) == (iterations, True)
+    assert (mine["SOLVER.MAX_ITER"], mine["SOLVER.CHANNELS_LAST"]) == (iterations, channels_last)
