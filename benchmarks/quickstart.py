@@ -93,14 +93,13 @@ def task_configs(specs: Sequence[str], tasks: Sequence[str] = TASKS) -> Dict[str
     return {task: configs.get(task, RECIPES[task]) for task in tasks}
 
 
-def uses_large_split(config_file: str) -> bool:
-    """Whether ``config_file`` (relative to the repository root or absolute) trains on the
-    16 000-image synthetic split."""
+def config_datasets(config_file: str) -> List[str]:
+    """``DATASETS.TRAIN + DATASETS.TEST`` of ``config_file`` (relative to the repository root or
+    absolute): the names whose synthetic data the quickstart generates before training."""
     from knet_d2 import get_knet_cfg
-    from knet_d2.data.datasets.register_synthetic import LARGE_TRAIN_SPLIT
 
     cfg = get_knet_cfg(str(ROOT / config_file))
-    return any(name.endswith("_" + LARGE_TRAIN_SPLIT[0]) for name in cfg.DATASETS.TRAIN)
+    return [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]
 
 
 def train_command(task: str, task_out: Path, baselines_json: Path, overwrite: bool,
@@ -145,18 +144,15 @@ def run(a: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     from knet_d2.data.datasets.register_synthetic import (
-        DEFAULT_SPLIT_SIZES,
-        LARGE_TRAIN_SPLIT,
         ensure_synthetic_dataset,
+        ensure_synthetic_for_datasets,
     )
 
-    splits = list(DEFAULT_SPLIT_SIZES)
-    if any(uses_large_split(a.config[t]) for t in a.tasks):
-        splits.append(LARGE_TRAIN_SPLIT[0])
     t0 = time.perf_counter()
-    root = ensure_synthetic_dataset(splits=splits)
-    print(f"[quickstart] synthetic datasets ({', '.join(splits)}) ready under {root} "
-          f"({time.perf_counter() - t0:.1f} s)")
+    root = ensure_synthetic_dataset()  # the baselines' splits
+    # ... and those of the configs to train (e.g. the recipes' 16 000-image split)
+    ensure_synthetic_for_datasets(n for t in a.tasks for n in config_datasets(a.config[t]))
+    print(f"[quickstart] synthetic datasets ready under {root} ({time.perf_counter() - t0:.1f} s)")
 
     from benchmarks.synthetic_baselines import evaluate_baselines
     from benchmarks.train_synthetic import BASELINE_TRAIN, BASELINE_VAL

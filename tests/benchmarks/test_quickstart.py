@@ -10,9 +10,9 @@ from benchmarks.quickstart import (
     RECIPES,
     ROOT,
     TASKS,
+    config_datasets,
     task_configs,
     train_command,
-    uses_large_split,
 )
 
 RECIPE = "configs/synthetic/semantic/knet_upernet_tiny_16k_bf16_keep_freed.yaml"
@@ -34,11 +34,13 @@ def test_each_recipe_is_a_config_of_its_task_on_the_large_split(task):
     generates it first) and differ from the short base configs, which do not."""
     assert (ROOT / RECIPES[task]).is_file()
     assert f"/{task}/" in RECIPES[task]
-    assert uses_large_split(RECIPES[task])
+    prefix = {"panoptic": "knet_synth_panoptic", "instance": "knet_synth_instance",
+              "semantic": "knet_synth_sem_seg"}[task]
+    assert config_datasets(RECIPES[task]) == [f"{prefix}_train16k", f"{prefix}_val"]
     base = {"panoptic": "configs/synthetic/panoptic/knet_R18_tiny.yaml",
             "instance": "configs/synthetic/instance/knet_R18_tiny.yaml",
             "semantic": "configs/synthetic/semantic/knet_upernet_tiny.yaml"}[task]
-    assert not uses_large_split(base)
+    assert config_datasets(base) == [f"{prefix}_train", f"{prefix}_val"]
 
 
 @pytest.mark.parametrize("spec, message", [
