@@ -129,7 +129,9 @@ def run(
         **header,
         "task": task,
         "config": config,
-        "iterations": cfg.SOLVER.MAX_ITER,
+        "iterations": trainer.max_iter,  # fitted to SOLVER.TIME_BUDGET.SECONDS when set
+        "configured_iterations": cfg.SOLVER.MAX_ITER,
+        "schedule_time_budget_s": cfg.SOLVER.TIME_BUDGET.SECONDS,
         "batch": cfg.SOLVER.IMS_PER_BATCH,
         "train_seconds": round(train_s, 1),
         "eval_seconds": round(eval_s, 1),

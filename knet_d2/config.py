@@ -97,6 +97,13 @@ def add_knet_config(cfg: CN) -> None:
     # Channels-last training: the backbone gets its image batch in NHWC memory layout while the
     # model trains (knet_d2.engine.channels_last); inference follows MODEL.KNET.TEST.CHANNELS_LAST.
     cfg.SOLVER.CHANNELS_LAST = False
+    # Training fitted to a wall-clock budget (knet_d2.engine.time_budget): with SECONDS > 0,
+    # MAX_ITER, STEPS and TEST.EVAL_PERIOD give the schedule's shape and the budget its length,
+    # refitted to the measured pace every FIT_PERIOD iterations and after each evaluation.
+    # Evaluations during training count in the budget. 0 = off (MAX_ITER as configured).
+    cfg.SOLVER.TIME_BUDGET = CN()
+    cfg.SOLVER.TIME_BUDGET.SECONDS = 0  # whole seconds
+    cfg.SOLVER.TIME_BUDGET.FIT_PERIOD = 100
     # Weight decay for Swin position tables (relative_position_bias_table, absolute_pos_embed).
     cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
     # SOLVER.CLIP_GRADIENTS.CLIP_TYPE may also be "full_model": one L2 norm over all parameters.

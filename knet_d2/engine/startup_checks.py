@@ -209,9 +209,22 @@ def check_training_precision(cfg: CfgNode) -> None:
     check_mixed_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.PRECISION, cfg.MODEL.DEVICE)
 
 
+def check_time_budget(cfg: CfgNode) -> None:
+    """``SOLVER.TIME_BUDGET``: a budget of zero (off) or more seconds, a fit period >= 1."""
+    budget = cfg.SOLVER.TIME_BUDGET
+    if not budget.SECONDS >= 0:
+        raise ConfigError(
+            f"SOLVER.TIME_BUDGET.SECONDS must be >= 0 (0 = off), got {budget.SECONDS}"
+        )
+    if budget.SECONDS > 0 and budget.FIT_PERIOD < 1:
+        raise ConfigError(
+            f"SOLVER.TIME_BUDGET.FIT_PERIOD must be >= 1 iteration, got {budget.FIT_PERIOD}"
+        )
+
+
 def run_startup_checks(cfg: CfgNode, *, resume: bool, eval_only: bool = False) -> None:
     """The checks that need registered datasets: names, weights, class counts, task flags,
-    inference options and (when training) the training precision."""
+    inference options and (when training) the training precision and time budget."""
     check_dataset_names(cfg)
     check_model_weights(cfg, resume=resume, eval_only=eval_only)
     check_num_classes(cfg)
@@ -219,4 +232,5 @@ def run_startup_checks(cfg: CfgNode, *, resume: bool, eval_only: bool = False) -
     check_inference_options(cfg)
     if not eval_only:
         check_training_precision(cfg)
+        check_time_budget(cfg)
 

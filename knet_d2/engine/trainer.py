@@ -23,14 +23,17 @@ from detectron2.data import (
 )
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as d2_defaults
-from detectron2.engine.hooks import PeriodicCheckpointer
+from detectron2.engine.defaults import default_writers
+from detectron2.engine.hooks import EvalHook, PeriodicCheckpointer
 from detectron2.evaluation import (
     COCOEvaluator,
     COCOPanopticEvaluator,
     DatasetEvaluator,
     DatasetEvaluators,
     SemSegEvaluator,
+    verify_results,
 )
+from detectron2.utils import comm
 
 from ..data.dataset_mappers import build_knet_test_mapper, build_knet_train_mapper
 from ..data.image_io import ImageReadError
@@ -49,6 +52,7 @@ from .hooks import (
 from .mixed_precision import MixedPrecisionTrainer
 from .preemption import PreemptionHook, children_take_default_signals
 from .resumable_sampler import build_resumable_train_loader, resumable_sampler_of
+from .time_budget import EvalTimingHook, TimeBudgetHook, train_adjustable
 from .weights_report import check_inference_weights
 from .worker_failure import WatchedLoader, worker_failure_message
 
@@ -158,7 +162,9 @@ class Trainer(DefaultTrainer):
       exit code 75 (:class:`PreemptionHook`); a dead data-loader worker is named;
     * ``SOLVER.AMP``: fp16 on CUDA or bf16 on CUDA and the CPU (:class:`MixedPrecisionTrainer`);
     * ``SOLVER.CHANNELS_LAST``: channels-last image batches in training
-      (:func:`~knet_d2.engine.channels_last.train_in_channels_last`).
+      (:func:`~knet_d2.engine.channels_last.train_in_channels_last`);
+    * ``SOLVER.TIME_BUDGET.SECONDS``: the schedule's length fitted to a wall-clock budget
+      (:class:`~knet_d2.engine.time_budget.TimeBudgetHook`).
     """
 
     def __init__(self, cfg: CfgNode):
@@ -180,6 +186,8 @@ class Trainer(DefaultTrainer):
             TrainerCheckpointHook.replacing(h) if isinstance(h, PeriodicCheckpointer) else h
             for h in super().build_hooks()
         ]
+        if self._time_budget() > 0:
+            hooks = self._budget_hooks(hooks)
         sampler = resumable_sampler_of(self.data_loader)
         if sampler is not None:
             hooks.insert(0, IterationRNGHook(lambda: sampler.seed))
@@ -187,8 +195,41 @@ class Trainer(DefaultTrainer):
             hooks.append(PreemptionHook(self.cfg.PREEMPTION.SIGNALS))
         return hooks
 
+    def _time_budget(self) -> float:
+        return float(self.cfg.SOLVER.TIME_BUDGET.SECONDS)
+
+    def _budget_hooks(self, hooks: List) -> List:
+        """D2's evaluation hook replaced by one whose period can follow the fitted schedule and
+        which times its evaluations, followed by the :class:`TimeBudgetHook`."""
+        (i,) = [k for k, h in enumerate(hooks) if isinstance(h, EvalHook)]
+        evaluation = EvalTimingHook(self.cfg.TEST.EVAL_PERIOD, self._test_and_keep_results)
+        checkpoint = next((h for h in hooks if isinstance(h, PeriodicCheckpointer)), None)
+        budget = TimeBudgetHook(
+            self.cfg, self._time_budget(), self.cfg.SOLVER.TIME_BUDGET.FIT_PERIOD, evaluation,
+            checkpoint_hook=checkpoint,
+        )
+        return hooks[:i] + [evaluation, budget] + hooks[i + 1:]
+
+    def _test_and_keep_results(self):
+        """What D2's evaluation hook runs: evaluate, keep the results for ``train()``."""
+        self._last_eval_results = self.test(self.cfg, self.model)
+        return self._last_eval_results
+
+    def build_writers(self):
+        """D2's writers; with a time budget the console line has no ETA (the budget is it:
+        the fitted schedule is logged each time it changes)."""
+        if self._time_budget() > 0:
+            return default_writers(self.cfg.OUTPUT_DIR, None)
+        return super().build_writers()
+
     def train(self):
         try:
+            if self._time_budget() > 0:  # D2's DefaultTrainer.train with an adjustable loop
+                train_adjustable(self, self.start_iter, self.max_iter)
+                if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
+                    verify_results(self.cfg, self._last_eval_results)
+                    return self._last_eval_results
+                return None
             return super().train()
         except (RuntimeError, OSError, EOFError) as e:
             message = worker_failure_message(
