@@ -95,17 +95,17 @@ KEYS_ADDED_SINCE_THE_RECORDED_RUNS = {
 @pytest.mark.parametrize("config, recorded, iterations, channels_last", [
     ("semantic/knet_upernet_tiny_16k_bf16.yaml", "2026-12-05_semantic_16k_bf16_channels_last",
      4650, True),
-    ("semantic/knet_upernet_tiny_16k_bf16_keep_freed.yaml", "2026-12-05_semantic_16k_keep_freed",
-     5200, True),
-    ("panoptic/knet_R18_tiny_16k_bf16_keep_freed.yaml", "2026-12-05_quickstart_recipes/panoptic",
-     5000, False),
-    ("instance/knet_R18_tiny_16k_bf16_keep_freed.yaml", "2026-12-05_quickstart_recipes/instance",
-     5000, False),
+    ("semantic/knet_upernet_tiny_16k_bf16_keep_freed.yaml",
+     "2026-12-05_recipes_with_time_budget/semantic", 5200, True),
+    ("panoptic/knet_R18_tiny_16k_bf16_keep_freed.yaml",
+     "2026-12-05_recipes_with_time_budget/panoptic", 5000, False),
+    ("instance/knet_R18_tiny_16k_bf16_keep_freed.yaml",
+     "2026-12-05_recipes_with_time_budget/instance", 5000, False),
 ])
 def test_the_10_minute_configs_are_the_recipes_of_their_recorded_runs(
         config, recorded, iterations, channels_last):
     """Each 10-minute config in configs/synthetic/ resolves to the config its recorded run
-    trained with (SEED 1; the quickstart's for panoptic and instance), key for key (the first
+    trained with (SEED 1; the three recipes: their runs with the time budget), key for key (the first
     semantic one was given there as command-line overrides)."""
     import yaml
 
