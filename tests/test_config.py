@@ -105,8 +105,8 @@ KEYS_ADDED_SINCE_THE_RECORDED_RUNS = {
 def test_the_10_minute_configs_are_the_recipes_of_their_recorded_runs(
         config, recorded, iterations, channels_last):
     """Each 10-minute config in configs/synthetic/ resolves to the config its recorded run
-    trained with (SEED 1; the three recipes: their runs with the time budget), key for key (the first
-    semantic one was given there as command-line overrides)."""
+    trained with (SEED 1; for the three recipes, their runs with the time budget), key for key
+    (the first semantic one was given there as command-line overrides)."""
     import yaml
 
     recorded = REPO_ROOT / "benchmarks/results" / recorded

@@ -52,7 +52,12 @@ from .hooks import (
 from .mixed_precision import MixedPrecisionTrainer
 from .preemption import PreemptionHook, children_take_default_signals
 from .resumable_sampler import build_resumable_train_loader, resumable_sampler_of
-from .time_budget import EvalTimingHook, TimeBudgetHook, train_adjustable
+from .time_budget import (
+    EvalTimingHook,
+    TimeBudgetHook,
+    periodic_evaluations,
+    train_adjustable,
+)
 from .weights_report import check_inference_weights
 from .worker_failure import WatchedLoader, worker_failure_message
 
@@ -202,7 +207,11 @@ class Trainer(DefaultTrainer):
         """D2's evaluation hook replaced by one whose period can follow the fitted schedule and
         which times its evaluations, followed by the :class:`TimeBudgetHook`."""
         (i,) = [k for k, h in enumerate(hooks) if isinstance(h, EvalHook)]
-        evaluation = EvalTimingHook(self.cfg.TEST.EVAL_PERIOD, self._test_and_keep_results)
+        period = self.cfg.TEST.EVAL_PERIOD
+        evaluation = EvalTimingHook(
+            period, self._test_and_keep_results,
+            periodic_total=periodic_evaluations(self.cfg.SOLVER.MAX_ITER, period),
+        )
         checkpoint = next((h for h in hooks if isinstance(h, PeriodicCheckpointer)), None)
         budget = TimeBudgetHook(
             self.cfg, self._time_budget(), self.cfg.SOLVER.TIME_BUDGET.FIT_PERIOD, evaluation,

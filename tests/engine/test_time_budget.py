@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from detectron2.engine import HookBase
 from detectron2.solver import build_lr_scheduler
 
 from knet_d2.config import ConfigError
@@ -19,6 +20,7 @@ from knet_d2.engine.time_budget import (
     TimeBudgetHook,
     evaluations_left,
     fit_schedule,
+    periodic_evaluations,
     scaled_schedule,
 )
 from knet_d2.engine.trainer import Trainer
@@ -27,11 +29,15 @@ from tests.helpers.tiny_training import CONFIG, register_tiny, tiny_train_opts
 
 
 def test_evaluations_left_counts_periodic_ones_before_the_end_and_the_final_one():
-    assert evaluations_left(0, 10, 3) == 4  # after iterations 3, 6, 9, and the final one
-    assert evaluations_left(3, 10, 3) == 3
-    assert evaluations_left(0, 9, 3) == 3  # the one at 9 is the final one
-    assert evaluations_left(9, 9, 3) == 1
-    assert evaluations_left(5, 100, 0) == 1  # no periodic evaluation: the final one only
+    assert periodic_evaluations(10, 3) == 3 and periodic_evaluations(9, 3) == 2
+    assert periodic_evaluations(5000, 1250) == 3 and periodic_evaluations(10, 0) == 0
+    assert evaluations_left(10, 3, 0, 3) == 4  # after iterations 3, 6, 9, and the final one
+    assert evaluations_left(10, 3, 1, 3) == 3
+    assert evaluations_left(9, 3, 0, 2) == 3  # the one at 9 is the final one
+    assert evaluations_left(9, 3, 2, 2) == 1
+    assert evaluations_left(9, 4, 3, 3) == 1  # more run than the new period has: the final one
+    assert evaluations_left(100, 10, 0, 3) == 4  # no more periodic ones than configured
+    assert evaluations_left(100, 0, 0, 0) == 1  # no periodic evaluation: the final one only
 
 
 def test_scaled_schedule_keeps_fractions():
@@ -50,11 +56,11 @@ def test_fit_schedule_fills_the_budget_and_counts_the_evaluations():
 
     def needed(max_iter):
         s = scaled_schedule(1000, (800, 933), 250, max_iter)
-        return 10.0 + (max_iter - 50) * 0.5 + 4.0 * evaluations_left(50, max_iter, s.eval_period)
+        return 10.0 + (max_iter - 50) * 0.5 + 4.0 * evaluations_left(max_iter, s.eval_period, 0, 3)
 
     s = fit_schedule(100.0, 10.0, 50, 0.5, 4.0, 1000, (800, 933), 250)
     assert needed(s.max_iter) <= 100.0 < min(needed(m) for m in range(s.max_iter + 1, 260))
-    assert s == scaled_schedule(1000, (800, 933), 250, 200)  # 3 evaluations left, 97 s
+    assert s == scaled_schedule(1000, (800, 933), 250, 198)  # 3 periodic + 1 final: 100 s
 
 
 def test_a_spent_budget_ends_the_run_at_the_next_iteration():
@@ -75,7 +81,7 @@ def test_bad_budget_settings_are_refused(key, value, message):
 
 
 class _FakeClock:
-    """Seconds = training steps run + 3 per evaluation run (``extra``, added by the test)."""
+    """Seconds = training steps run + 3 per evaluation (``Trainer.test`` patched to add them)."""
 
     def __init__(self):
         self.steps, self.extra, self.trainer = 0, 0.0, None
@@ -93,42 +99,97 @@ class _FakeClock:
         trainer.run_step = counted
 
 
-def test_trainer_fits_its_schedule_to_the_budget(tmp_path, monkeypatch):
-    clock = _FakeClock()
-    monkeypatch.setattr(time_budget, "time", SimpleNamespace(perf_counter=clock))
-    evaluated_at = []
+@pytest.fixture
+def fake_time(monkeypatch):
+    """``new()`` gives a trainer's fake clock (patched in before the trainer is built);
+    ``evaluated_at`` lists the iteration counts at which each evaluation ran."""
+    state = SimpleNamespace(clock=None, evaluated_at=[])
+
+    def new():
+        state.clock = _FakeClock()
+        monkeypatch.setattr(time_budget, "time", SimpleNamespace(perf_counter=state.clock))
+        return state.clock
 
     def fake_test(cls, cfg, model, evaluators=None):
-        evaluated_at.append(clock.trainer.iter + 1)
-        clock.extra += 3.0
+        state.evaluated_at.append(state.clock.trainer.iter + 1)
+        state.clock.extra += 3.0
         return {}
 
     monkeypatch.setattr(Trainer, "test", classmethod(fake_test))
+    state.new = new
+    return state
+
+
+def _budget_cfg(tmp_path, checkpoint_period=1000):
     register_tiny(tmp_path / "data")
-    opts = tiny_train_opts(tmp_path / "out", max_iter=10, period=1000, workers=0) + [
-        "SOLVER.STEPS", "(8,)", "TEST.EVAL_PERIOD", "5",
+    opts = tiny_train_opts(tmp_path / "out", max_iter=10, period=checkpoint_period, workers=0)
+    cfg = load_config(CONFIG, opts + [
+        "SOLVER.STEPS", "(8,)", "TEST.EVAL_PERIOD", "3",
         "SOLVER.TIME_BUDGET.SECONDS", "40", "SOLVER.TIME_BUDGET.FIT_PERIOD", "4",
-    ]
-    cfg = load_config(CONFIG, opts)
+    ])
     cfg.freeze()
+    return cfg
+
+
+def _hook(trainer, kind):
+    return next(h for h in trainer._hooks if isinstance(h, kind))
+
+
+def test_trainer_fits_its_schedule_to_the_budget(tmp_path, fake_time):
+    cfg = _budget_cfg(tmp_path)
+    clock = fake_time.new()
     trainer = Trainer(cfg)
     clock.count_steps_of(trainer)
     trainer.resume_or_load(resume=False)
     trainer.train()
-    # pace 1 s, evaluations 3 s: the first fit (after 8 iterations, 11 s used) gives 31
-    # iterations, with evaluations after 16 (period 5 x 3.1) and at the end: 31 + 3 x 3 = 40 s
-    assert trainer.max_iter == 31 and trainer.iter == 31
-    assert evaluated_at == [5, 16, 32]  # the final one runs after the loop (iter + 1)
+    # 1 s per step, 3 s per evaluation: after the evaluations at 3 and 6 (12 s used), the fit
+    # gives 28 iterations: evaluation period 8 (3 x 2.8), so the third periodic one at 24, and
+    # the final one: 28 + 4 x 3 = 40 s, the budget
+    assert trainer.max_iter == 28 and trainer.iter == 28
+    assert fake_time.evaluated_at == [3, 6, 24, 29]  # the final one runs after the loop
     assert clock() == 40.0
-    budget = next(h for h in trainer._hooks if isinstance(h, TimeBudgetHook))
-    assert budget.schedule.steps == (25,) and budget.schedule.eval_period == 16
+    budget = _hook(trainer, TimeBudgetHook)
+    assert budget.schedule.steps == (22,) and budget.schedule.eval_period == 8
     lrs = [lr for lr, _ in trainer.storage.history("lr").values()]
-    assert len(lrs) == 31
-    assert lrs[24] == pytest.approx(cfg.SOLVER.BASE_LR)  # the LR step moved from 8 to 25
-    assert lrs[25] == pytest.approx(cfg.SOLVER.BASE_LR * cfg.SOLVER.GAMMA)
+    assert len(lrs) == 28
+    assert lrs[21] == pytest.approx(cfg.SOLVER.BASE_LR)  # the LR step moved from 8 to 22
+    assert lrs[22] == pytest.approx(cfg.SOLVER.BASE_LR * cfg.SOLVER.GAMMA)
     assert (tmp_path / "out" / "model_final.pth").is_file()  # the fitted end is the final one
-    state = trainer.state_dict()["hooks"]["TimeBudgetHook"]
-    assert state == {"seconds_used": 40.0, "max_iter": 31}
+    hooks = trainer.state_dict()["hooks"]
+    assert hooks["TimeBudgetHook"] == {"seconds_used": 40.0, "max_iter": 28, "steps": [22]}
+    assert hooks["EvalTimingHook"] == {"periodic_done": 3, "eval_seconds": [3.0] * 4}
+
+
+def test_a_resumed_run_keeps_the_seconds_used_and_ends_at_the_same_length(tmp_path, fake_time):
+    """Interrupted after its checkpoint at iteration 9, the run resumes with the seconds,
+    length and evaluations of that checkpoint and ends where the uninterrupted run ended."""
+    cfg = _budget_cfg(tmp_path, checkpoint_period=10)
+    clock = fake_time.new()
+    first = Trainer(cfg)
+    clock.count_steps_of(first)
+
+    class Interrupt(HookBase):
+        def before_step(self):
+            if self.trainer.iter == 12:
+                raise RuntimeError("interrupted")
+
+    first.register_hooks([Interrupt()])
+    first.resume_or_load(resume=False)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        first.train()
+    assert (tmp_path / "out" / "model_0000009.pth").is_file()
+
+    clock = fake_time.new()
+    fake_time.evaluated_at.clear()
+    second = Trainer(cfg)
+    clock.count_steps_of(second)
+    second.resume_or_load(resume=True)
+    assert second.start_iter == 10
+    second.train()
+    assert second.max_iter == 28 and second.iter == 28
+    assert fake_time.evaluated_at == [24, 29]
+    # 16 s used by the checkpoint (10 steps, 2 evaluations) + 18 steps and 2 evaluations
+    assert clock() == 24.0 and _hook(second, TimeBudgetHook).elapsed() == 40.0
 
 
 def test_restored_budget_state_sets_the_schedule_and_the_learning_rate():
@@ -142,13 +203,13 @@ def test_restored_budget_state_sets_the_schedule_and_the_learning_rate():
         scheduler.step()
     trainer = SimpleNamespace(iter=45, max_iter=100, optimizer=optimizer, scheduler=scheduler,
                               build_lr_scheduler=build_lr_scheduler)
-    evaluation = EvalTimingHook(20, lambda: {})
+    evaluation = EvalTimingHook(20, lambda: {}, periodic_total=4)  # its state: not restored here
     checkpoint = SimpleNamespace(max_iter=100)
     now = [7.0]
     hook = TimeBudgetHook(cfg, 600.0, 100, evaluation, checkpoint_hook=checkpoint,
                           clock=lambda: now[0])
     hook.trainer = trainer
-    hook.load_state_dict({"seconds_used": 250.0, "max_iter": 50})
+    hook.load_state_dict({"seconds_used": 250.0, "max_iter": 50, "steps": [40]})
     assert hook.elapsed() == 250.0
     hook.before_train()
     now[0] = 9.0
@@ -167,3 +228,28 @@ def test_restored_budget_state_sets_the_schedule_and_the_learning_rate():
         fresh_optimizer.step()
         fresh.step()
     assert trainer.scheduler.get_last_lr() == pytest.approx(fresh.get_last_lr())
+
+
+def test_an_lr_step_the_training_reached_stays_where_it_was():
+    cfg = load_config(CONFIG, ["SOLVER.MAX_ITER", "100", "SOLVER.STEPS", "(60, 80)",
+                               "SOLVER.WARMUP_ITERS", "10", "TEST.EVAL_PERIOD", "0"])
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.SOLVER.BASE_LR)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    trainer = SimpleNamespace(iter=0, max_iter=100, optimizer=optimizer, scheduler=scheduler,
+                              build_lr_scheduler=build_lr_scheduler)
+    evaluation = EvalTimingHook(0, lambda: {}, periodic_total=0)
+    hook = TimeBudgetHook(cfg, 600.0, 100, evaluation, clock=lambda: 0.0)
+    hook.trainer = trainer
+    hook.before_train()
+    hook._apply(50)  # steps at 30 and 40
+    assert hook.schedule.steps == (30, 40)
+    for _ in range(35):
+        optimizer.step()
+        trainer.scheduler.step()
+    hook._apply(80)  # the step at 30 was reached: it stays; the one at 40 moves to 64
+    assert hook.schedule.steps == (30, 64) and trainer.max_iter == 80
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.SOLVER.BASE_LR * cfg.SOLVER.GAMMA)
+    hook._apply(40)  # shorter: the second step moves to 32, behind iteration 35: it takes effect
+    assert hook.schedule.steps == (30, 32)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(
+        cfg.SOLVER.BASE_LR * cfg.SOLVER.GAMMA ** 2)
