@@ -4,10 +4,10 @@ With a budget, ``SOLVER.MAX_ITER``, ``SOLVER.STEPS`` and ``TEST.EVAL_PERIOD`` gi
 of the schedule and the budget gives its length. :class:`TimeBudgetHook` times the iterations
 and the evaluations of the run and, every ``SOLVER.TIME_BUDGET.FIT_PERIOD`` iterations and
 after every evaluation, sets the number of iterations to what the budget still holds at the
-measured pace. The LR steps and the evaluation period keep their fraction of the schedule (so
-the number of evaluations stays about the configured one), the warm-up keeps its length in
-iterations. A slower machine trains fewer iterations, a faster
-one more, and both end near the budget.
+measured pace. The LR steps and the evaluation period keep their fraction of the schedule
+(an LR step that training has reached stays put; no more periodic evaluations run than the
+configured schedule has), the warm-up keeps its length in iterations. A slower machine trains
+fewer iterations, a faster one more, and both end near the budget.
 
 What the budget counts: the seconds from the start of the training loop (model, optimizer and
 data loader are built before) to its end, periodic evaluations and the evaluation after the
@@ -199,6 +199,9 @@ class TimeBudgetHook(HookBase):
         self._restored: Optional[tuple] = None  # (max_iter, LR steps) of a checkpoint
         self._start: Optional[float] = None  # clock at the start of the budget (set in training)
         self._logged: Optional[int] = None  # the length last logged at INFO level
+        self._start_iter, self._last = 0, None  # first iteration of this (re)start, last clock
+        self._step_seconds, self._steps_timed = 0.0, 0  # the pace: seconds of timed steps
+        self._evals_seen = 0  # evaluations already taken out of the step times
         self.schedule: Optional[FittedSchedule] = None
 
     # ------------------------------------------------------------------ timing

@@ -220,13 +220,14 @@ class Trainer(DefaultTrainer):
         return hooks[:i] + [evaluation, budget] + hooks[i + 1:]
 
     def _test_and_keep_results(self):
-        """What D2's evaluation hook runs: evaluate, keep the results for ``train()``."""
-        self._last_eval_results = self.test(self.cfg, self.model)
-        return self._last_eval_results
+        """What D2's evaluation hook runs: evaluate, keep the results (``last_eval_results``)
+        for ``train()``'s ``TEST.EXPECTED_RESULTS`` check."""
+        self.last_eval_results = self.test(self.cfg, self.model)
+        return self.last_eval_results
 
     def build_writers(self):
         """D2's writers; with a time budget the console line has no ETA (the budget is it:
-        the fitted schedule is logged each time it changes)."""
+        each fit that changes the length is logged)."""
         if self._time_budget() > 0:
             return default_writers(self.cfg.OUTPUT_DIR, None)
         return super().build_writers()
@@ -236,8 +237,11 @@ class Trainer(DefaultTrainer):
             if self._time_budget() > 0:  # D2's DefaultTrainer.train with an adjustable loop
                 train_adjustable(self, self.start_iter, self.max_iter)
                 if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
-                    verify_results(self.cfg, self._last_eval_results)
-                    return self._last_eval_results
+                    assert hasattr(self, "last_eval_results"), (
+                        "No evaluation results obtained during training!"  # as D2's train()
+                    )
+                    verify_results(self.cfg, self.last_eval_results)
+                    return self.last_eval_results
                 return None
             return super().train()
         except (RuntimeError, OSError, EOFError) as e:
