@@ -5,12 +5,15 @@ iteration, three per evaluation) so that the fitted length is exact and the test
 depend on this machine's speed."""
 from __future__ import annotations
 
+import os
+import tempfile
 from types import SimpleNamespace
 
 import pytest
 import torch
-from detectron2.engine import HookBase
+from detectron2.engine import HookBase, launch
 from detectron2.solver import build_lr_scheduler
+from detectron2.utils import comm
 
 from knet_d2.config import ConfigError
 from knet_d2.engine import time_budget
@@ -253,3 +256,35 @@ def test_an_lr_step_the_training_reached_stays_where_it_was():
     assert hook.schedule.steps == (30, 32)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(
         cfg.SOLVER.BASE_LR * cfg.SOLVER.GAMMA ** 2)
+
+
+def _fit_worker(out_dir):
+    """One process of a 2-process group: its steps take (rank + 1) fake seconds each."""
+    rank = comm.get_rank()
+    cfg = load_config(CONFIG, ["SOLVER.MAX_ITER", "1000", "SOLVER.STEPS", "(800,)",
+                               "SOLVER.WARMUP_ITERS", "1", "TEST.EVAL_PERIOD", "0"])
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.SOLVER.BASE_LR)
+    trainer = SimpleNamespace(iter=0, max_iter=1000, optimizer=optimizer,
+                              scheduler=build_lr_scheduler(cfg, optimizer),
+                              build_lr_scheduler=build_lr_scheduler)
+    now = [0.0]
+    hook = TimeBudgetHook(cfg, 100.0, 10, EvalTimingHook(0, lambda: {}, periodic_total=0),
+                          clock=lambda: now[0])
+    hook.trainer = trainer
+    hook.before_train()
+    for i in range(20):
+        trainer.iter = i
+        now[0] += rank + 1.0
+        optimizer.step()
+        trainer.scheduler.step()
+        hook.after_step()
+    torch.save(trainer.max_iter, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def test_every_process_trains_rank_0s_fitted_length():
+    """Rank 0 steps in 1 s (20 s used after 20 iterations: 80 more fit 100 s), rank 1 in 2 s
+    (its own fit would be 50): both train 100 iterations, or DDP would hang at the end."""
+    with tempfile.TemporaryDirectory() as out:
+        launch(_fit_worker, 2, num_machines=1, machine_rank=0, dist_url="auto", args=(out,))
+        lengths = [torch.load(os.path.join(out, f"rank{r}.pt")) for r in range(2)]
+    assert lengths == [100, 100]
