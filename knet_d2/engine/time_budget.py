@@ -106,20 +106,21 @@ def fit_schedule(
     def schedule(max_iter: int) -> FittedSchedule:
         return scaled_schedule(cfg_max_iter, cfg_steps, cfg_eval_period, max_iter)
 
+    def eval_seconds_left(max_iter: int) -> float:
+        period = schedule(max_iter).eval_period
+        return seconds_per_eval * evaluations_left(
+            max_iter, period, periodic_done, periodic_total)
+
     def seconds_needed(max_iter: int) -> float:
-        evals = evaluations_left(
-            max_iter, schedule(max_iter).eval_period, periodic_done, periodic_total)
-        return elapsed_s + (max_iter - next_iter) * seconds_per_iter + evals * seconds_per_eval
+        steps_s = (max_iter - next_iter) * seconds_per_iter
+        return elapsed_s + steps_s + eval_seconds_left(max_iter)
 
     # The evaluations left depend on the length through the scaled period: a few rounds of
     # "length -> evaluations -> length" (they may alternate between two lengths), then the
     # longest of them shortened until it fits.
     candidates = [cfg_max_iter]
     for _ in range(_FIT_ROUNDS):
-        max_iter = candidates[-1]
-        evals = evaluations_left(
-            max_iter, schedule(max_iter).eval_period, periodic_done, periodic_total)
-        left = budget_s - elapsed_s - evals * seconds_per_eval
+        left = budget_s - elapsed_s - eval_seconds_left(candidates[-1])
         candidates.append(next_iter + max(1, math.floor(left / seconds_per_iter)))
     max_iter = max(candidates[1:])
     while max_iter > next_iter + 1 and seconds_needed(max_iter) > budget_s:
@@ -262,10 +263,10 @@ class TimeBudgetHook(HookBase):
         step the training has reached stays where it was), evaluation period and final
         checkpoint moved with it, the LR scheduler rebuilt at the current iteration."""
         sol, trainer = self._cfg.SOLVER, self.trainer
+        last_epoch = trainer.scheduler.last_epoch  # the iteration the next LR is for
         fitted = scaled_schedule(sol.MAX_ITER, sol.STEPS, self._cfg.TEST.EVAL_PERIOD, max_iter)
-        if steps is None and self.schedule is not None:
-            reached = trainer.scheduler.last_epoch  # the iteration the next LR is for
-            steps = [old if old <= reached else new
+        if steps is None and self.schedule is not None:  # steps already reached stay put
+            steps = [old if old <= last_epoch else new
                      for old, new in zip(self.schedule.steps, fitted.steps)]
         if steps is not None:
             steps = tuple(max(steps[: k + 1]) for k in range(len(steps)))  # in order
@@ -274,7 +275,6 @@ class TimeBudgetHook(HookBase):
         cfg = self._cfg.clone()
         cfg.defrost()
         cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS = max_iter, fitted.steps
-        last_epoch = trainer.scheduler.last_epoch
         scheduler = trainer.build_lr_scheduler(cfg, trainer.optimizer)
         scheduler.last_epoch = last_epoch - 1
         with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()"

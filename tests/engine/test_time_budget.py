@@ -195,17 +195,29 @@ def test_a_resumed_run_keeps_the_seconds_used_and_ends_at_the_same_length(tmp_pa
     assert clock() == 24.0 and _hook(second, TimeBudgetHook).elapsed() == 40.0
 
 
-def test_restored_budget_state_sets_the_schedule_and_the_learning_rate():
-    cfg = load_config(CONFIG, ["SOLVER.MAX_ITER", "100", "SOLVER.STEPS", "(80,)",
-                               "SOLVER.WARMUP_ITERS", "10", "TEST.EVAL_PERIOD", "20"])
-    param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([param], lr=cfg.SOLVER.BASE_LR)
+def _schedule_cfg(max_iter: int, steps: str, warmup: int, eval_period: int):
+    return load_config(CONFIG, ["SOLVER.MAX_ITER", str(max_iter), "SOLVER.STEPS", steps,
+                                "SOLVER.WARMUP_ITERS", str(warmup),
+                                "TEST.EVAL_PERIOD", str(eval_period)])
+
+
+def _stub_trainer(cfg, iterations_done: int = 0) -> SimpleNamespace:
+    """What the hook reads of a trainer: one parameter's SGD, D2's LR scheduler of ``cfg``
+    stepped through ``iterations_done`` iterations, ``build_lr_scheduler``."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.SOLVER.BASE_LR)
     scheduler = build_lr_scheduler(cfg, optimizer)
-    for _ in range(45):
+    for _ in range(iterations_done):
         optimizer.step()
         scheduler.step()
-    trainer = SimpleNamespace(iter=45, max_iter=100, optimizer=optimizer, scheduler=scheduler,
-                              build_lr_scheduler=build_lr_scheduler)
+    return SimpleNamespace(iter=iterations_done, max_iter=cfg.SOLVER.MAX_ITER,
+                           optimizer=optimizer, scheduler=scheduler,
+                           build_lr_scheduler=build_lr_scheduler)
+
+
+def test_restored_budget_state_sets_the_schedule_and_the_learning_rate():
+    cfg = _schedule_cfg(100, "(80,)", 10, 20)
+    trainer = _stub_trainer(cfg, 45)
+    optimizer = trainer.optimizer
     evaluation = EvalTimingHook(20, lambda: {}, periodic_total=4)  # its state: not restored here
     checkpoint = SimpleNamespace(max_iter=100)
     now = [7.0]
@@ -221,25 +233,14 @@ def test_restored_budget_state_sets_the_schedule_and_the_learning_rate():
     # the rebuilt scheduler continues where the restored one was, on the 50-iteration schedule
     assert trainer.scheduler.last_epoch == 45
     assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.SOLVER.BASE_LR * cfg.SOLVER.GAMMA)
-    fresh_optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.SOLVER.BASE_LR)
-    fresh = build_lr_scheduler(
-        load_config(CONFIG, ["SOLVER.MAX_ITER", "50", "SOLVER.STEPS", "(40,)",
-                             "SOLVER.WARMUP_ITERS", "10"]),
-        fresh_optimizer,
-    )
-    for _ in range(45):
-        fresh_optimizer.step()
-        fresh.step()
+    fresh = _stub_trainer(_schedule_cfg(50, "(40,)", 10, 10), 45).scheduler
     assert trainer.scheduler.get_last_lr() == pytest.approx(fresh.get_last_lr())
 
 
 def test_an_lr_step_the_training_reached_stays_where_it_was():
-    cfg = load_config(CONFIG, ["SOLVER.MAX_ITER", "100", "SOLVER.STEPS", "(60, 80)",
-                               "SOLVER.WARMUP_ITERS", "10", "TEST.EVAL_PERIOD", "0"])
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.SOLVER.BASE_LR)
-    scheduler = build_lr_scheduler(cfg, optimizer)
-    trainer = SimpleNamespace(iter=0, max_iter=100, optimizer=optimizer, scheduler=scheduler,
-                              build_lr_scheduler=build_lr_scheduler)
+    cfg = _schedule_cfg(100, "(60, 80)", 10, 0)
+    trainer = _stub_trainer(cfg)
+    optimizer = trainer.optimizer
     evaluation = EvalTimingHook(0, lambda: {}, periodic_total=0)
     hook = TimeBudgetHook(cfg, 600.0, 100, evaluation, clock=lambda: 0.0)
     hook.trainer = trainer
@@ -261,12 +262,9 @@ def test_an_lr_step_the_training_reached_stays_where_it_was():
 def _fit_worker(out_dir):
     """One process of a 2-process group: its steps take (rank + 1) fake seconds each."""
     rank = comm.get_rank()
-    cfg = load_config(CONFIG, ["SOLVER.MAX_ITER", "1000", "SOLVER.STEPS", "(800,)",
-                               "SOLVER.WARMUP_ITERS", "1", "TEST.EVAL_PERIOD", "0"])
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.SOLVER.BASE_LR)
-    trainer = SimpleNamespace(iter=0, max_iter=1000, optimizer=optimizer,
-                              scheduler=build_lr_scheduler(cfg, optimizer),
-                              build_lr_scheduler=build_lr_scheduler)
+    cfg = _schedule_cfg(1000, "(800,)", 1, 0)
+    trainer = _stub_trainer(cfg)
+    optimizer = trainer.optimizer
     now = [0.0]
     hook = TimeBudgetHook(cfg, 100.0, 10, EvalTimingHook(0, lambda: {}, periodic_total=0),
                           clock=lambda: now[0])
