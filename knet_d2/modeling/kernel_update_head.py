@@ -36,12 +36,12 @@ import math
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 from torch import nn
 
 from .kernel_updator import KernelUpdator
+from .resize import bilinear_resize
 
 __all__ = [
     "KERNEL_UPDATE_HEAD_REGISTRY",
@@ -70,7 +70,8 @@ def upsample_masks(mask_logits: torch.Tensor, scale: int) -> torch.Tensor:
     """
     if scale == 1:
         return mask_logits
-    return F.interpolate(mask_logits, scale_factor=scale, mode="bilinear", align_corners=False)
+    h, w = mask_logits.shape[-2:]
+    return bilinear_resize(mask_logits, (h * scale, w * scale))
 
 
 class FFN(nn.Module):
@@ -231,10 +232,7 @@ class KernelUpdateHead(nn.Module):
 
         The logits are first resized bilinearly (align_corners=False) to ``size`` if needed.
         """
-        if tuple(mask_logits.shape[-2:]) != tuple(size):
-            mask_logits = F.interpolate(
-                mask_logits, size=size, mode="bilinear", align_corners=False
-            )
+        mask_logits = bilinear_resize(mask_logits, size)
         if self.mask_act == "softmax":
             return mask_logits.softmax(dim=1)
         return (mask_logits.sigmoid() > self.hard_mask_thr).to(mask_logits.dtype)

@@ -28,6 +28,7 @@ from detectron2.utils.registry import Registry
 from torch import nn
 
 from .position_encoding import SinePositionalEncoding
+from .resize import bilinear_resize
 
 __all__ = ["KNET_NECK_REGISTRY", "build_knet_neck", "ConvNormReLU", "LocalizationFPN"]
 
@@ -94,13 +95,6 @@ class ConvNormReLU(nn.Module):
         if self.activation:
             x = F.relu(x, inplace=True)
         return x
-
-
-def _resize_bilinear(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (align_corners=False); no-op when the size already matches."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 @KNET_NECK_REGISTRY.register()
@@ -227,9 +221,9 @@ class LocalizationFPN(nn.Module):
                 y = level.conv0(x)
                 for j in range(1, i):
                     # up x2 to the next finer level (level i - j), then conv
-                    y = _resize_bilinear(y, sizes[i - j])
+                    y = bilinear_resize(y, sizes[i - j])
                     y = getattr(level, f"conv{j}")(y)
-            y = _resize_bilinear(y, target)
+            y = bilinear_resize(y, target)
             fused = y if fused is None else fused + y
         loc = self.conv_pred(fused)
         sem = self.aux_convs[0](fused)

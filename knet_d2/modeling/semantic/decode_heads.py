@@ -41,13 +41,14 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
+from ..resize import bilinear_resize
+
 __all__ = [
     "BaseDecodeHead",
     "FCNHead",
     "PSPHead",
     "ASPPHead",
     "PPM",
-    "bilinear_resize",
     "conv_norm_relu",
     "mmseg_cross_entropy",
 ]
@@ -79,13 +80,6 @@ def conv_norm_relu(
     )
     weight_init.c2_msra_fill(conv)
     return conv
-
-
-def bilinear_resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize (align_corners=False) of (B, C, h, w) to ``size``; no-op if equal."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def mmseg_cross_entropy(

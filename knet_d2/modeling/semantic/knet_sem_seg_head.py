@@ -22,13 +22,13 @@ Checkpoint layout (mmseg ``decode_head.*`` / ``auxiliary_head.*``): ``kernel_gen
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
 from ..kernel_update_head import KernelUpdateHead
+from ..resize import bilinear_resize
 from .decode_heads import ASPPHead, BaseDecodeHead, FCNHead, PSPHead, mmseg_cross_entropy
 from .uper_head import UPerHead
 
@@ -159,7 +159,7 @@ class KNetSemSegHead(nn.Module):
         seg = stage_segs[-1]
         h, w = seg.shape[-2:]
         size = (h * self.common_stride, w * self.common_stride)
-        return F.interpolate(seg, size=size, mode="bilinear", align_corners=False), {}
+        return bilinear_resize(seg, size), {}
 
     def losses(
         self,

@@ -9,7 +9,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
-from .decode_heads import PPM, BaseDecodeHead, bilinear_resize, conv_norm_relu
+from ..resize import bilinear_resize
+from .decode_heads import PPM, BaseDecodeHead, conv_norm_relu
 
 __all__ = ["UPerHead"]
 
