@@ -111,3 +111,60 @@ def test_cached_matrices_are_not_changed_by_training():
     bilinear_resize(x, (16, 16)).sum().backward()
     assert torch.equal(interpolation_matrix(8, 16), before)
     assert not interpolation_matrix(8, 16).requires_grad
+
+
+def _losses_and_grads(model, batch):
+    model.zero_grad()
+    losses = model(batch)
+    sum(losses.values()).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {k: v.detach() for k, v in losses.items()}, grads
+
+
+def _assert_same_training_step(model, batch, monkeypatch):
+    original, taken = resize._matrices, []
+
+    def spy(x, size):
+        out = original(x, size)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(resize, "_matrices", spy)
+    torch.manual_seed(0)
+    losses, grads = _losses_and_grads(model, batch)
+    assert any(taken), "the model never took the matrix form"
+    with monkeypatch.context() as m:
+        m.setattr(resize, "_matrices", lambda x, size: None)  # F.interpolate everywhere
+        torch.manual_seed(0)
+        ref_losses, ref_grads = _losses_and_grads(model, batch)
+    assert losses.keys() == ref_losses.keys() and grads.keys() == ref_grads.keys()
+    for k in losses:
+        torch.testing.assert_close(losses[k], ref_losses[k], rtol=1e-4, atol=1e-6)
+    for n in grads:
+        torch.testing.assert_close(grads[n], ref_grads[n], rtol=1e-3, atol=1e-5)
+
+
+def test_knet_training_step_equals_the_interpolate_one(monkeypatch):
+    """Panoptic K-Net (neck, kernel-update heads): same losses and gradients either way."""
+    from detectron2.modeling import build_model
+
+    from tests.helpers.tiny_knet import make_input, tiny_cfg
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg()).train()
+    batch = [make_input(64, 64, [0, 3], seed=1), make_input(64, 64, [1], seed=2)]
+    _assert_same_training_step(model, batch, monkeypatch)
+
+
+def test_semantic_knet_training_step_equals_the_interpolate_one(monkeypatch):
+    """Semantic K-Net (UPerNet, PPM, logits to the label size): same losses and gradients."""
+    from detectron2.modeling import build_model
+
+    from tests.helpers.tiny_semantic import tiny_cfg
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg("UPerNet")).train()
+    g = torch.Generator().manual_seed(0)
+    batch = [{"image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=g),
+              "sem_seg": torch.randint(0, 5, (64, 64), generator=g)} for _ in range(2)]
+    _assert_same_training_step(model, batch, monkeypatch)
