@@ -37,7 +37,6 @@ import collections
 import json
 import logging
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from .bench_lock import benchmark_lock
+from .bench_lock import run_locked
 from .cli import add_common_args, environment, run_header, setup_run
 from .data import coco_tiny_inputs, inputs_for
 from .models import MODEL_NAMES, calibrate_frozen_bn, knet_cfg
@@ -216,10 +215,7 @@ def report(results: List[dict], args, files: Sequence[Path],
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    with benchmark_lock(__spec__.name, argv):
-        return run(args, argv)
+    return run_locked(__spec__.name, parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence, TypeVar
 
 #: environment variable naming the lock file
 LOCK_ENV = "KNET_BENCH_LOCK"
 #: set by the holder for its own child processes: the PID of the process holding the lock
 HELD_ENV = "KNET_BENCH_LOCK_HELD"
+
+T = TypeVar("T")
 
 
 class BenchmarkLockedError(SystemExit):
@@ -91,3 +94,16 @@ def benchmark_lock(module: str, argv: Sequence[str] = ()) -> Iterator[Path]:
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)
+
+
+def run_locked(module: str, parse_args: Callable[[List[str]], Any],
+               run: Callable[[Any, List[str]], T], argv: Optional[Sequence[str]] = None) -> T:
+    """A benchmark script's ``main``: ``run(parse_args(argv), argv)`` under the lock.
+
+    ``argv`` defaults to ``sys.argv[1:]``; the arguments are parsed before the lock is taken, so
+    ``--help`` and bad arguments answer at once even while another benchmark runs.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    with benchmark_lock(module, argv):
+        return run(args, argv)

@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import itertools
 import json
-import sys
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -43,7 +42,7 @@ from knet_d2.engine.mixed_precision import AMP_PRECISIONS
 from knet_d2.engine.trainer import Trainer
 from knet_d2.modeling import resize
 
-from .bench_lock import benchmark_lock
+from .bench_lock import run_locked
 from .cli import environment, run_header
 from .measure import time_interleaved
 from .report import format_table
@@ -190,10 +189,7 @@ def run(args: argparse.Namespace, argv: Sequence[str],
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    with benchmark_lock(__spec__.name, argv):
-        return run(args, argv)
+    return run_locked(__spec__.name, parse_args, run, argv)
 
 
 if __name__ == "__main__":

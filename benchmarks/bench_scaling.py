@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
 from .bench_inference import Runner
-from .bench_lock import benchmark_lock
+from .bench_lock import run_locked
 from .cli import add_common_args, environment, run_header, setup_run
 from .data import coco_tiny_inputs, inputs_for
 from .measure import PeakMemory, time_interleaved
@@ -205,10 +204,7 @@ def plot(results: List[dict], path: Path) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    with benchmark_lock(__spec__.name, argv):
-        return run(args, argv)
+    return run_locked(__spec__.name, parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -61,7 +60,7 @@ from detectron2.utils.events import EventStorage
 from knet_d2.engine.channels_last import train_in_channels_last
 from knet_d2.engine.host_memory import keep_freed_host_memory
 
-from .bench_lock import benchmark_lock
+from .bench_lock import run_locked
 from .cli import add_common_args, environment, run_header, setup_run
 from .data import d2_batch, panoptic_batch
 from .measure import PeakMemory, SectionTimer, autocast, synchronize, time_interleaved
@@ -341,10 +340,7 @@ def _channels_last_rows(results: List[dict], args) -> List[list]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    with benchmark_lock(__spec__.name, argv):
-        return run(args, argv)
+    return run_locked(__spec__.name, parse_args, run, argv)
 
 
 if __name__ == "__main__":

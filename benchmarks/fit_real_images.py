@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .bench_lock import benchmark_lock
+from .bench_lock import run_locked
 from .cli import default_data_root, run_header
 from .train_synthetic import results_as_floats, train_timed
 
@@ -268,10 +268,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    with benchmark_lock(__spec__.name, argv):
-        return run(args, argv)
+    return run_locked(__spec__.name, parse_args, run, argv)
 
 
 if __name__ == "__main__":

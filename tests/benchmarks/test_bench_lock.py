@@ -149,3 +149,23 @@ def test_lock_is_free_once_its_holder_ends(lock_file):
     with benchmark_lock("benchmarks.bench_inference", ["--iters", "1"]) as path:
         assert path == lock_file
         assert lock_file.read_text().startswith(f"{os.getpid()} python -m benchmarks.bench_inf")
+
+
+def test_run_locked_parses_first_then_runs_under_the_lock(lock_file, monkeypatch):
+    seen = []
+
+    def run(args, argv):
+        seen.append((args, argv, lock_file.read_text()))
+        return "result"
+
+    monkeypatch.setattr(sys, "argv", ["prog", "--x", "1"])
+    assert bench_lock.run_locked("benchmarks.demo", lambda a: {"parsed": a}, run) == "result"
+    assert seen == [({"parsed": ["--x", "1"]}, ["--x", "1"],
+                     f"{os.getpid()} python -m benchmarks.demo --x 1\n")]
+
+    def bad_args(argv):
+        raise SystemExit(2)  # what argparse does: no lock taken, run never called
+
+    with pytest.raises(SystemExit):
+        bench_lock.run_locked("benchmarks.demo", bad_args, run, ["--bad"])
+    assert len(seen) == 1
