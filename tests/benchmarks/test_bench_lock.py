@@ -12,6 +12,7 @@ from benchmarks import (
     bench_demo_folder,
     bench_inference,
     bench_lock,
+    bench_onnx_runtime,
     bench_resize,
     bench_scaling,
     bench_sections,
@@ -100,11 +101,12 @@ def test_script_refused_as_a_user_sees_it(other_holder, lock_file):
     (bench_sections, ["--threads", "1"]),
     (bench_demo_folder, ["--threads", "1"]),
     (bench_resize, ["--threads", "1"]),
+    (bench_onnx_runtime, ["--threads", "1"]),
     (fit_real_images, ["--data-root", str(SHARED_DATA), "--output", "{tmp}"]),
     (train_synthetic, ["--task", "panoptic"]),
     (quickstart, []),
 ], ids=["bench_inference", "bench_train", "bench_scaling", "bench_sections", "bench_demo_folder",
-        "bench_resize", "fit_real_images", "train_synthetic", "quickstart"])
+        "bench_resize", "bench_onnx_runtime", "fit_real_images", "train_synthetic", "quickstart"])
 def test_every_benchmark_script_takes_the_lock(script, argv, other_holder, monkeypatch,
                                                tmp_path):
     # a fresh output folder: an earlier run's results in the default one are refused first

@@ -62,3 +62,5 @@ def test_tiny_run_writes_both_forms(tmp_path):
     (step,) = record["training_steps"]
     assert step["amp"] == "bf16" and step["ims_per_batch"] == 2 and step["steps"] == 1
     assert any("Training step" in line for line in lines)
+    with pytest.raises(SystemExit):  # an earlier run's results are never overwritten
+        bench_resize.parse_args(["--json", str(out)])
