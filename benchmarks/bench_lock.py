@@ -1,12 +1,13 @@
 """One timed benchmark at a time on a machine: every benchmark script takes this lock first.
 
 Two timed runs on the same cores measure each other, not the model. Each script
-(bench_inference, bench_train, bench_scaling, bench_demo_folder, bench_resize, train_synthetic,
-quickstart, fit_real_images, bench_onnx_runtime) runs inside :func:`benchmark_lock`, an exclusive ``fcntl.flock``
-on the file ``$KNET_BENCH_LOCK`` (default ``<system temp dir>/knet_d2_benchmark.lock``). A
-second script started while it is held exits at once with one line naming the lock file and the
-PID and command of the run holding it. The kernel drops the lock when its holder exits, however it
-exits, so a crashed run never leaves a stale lock behind (the file itself stays, empty).
+(bench_inference, bench_train, bench_scaling, bench_demo_folder, bench_resize,
+bench_onnx_runtime, train_synthetic, quickstart, fit_real_images) runs inside
+:func:`benchmark_lock`, an exclusive ``fcntl.flock`` on the file ``$KNET_BENCH_LOCK`` (default
+``<system temp dir>/knet_d2_benchmark.lock``). A second script started while it is held exits at
+once with one line naming the lock file and the PID and command of the run holding it. The
+kernel drops the lock when its holder exits, however it exits, so a crashed run never leaves a
+stale lock behind (the file itself stays, empty).
 
 A script that starts another one as a child process (quickstart runs train_synthetic) hands it
 the lock: the child sees ``$KNET_BENCH_LOCK_HELD`` (the holder's PID) and runs under its
