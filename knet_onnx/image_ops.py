@@ -195,6 +195,10 @@ def bilinear_resize(
     y0, y1, ly0, ly1 = y0[:keep_h], y1[:keep_h], ly0[:keep_h, None], ly1[:keep_h, None]
     x0, x1, lx0, lx1 = x0[:keep_w], x1[:keep_w], lx0[:keep_w], lx1[:keep_w]
     x = x.astype(np.float32, copy=False)
-    # width first, then height: PyTorch's order h0 * (w0 * v00 + w1 * v01) + h1 * (...)
-    cols = x[..., x0] * lx0 + x[..., x1] * lx1  # (..., h, keep_w)
-    return ly0 * cols[..., y0, :] + ly1 * cols[..., y1, :]
+    # width first, then height: PyTorch's order h0 * (w0 * v00 + w1 * v01) + h1 * (...);
+    # accumulated in place (the same float operations, fewer temporary arrays)
+    cols = x[..., x0] * lx0
+    cols += x[..., x1] * lx1  # (..., h, keep_w)
+    out = cols[..., y0, :] * ly0
+    out += cols[..., y1, :] * ly1
+    return out

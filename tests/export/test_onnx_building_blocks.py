@@ -72,6 +72,21 @@ def test_bilinear_resize_and_postprocessing_equal_pytorch():
         <= 1e-5
 
 
+def test_rescale_masks_in_chunks_equals_all_at_once(monkeypatch):
+    """Chunking changes which masks are resized together, never a value (bit-identical)."""
+    g = np.random.default_rng(0)
+    logits = g.standard_normal((7, 24, 32)).astype(np.float32) * 4
+    args = ((96, 128), (90, 120), (180, 240))
+    monkeypatch.setattr(np_post, "RESCALE_CHUNK_BYTES", 2**40)  # all 7 in one chunk
+    whole = np_post.rescale_masks(logits, *args)
+    for budget in (1, 4 * 90 * 120 * 3):  # one mask per chunk; three, then a last one
+        monkeypatch.setattr(np_post, "RESCALE_CHUNK_BYTES", budget)
+        assert np.array_equal(np_post.rescale_masks(logits, *args), whole)
+    assert whole.shape == (7, 180, 240) and whole.dtype == np.float32
+    monkeypatch.setattr(np_post, "RESCALE_CHUNK_BYTES", 2**40)
+    assert np_post.rescale_masks(logits[:0], *args).shape == (0, 180, 240)
+
+
 def test_rle_encoding_is_cocos():
     from pycocotools import mask as mask_util
 
