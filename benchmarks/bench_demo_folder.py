@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import logging
 import shutil
 import tempfile
@@ -45,7 +44,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from .bench_lock import run_locked
-from .cli import add_common_args, environment, run_header, setup_run
+from .cli import add_common_args, environment, refuse_existing, run_header, setup_run, write_json
 from .data import coco_tiny_inputs, inputs_for
 from .models import MODEL_NAMES, calibrate_frozen_bn, knet_cfg
 from .report import format_table
@@ -70,8 +69,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="keep the drawings in this new folder (default: a temporary folder)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
-    if args.json is not None and args.json.exists():
-        p.error(f"--json {args.json} already exists; not overwriting it")
+    refuse_existing(p, args, "json")
     if args.output_dir is not None and args.output_dir.exists():
         p.error(f"--output-dir {args.output_dir} already exists; pass a new folder")
     if min(args.num_images, args.iters, args.batch_size) < 1 or args.warmup < 0:
@@ -194,7 +192,7 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
     report(results, args, files, print_fn)
     if args.json is not None:
         record = {"argv": list(argv), **header, "results": results}
-        args.json.write_text(json.dumps(record, indent=1))
+        write_json(args.json, record)
     return results
 
 

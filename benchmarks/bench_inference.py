@@ -43,7 +43,6 @@ the CPU targets on cpu) and the ratios per batch size.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -51,7 +50,7 @@ import torch
 
 from . import batching
 from .bench_lock import run_locked
-from .cli import add_common_args, environment, run_header, setup_run
+from .cli import add_common_args, environment, refuse_existing, run_header, setup_run, write_json
 from .data import coco_tiny_inputs, inputs_for
 from .measure import PeakMemory, autocast, synchronize
 from .models import D2_CONFIGS, MODEL_NAMES, build_cfg, build_model_from_cfg, calibrate_frozen_bn
@@ -94,8 +93,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.cuda_graphs and args.device != "cuda":
         p.error("--cuda-graphs needs --device cuda (CUDA graphs do not exist on the CPU)")
-    if args.json is not None and args.json.exists():
-        p.error(f"--json {args.json} already exists; not overwriting it")
+    refuse_existing(p, args, "json")
     if batching.check_batch_sizes(args.batch_sizes):
         p.error(batching.check_batch_sizes(args.batch_sizes))
     if min(args.num_images, args.iters) < 1 or args.warmup < 0:
@@ -346,7 +344,7 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
     if args.json is not None:
         record = {"argv": list(argv), **header, "batch_sizes": args.batch_sizes,
                   "results": results, **tables}
-        args.json.write_text(json.dumps(record, indent=1))
+        write_json(args.json, record)
     return results
 
 

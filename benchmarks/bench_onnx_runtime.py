@@ -28,7 +28,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 
 from .bench_lock import run_locked
-from .cli import add_common_args, environment, run_header, setup_run
+from .cli import add_common_args, environment, refuse_existing, run_header, setup_run, write_json
 from .data import coco_tiny_inputs, inputs_for
 from .measure import time_interleaved
 from .models import KNET_CONFIGS, MODEL_NAMES, calibrate_frozen_bn, knet_cfg
@@ -52,8 +51,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--num-images", type=int, default=4, help="coco_tiny val images")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
-    if args.json is not None and args.json.exists():
-        p.error(f"--json {args.json} already exists; not overwriting it")
+    refuse_existing(p, args, "json")
     if args.device != "cpu":
         p.error("bench_onnx_runtime measures the CPU (--device cpu)")
     if args.amp not in (None, ["none"]):
@@ -139,8 +137,7 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> D
               "input_sizes": sorted({tuple(x["image"].shape[1:]) for x in inputs}),
               "results": rows}
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=1))
+        write_json(args.json, record)
     return record
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import json
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -43,7 +42,7 @@ from knet_d2.engine.trainer import Trainer
 from knet_d2.modeling import resize
 
 from .bench_lock import run_locked
-from .cli import environment, run_header
+from .cli import environment, refuse_existing, run_header, write_json
 from .measure import time_interleaved
 from .report import format_table
 
@@ -155,8 +154,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="torch CPU threads (default: torch's, as train_net.py runs)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
-    if args.json is not None and args.json.exists():
-        parser.error(f"--json {args.json} already exists; not overwriting it")
+    refuse_existing(parser, args, "json")
     return args
 
 
@@ -186,8 +184,7 @@ def run(args: argparse.Namespace, argv: Sequence[str],
           r["matrix_s"], r["speedup"]] for r in steps]))
     record = {"argv": list(argv), **header, "resizes": resizes, "training_steps": steps}
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=1))
+        write_json(args.json, record)
     return record
 
 

@@ -24,7 +24,6 @@ per model and size), the growth of time and memory relative to the smallest size
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -32,7 +31,7 @@ import torch
 
 from .bench_inference import Runner
 from .bench_lock import run_locked
-from .cli import add_common_args, environment, run_header, setup_run
+from .cli import add_common_args, environment, refuse_existing, run_header, setup_run, write_json
 from .data import coco_tiny_inputs, inputs_for
 from .measure import PeakMemory, time_interleaved
 from .models import MODEL_NAMES, build_cfg, build_model_from_cfg, calibrate_frozen_bn
@@ -63,10 +62,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--plot", type=Path, default=None, help="also draw the PNG plot here")
     args = p.parse_args(argv)
-    for opt in ("json", "plot"):
-        path = getattr(args, opt)
-        if path is not None and path.exists():
-            p.error(f"--{opt} {path} already exists; not overwriting it")
+    refuse_existing(p, args, "json", "plot")
     if min(args.num_images, args.iters, *args.sizes, *args.proposals) < 1 or args.warmup < 0:
         p.error("--num-images, --iters, --sizes and --proposals must be >= 1, --warmup >= 0")
     if args.amp not in (None, ["none"]):
@@ -142,7 +138,7 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
     report(results, print_fn)
     if args.json is not None:
         record = {"argv": list(argv), **header, "results": results}
-        args.json.write_text(json.dumps(record, indent=1))
+        write_json(args.json, record)
     if args.plot is not None:
         plot(results, args.plot)
         print_fn(f"plot: {args.plot}")

@@ -31,7 +31,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from .bench_lock import benchmark_lock
-from .cli import add_common_args, environment, run_header, setup_run
+from .cli import add_common_args, environment, refuse_existing, run_header, setup_run
 from .data import coco_tiny_inputs, inputs_for
 from .measure import SectionTimer, synchronize, time_interleaved
 from .models import MODEL_NAMES, build_cfg, build_model_from_cfg, calibrate_frozen_bn
@@ -52,8 +52,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="images per model call (consecutive images, padded together)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
-    if args.json is not None and args.json.exists():
-        p.error(f"--json {args.json} already exists; not overwriting it")
+    refuse_existing(p, args, "json")
     if min(args.num_images, args.iters, *args.batch_sizes) < 1 or args.warmup < 0:
         p.error("--num-images, --iters and --batch-sizes must be >= 1, --warmup >= 0")
     if args.amp not in (None, ["none"]):

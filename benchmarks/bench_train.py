@@ -49,7 +49,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -61,7 +60,7 @@ from knet_d2.engine.channels_last import train_in_channels_last
 from knet_d2.engine.host_memory import keep_freed_host_memory
 
 from .bench_lock import run_locked
-from .cli import add_common_args, environment, run_header, setup_run
+from .cli import add_common_args, environment, refuse_existing, run_header, setup_run, write_json
 from .data import d2_batch, panoptic_batch
 from .measure import PeakMemory, SectionTimer, autocast, synchronize, time_interleaved
 from .models import MODEL_NAMES, build_cfg, build_model_from_cfg, calibrate_frozen_bn
@@ -86,8 +85,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="glibc's malloc keeps freed memory for reuse, as the config key "
                         "KEEP_FREED_HOST_MEMORY does in a training run (all models alike)")
     args = p.parse_args(argv)
-    if args.json is not None and args.json.exists():
-        p.error(f"--json {args.json} already exists; not overwriting it")
+    refuse_existing(p, args, "json")
     if args.channels_last:
         p.error("--channels-last: use --memory-formats channels_last (SOLVER.CHANNELS_LAST) here")
     if min(args.batch_size, args.iters) < 1 or args.warmup < 0:
@@ -202,7 +200,7 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
     report(results, args, print_fn)
     if args.json is not None:
         record = {"argv": list(argv), **header, "results": results}
-        args.json.write_text(json.dumps(record, indent=1))
+        write_json(args.json, record)
     return results
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 import torch
 
@@ -76,6 +77,23 @@ def setup_run(args: argparse.Namespace) -> torch.device:
                 f"set ${DATA_ROOT_ENV} to the folder holding {' and '.join(DATA_FOLDERS)})"
             )
     return torch.device(args.device)
+
+
+def refuse_existing(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                    *options: str) -> None:
+    """``parser.error`` when the path of an output option (``"json"`` for ``--json``) already
+    exists: a benchmark never overwrites an earlier run's results."""
+    for option in options:
+        path = getattr(args, option)
+        if path is not None and Path(path).exists():
+            parser.error(f"--{option.replace('_', '-')} {path} already exists; "
+                         "not overwriting it")
+
+
+def write_json(path: Path, record: Mapping[str, object]) -> None:
+    """Write a run's record (header and results) as indented JSON, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
 
 
 def run_header(argv: Sequence[str], module: str, device: str, threads: int) -> Dict[str, str]:
