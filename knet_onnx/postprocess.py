@@ -26,8 +26,9 @@ import numpy as np
 
 from .image_ops import bilinear_resize
 
-#: :func:`rescale_masks` resizes as many masks at a time as fit this many bytes at the padded
-#: size (at least one), so its temporary arrays stay in the cache, as knet_d2's does on the CPU
+#: :func:`rescale_masks` resizes as many masks at a time as fit this many bytes as float32 maps
+#: at the resized image's size (its intermediate maps; at least one), so that its temporary
+#: arrays stay small, as knet_d2's does on the CPU
 RESCALE_CHUNK_BYTES = 4 * 2**20
 
 __all__ = [
