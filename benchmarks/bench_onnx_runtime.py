@@ -71,19 +71,9 @@ def _bgr_images(inputs: List[dict]) -> List[np.ndarray]:
     return images
 
 
-def graph_input(onnx_model, image_bgr: np.ndarray) -> np.ndarray:
-    """The (1, 3, Hp, Wp) float32 batch ``KNetOnnxModel.predict`` feeds its graph."""
-    from knet_onnx.image_ops import normalize_and_pad
-
-    spec = onnx_model.spec
-    batch, _ = normalize_and_pad([onnx_model.prepare(image_bgr)], spec.pixel_mean,
-                                 spec.pixel_std, spec.size_divisibility,
-                                 spec.padding_constraints)
-    return batch
-
-
-def build_runtimes(args, tmp: Path):
-    """(``knet_d2.Predictor``, ``KNetOnnxModel``) holding the same calibrated random weights."""
+def build_runtimes(args, tmp: Path, first: dict):
+    """(``knet_d2.Predictor``, ``KNetOnnxModel``) holding the same random weights, FrozenBN
+    calibrated on ``first`` (a :func:`coco_tiny_inputs` item), which also traces the export."""
     import onnxruntime as ort
 
     from knet_d2 import Predictor
@@ -95,9 +85,8 @@ def build_runtimes(args, tmp: Path):
     ])
     torch.manual_seed(args.seed)
     predictor = Predictor(cfg, weights="", strict=False)
-    first = coco_tiny_inputs(args.data_root, 1, args.min_size, args.max_size)
-    calibrate_frozen_bn(predictor.model, inputs_for(args.model, first, torch.device("cpu")))
-    images = preprocess_batch(first, **preprocess_params(predictor.model)).tensor
+    calibrate_frozen_bn(predictor.model, inputs_for(args.model, [first], torch.device("cpu")))
+    images = preprocess_batch([first], **preprocess_params(predictor.model)).tensor
     export_onnx(predictor.model, images, tmp / "model.onnx", dynamic=True, cfg=predictor.cfg)
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
@@ -113,8 +102,9 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> D
     inputs = coco_tiny_inputs(args.data_root, args.num_images, args.min_size, args.max_size)
     images = _bgr_images(inputs)
     with tempfile.TemporaryDirectory(prefix="bench_onnx_runtime_") as tmp:
-        predictor, onnx_model = build_runtimes(args, Path(tmp))
-        batches = [graph_input(onnx_model, image) for image in images]
+        predictor, onnx_model = build_runtimes(args, Path(tmp), inputs[0])
+        # the batches predict() feeds its graph, built outside the timing
+        batches = [onnx_model.pad_batch([onnx_model.prepare(image)])[0] for image in images]
         runners = {
             "PyTorch (knet_d2.Predictor)": lambda i: predictor(images[i % len(images)]),
             "ONNX Runtime (knet_onnx)": lambda i: onnx_model.predict(images[i % len(images)]),

@@ -85,6 +85,15 @@ class KNetOnnxModel:
             image = pil_bilinear_resize(np.ascontiguousarray(image), size)
         return np.ascontiguousarray(image)
 
+    def pad_batch(self, images: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[Tuple[int, int]]]:
+        """Prepared images (:meth:`prepare`) -> the normalised, padded (B, 3, Hp, Wp) float32
+        batch the graph takes, and each image's (h, w) inside it."""
+        spec = self.spec
+        return normalize_and_pad(
+            images, spec.pixel_mean, spec.pixel_std, spec.size_divisibility,
+            spec.padding_constraints,
+        )
+
     def run_graph(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
         """The graph on a normalised, padded (B, 3, Hp, Wp) float32 batch: name -> array."""
         if not self.spec.dynamic and list(batch.shape) != self.spec.input_shape:
@@ -106,10 +115,7 @@ class KNetOnnxModel:
             output_sizes: (H_i, W_i) the predictions are resized to (the original sizes).
         """
         spec = self.spec
-        batch, sizes = normalize_and_pad(
-            images, spec.pixel_mean, spec.pixel_std, spec.size_divisibility,
-            spec.padding_constraints,
-        )
+        batch, sizes = self.pad_batch(images)
         raw = self.run_graph(batch)
         padded = tuple(batch.shape[-2:])
         results = []

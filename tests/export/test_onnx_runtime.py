@@ -46,7 +46,6 @@ from knet_onnx import postprocess as np_post  # noqa: E402
 from knet_onnx.cli import main as runner_main  # noqa: E402
 from knet_onnx.formats import rgb_to_id_map, rle_encode  # noqa: E402
 from knet_onnx.image_ops import (  # noqa: E402
-    normalize_and_pad,
     read_image,
 )
 from knet_onnx.spec import METADATA_KEY  # noqa: E402
@@ -203,8 +202,7 @@ def test_runtime_matches_pytorch_on_image_files(task, runtime, image_files):
         # decode, channel order and test resize: bit-identical to D2's (PIL) path
         assert np.array_equal(prepared, x["image"].numpy().transpose(1, 2, 0)), path.name
         images, ref_raw, ref = torch_raw_and_outputs(model, x)
-        batch, sizes = normalize_and_pad([prepared], rt.spec.pixel_mean, rt.spec.pixel_std,
-                                         rt.spec.size_divisibility, rt.spec.padding_constraints)
+        batch, sizes = rt.pad_batch([prepared])
         assert batch.shape == tuple(images.tensor.shape) and sizes == images.image_sizes
         assert max_diff(torch.from_numpy(batch), images.tensor) <= 1e-5
         got_raw = rt.run_graph(batch)
@@ -322,8 +320,7 @@ def test_runner_without_torch_writes_files_matching_pytorch(cli_export, image_fi
         # ... against the PyTorch model on the same file
         x = pytorch_input("panoptic", path)
         images, ref_raw, ref = torch_raw_and_outputs(model, x)
-        batch, _ = normalize_and_pad([rt.prepare(original)], rt.spec.pixel_mean,
-                                     rt.spec.pixel_std, rt.spec.size_divisibility)
+        batch, _ = rt.pad_batch([rt.prepare(original)])
         got_raw = rt.run_graph(batch)
         for name, value in ref_raw.items():
             diff = max_diff(value, torch.from_numpy(got_raw[name]))
