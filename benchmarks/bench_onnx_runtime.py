@@ -17,8 +17,9 @@ batch that ``predict`` builds, prepared outside the timing): the share of ``knet
 that is ONNX Runtime's, the rest being its numpy pre- and post-processing.
 
 Timing: the runners take turns image by image (``benchmarks.measure.time_interleaved``) after
-one untimed pass over the images each; ONNX Runtime gets ``--threads`` intra-op threads, as
-torch does. The ONNX file goes to a temporary folder, deleted at the end.
+one untimed pass over the images each; ONNX Runtime gets ``--threads`` intra-op threads and
+``knet_onnx``'s post-processing ``--threads`` threads, as torch does. The ONNX file goes to a
+temporary folder, deleted at the end.
 
 Usage::
 
@@ -91,7 +92,8 @@ def build_runtimes(args, tmp: Path, first: dict):
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     options.inter_op_num_threads = 1
-    return predictor, KNetOnnxModel.load(tmp / "model.onnx", session_options=options)
+    return predictor, KNetOnnxModel.load(tmp / "model.onnx", session_options=options,
+                                         threads=args.threads)
 
 
 def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> Dict[str, object]:

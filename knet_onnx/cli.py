@@ -59,7 +59,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--confidence-threshold", type=float, default=0.5,
                         help="instances drawn in vis/ score at least this (files keep all)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="ONNX Runtime intra-op threads (0: its default)")
+                        help="ONNX Runtime intra-op threads and post-processing threads "
+                             "(0: ONNX Runtime's default and the CPUs available)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     return parser
 
@@ -154,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         options.intra_op_num_threads = args.threads
     try:
-        model = KNetOnnxModel.load(args.model, session_options=options)
+        model = KNetOnnxModel.load(args.model, session_options=options,
+                                   threads=args.threads if args.threads > 0 else None)
     except (FileNotFoundError, SpecError) as e:
         raise RunnerError(str(e)) from None
     tasks = model.spec.tasks

@@ -10,7 +10,9 @@ equal the model's:
 * :func:`normalize_and_pad`: ``(x - mean) / std`` then zero padding to the size divisibility
   (D2 ``ImageList.from_tensors``);
 * :func:`bilinear_resize`: ``torch.nn.functional.interpolate(..., mode="bilinear",
-  align_corners=False)`` (no antialiasing), for mask probabilities and logits.
+  align_corners=False)`` (no antialiasing), for mask probabilities and logits;
+* :func:`bilinear_enlarge`: the same for enlarging only, through OpenCV (multi-threaded):
+  within one float32 rounding step of PyTorch's values instead of bit-identical.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ __all__ = [
     "pil_bilinear_resize",
     "normalize_and_pad",
     "bilinear_resize",
+    "bilinear_enlarge",
 ]
 
 #: PIL's fixed-point precision of 8-bit resampling coefficients (Resample.c)
@@ -173,6 +176,7 @@ def bilinear_resize(
     size: Tuple[int, int],
     crop: Optional[Tuple[int, int]] = None,
     scale: Optional[Tuple[float, float]] = None,
+    out: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """``F.interpolate(x, size, mode="bilinear", align_corners=False)`` on (..., h, w) float32.
 
@@ -183,6 +187,7 @@ def bilinear_resize(
             to ``size`` then cropping), as :func:`knet_d2`'s ``rescale_masks`` does.
         scale: source pixels per output pixel along (H, W) instead of ``in / out`` (PyTorch's
             ``1 / scale_factor``).
+        out: float32 array of the result's shape to write the result into (returned).
 
     Returns:
         (..., H, W) or (..., crop[0], crop[1]) float32.
@@ -199,6 +204,50 @@ def bilinear_resize(
     # accumulated in place (the same float operations, fewer temporary arrays)
     cols = x[..., x0] * lx0
     cols += x[..., x1] * lx1  # (..., h, keep_w)
-    out = cols[..., y0, :] * ly0
+    out = np.multiply(cols[..., y0, :], ly0, out=out)
     out += cols[..., y1, :] * ly1
+    return out
+
+
+
+def _is_power_of_two(k: int) -> bool:
+    return k > 0 and k & (k - 1) == 0
+
+
+def bilinear_enlarge(
+    x: np.ndarray,
+    size: Tuple[int, int],
+    crop: Optional[Tuple[int, int]] = None,
+) -> np.ndarray:
+    """:func:`bilinear_resize` of (N, h, w) float32 maps enlarged by a power of two along each
+    axis (``size = (h * 2^a, w * 2^b)``), through ``cv2.resize`` (``INTER_LINEAR``, one map
+    per call, OpenCV's threads): several times faster than the numpy form.
+
+    At these ratios OpenCV's linear interpolation takes the same source pixels and weights as
+    PyTorch's ``align_corners=False`` with the scale factor, and the values agree within about
+    one float32 rounding step (tests/export/test_onnx_building_blocks.py). Other ratios are
+    refused: OpenCV computes the source positions in float64, PyTorch in float32, and at
+    non-integer ratios the values then differ by up to about 1e-5 relative; when shrinking,
+    by up to about 1e-4.
+
+    Args:
+        x: (N, h, w) float32.
+        size: (H, W) output size.
+        crop: keep only output rows < crop[0] and columns < crop[1].
+
+    Returns:
+        (N, H, W) or (N, crop[0], crop[1]) float32.
+    """
+    n, h, w = x.shape
+    out_h, out_w = size
+    if (out_h % h or out_w % w or not _is_power_of_two(out_h // h)
+            or not _is_power_of_two(out_w // w)):
+        raise ValueError(
+            f"bilinear_enlarge: {(h, w)} -> {(out_h, out_w)} is not a power-of-two enlargement"
+        )
+    keep_h, keep_w = crop if crop is not None else size
+    out = np.empty((n, keep_h, keep_w), dtype=np.float32)
+    x = x.astype(np.float32, copy=False)
+    for i in range(n):  # OpenCV resizes one (h, w) map per call, in parallel inside
+        out[i] = cv2.resize(x[i], (out_w, out_h), interpolation=cv2.INTER_LINEAR)[:keep_h, :keep_w]
     return out

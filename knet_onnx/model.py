@@ -10,6 +10,7 @@ then the post-processing of :mod:`knet_onnx.postprocess` at the original image s
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -26,10 +27,17 @@ from .postprocess import (
 )
 from .spec import ExportSpec
 
-__all__ = ["KNetOnnxModel", "MODEL_FILE_NAME"]
+__all__ = ["KNetOnnxModel", "MODEL_FILE_NAME", "available_cpus"]
 
 #: file name tools/export_model.py gives the graph inside its --output directory
 MODEL_FILE_NAME = "model.onnx"
+
+
+def available_cpus() -> int:
+    """The number of CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
 
 
 class KNetOnnxModel:
@@ -41,9 +49,12 @@ class KNetOnnxModel:
     Class ids are contiguous ids, described by ``spec.classes``.
     """
 
-    def __init__(self, session: Any, spec: ExportSpec):
+    def __init__(self, session: Any, spec: ExportSpec, threads: Optional[int] = None):
+        """``threads``: threads of the numpy / OpenCV post-processing (default: the CPUs
+        this process may run on)."""
         self.session = session
         self.spec = spec
+        self.threads = threads if threads is not None else available_cpus()
 
     @classmethod
     def load(
@@ -52,12 +63,14 @@ class KNetOnnxModel:
         *,
         providers: Optional[Sequence[str]] = None,
         session_options: Optional[ort.SessionOptions] = None,
+        threads: Optional[int] = None,
     ) -> KNetOnnxModel:
         """Open ``path`` (a ``.onnx`` file, or the export directory holding ``model.onnx``).
 
         Args:
             providers: ONNX Runtime execution providers (default: CPU).
-            session_options: thread counts etc.
+            session_options: the graph's thread counts etc.
+            threads: threads of the post-processing (default: the CPUs available).
         """
         path = Path(path)
         if path.is_dir():
@@ -68,7 +81,7 @@ class KNetOnnxModel:
             str(path), sess_options=session_options,
             providers=list(providers or ["CPUExecutionProvider"]),
         )
-        return cls(session, ExportSpec.from_session(session, str(path)))
+        return cls(session, ExportSpec.from_session(session, str(path)), threads)
 
     # ------------------------------------------------------------------------------ steps
     def prepare(self, image_bgr: np.ndarray) -> np.ndarray:
@@ -134,7 +147,7 @@ class KNetOnnxModel:
     def _knet_outputs(self, cls_logits, mask_logits, padded, size, out_size) -> Dict[str, Any]:
         post = self.spec.postprocess
         np_, t = post["num_proposals"], post["num_thing_classes"]
-        probs = rescale_masks(mask_logits, padded, size, out_size)
+        probs = rescale_masks(mask_logits, padded, size, out_size, threads=self.threads)
         result: Dict[str, Any] = {}
         if post["instance_on"]:
             result["instances"] = instance_inference(
@@ -146,6 +159,7 @@ class KNetOnnxModel:
                 cls_logits, probs, num_things=t, num_stuff=post["num_stuff_classes"],
                 num_proposals=np_, instance_score_thresh=post["instance_score_thresh"],
                 overlap_thresh=post["overlap_threshold"], mask_threshold=post["mask_threshold"],
+                threads=self.threads,
             )
         if post["semantic_on"]:
             result["sem_seg"] = semantic_inference(cls_logits, probs)

@@ -4,7 +4,8 @@ The same rules as the PyTorch model (``knet_d2/modeling/postprocessing.py``) wit
 thresholds and tie rules:
 
 * :func:`rescale_masks`: sigmoid, bilinear resize to the padded input size, crop to the
-  resized image, bilinear resize to the output size (``align_corners=False``);
+  resized image, bilinear resize to the output size (``align_corners=False``); the first
+  resize through OpenCV when it enlarges by a power of two (as K-Net's stride-4 masks do);
 * :func:`instance_inference`: the top-k (kernel, class) pairs by sigmoid class probability
   over the thing kernels and thing classes; no score threshold, no NMS; tight boxes of the
   thresholded masks;
@@ -14,25 +15,37 @@ thresholds and tie rules:
 * :func:`semantic_inference`: ``sum_n sigmoid(cls[n, c]) * mask_prob[n]``;
 * :func:`semantic_segmentor_postprocess`: crop the padding, resize the logits to the output.
 
-Differences to PyTorch are float rounding (``exp``, summation order: about 1e-6) and, in
-:func:`instance_inference`, the order of pairs with exactly equal scores (numpy: lower index
-first; ``torch.topk`` does not specify it).
+Differences to PyTorch are float rounding (``exp``, summation order, OpenCV's resize: about
+1e-6) and, in :func:`instance_inference`, the order of pairs with exactly equal scores (numpy:
+lower index first; ``torch.topk`` does not specify it).
+
+:func:`rescale_masks` and :func:`panoptic_inference` split their work (groups of masks, bands of
+rows) over ``threads`` threads (numpy and OpenCV release the GIL); every value is computed by
+the same operations whatever the split, so the results do not depend on it.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple, Union
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, Iterable, List, Tuple, TypeVar, Union
 
 import numpy as np
 
-from .image_ops import bilinear_resize
+from .image_ops import bilinear_enlarge, bilinear_resize
+
+_T = TypeVar("_T")
 
 #: :func:`rescale_masks` resizes as many masks at a time as fit this many bytes as float32 maps
 #: at the resized image's size (its intermediate maps; at least one), so that its temporary
 #: arrays stay small, as knet_d2's does on the CPU
 RESCALE_CHUNK_BYTES = 4 * 2**20
 
+#: :func:`panoptic_inference` merges bands of rows whose ``score * mask_prob`` products of all
+#: kernels take about this many bytes (at least one row)
+MERGE_BAND_BYTES = 4 * 2**20
+
 __all__ = [
     "RESCALE_CHUNK_BYTES",
+    "MERGE_BAND_BYTES",
     "sigmoid",
     "rescale_masks",
     "masks_to_boxes",
@@ -44,14 +57,14 @@ __all__ = [
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """float32 logistic function, without overflow warnings for large negative inputs."""
+    """float32 logistic function, without overflow warnings for large negative inputs:
+    ``1 / (1 + exp(-x))`` for x >= 0 and ``exp(x) / (1 + exp(x))`` below (``exp(-|x|)`` is
+    computed once for both)."""
     x = np.asarray(x, dtype=np.float32)
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    e = np.exp(x[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
+    e = np.exp(-np.abs(x))
+    denominator = e + np.float32(1)
+    numerator = np.where(x >= 0, np.float32(1), e)
+    return np.divide(numerator, denominator, out=e)
 
 
 def _is_power_of_two_ratio(big: int, small: int) -> bool:
@@ -59,11 +72,21 @@ def _is_power_of_two_ratio(big: int, small: int) -> bool:
     return small > 0 and big == ratio * small and ratio & (ratio - 1) == 0
 
 
+def _map_in_threads(fn: Callable[[int], _T], starts: Iterable[int], threads: int) -> List[_T]:
+    """``[fn(s) for s in starts]``, run by up to ``threads`` threads."""
+    starts = list(starts)
+    if threads <= 1 or len(starts) <= 1:
+        return [fn(s) for s in starts]
+    with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+        return list(pool.map(fn, starts))
+
+
 def rescale_masks(
     mask_logits: np.ndarray,
     padded_size: Tuple[int, int],
     image_size: Tuple[int, int],
     output_size: Tuple[int, int],
+    threads: int = 1,
 ) -> np.ndarray:
     """Stride-4 mask logits (N, h4, w4) -> (N, H, W) float32 probabilities at ``output_size``.
 
@@ -71,22 +94,30 @@ def rescale_masks(
         padded_size: (Hp, Wp) of the padded network input.
         image_size: (h, w) of the resized image inside it.
         output_size: (H, W), the original image size.
+        threads: groups of masks are rescaled by up to this many threads.
     """
     h4, w4 = mask_logits.shape[-2:]
     probs = sigmoid(mask_logits)
     # PyTorch's model resizes with the exact scale factor when it is a power of two (same
-    # source positions as in / out; see knet_d2's rescale_masks)
-    scale = None
-    if _is_power_of_two_ratio(padded_size[0], h4) and _is_power_of_two_ratio(padded_size[1], w4):
-        scale = (h4 / padded_size[0], w4 / padded_size[1])
+    # source positions as in / out; see knet_d2's rescale_masks): OpenCV's positions too
+    power_of_two = (_is_power_of_two_ratio(padded_size[0], h4)
+                    and _is_power_of_two_ratio(padded_size[1], w4))
     n = probs.shape[0]
     out = np.empty((n,) + tuple(output_size), dtype=np.float32)
-    # a few masks at a time: each value is computed by the same operations as for all at once
-    chunk = max(RESCALE_CHUNK_BYTES // (4 * image_size[0] * image_size[1]), 1)
-    for start in range(0, n, chunk):
-        cropped = bilinear_resize(probs[start:start + chunk], padded_size, crop=image_size,
-                                  scale=scale)
-        out[start:start + chunk] = bilinear_resize(cropped, output_size)
+    # a few masks at a time (each value is computed by the same operations as for all at
+    # once), and at least as many groups as threads
+    chunk = max(min(RESCALE_CHUNK_BYTES // (4 * image_size[0] * image_size[1]),
+                    -(-n // max(threads, 1))), 1)
+
+    def rescale(start: int) -> None:
+        part = probs[start:start + chunk]
+        if power_of_two:
+            cropped = bilinear_enlarge(part, padded_size, crop=image_size)
+        else:
+            cropped = bilinear_resize(part, padded_size, crop=image_size)
+        bilinear_resize(cropped, output_size, out=out[start:start + chunk])
+
+    _map_in_threads(rescale, range(0, n, chunk), threads)
     return out
 
 
@@ -146,12 +177,14 @@ def panoptic_inference(
     instance_score_thresh: float = 0.3,
     overlap_thresh: float = 0.6,
     mask_threshold: float = 0.5,
+    threads: int = 1,
 ) -> Tuple[np.ndarray, List[Dict[str, Union[int, float, bool]]]]:
     """Thing/stuff merge into a segment-id map.
 
     Args:
         cls_logits: (Np + S, T + S) class logits (thing kernels first).
         mask_probs: (Np + S, H, W) mask probabilities.
+        threads: bands of rows are merged by up to this many threads.
 
     Returns:
         (H, W) int32 segment ids (0 = void) and one dict per segment in id order:
@@ -173,9 +206,18 @@ def panoptic_inference(
     ]).astype(np.int64)
     is_thing = np.arange(n) < num_proposals
 
-    ids = (scores[:, None, None] * mask_probs).argmax(axis=0)  # first maximum, like torch
+    height, width = mask_probs.shape[1:]
+    ids = np.empty((height, width), dtype=np.int64)
+    rows = max(MERGE_BAND_BYTES // (4 * n * max(width, 1)), 1)
+
+    def merge_band(start: int) -> np.ndarray:
+        band = mask_probs[:, start:start + rows]
+        ids[start:start + rows] = (scores[:, None, None] * band).argmax(axis=0)  # first max
+        return np.count_nonzero(band >= mask_threshold, axis=(1, 2))
+
+    orig = sum(_map_in_threads(merge_band, range(0, height, rows), threads),
+               np.zeros(n, dtype=np.int64))
     area = np.bincount(ids.reshape(-1), minlength=n)
-    orig = (mask_probs >= mask_threshold).reshape(n, -1).sum(axis=1)
     ratio_ok = (
         area.astype(np.float32) / np.maximum(orig, 1).astype(np.float32)
         >= np.float32(overlap_thresh)

@@ -2,6 +2,7 @@
 D2's shortest-edge size, PyTorch's bilinear interpolation), postprocess (knet_d2's PyTorch
 post-processing) and formats (pycocotools' RLE). The runtime itself: test_onnx_runtime.py."""
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.data import transforms as T
@@ -15,6 +16,7 @@ from knet_d2.modeling import postprocessing as torch_post  # noqa: E402
 from knet_onnx import postprocess as np_post  # noqa: E402
 from knet_onnx.formats import rle_encode  # noqa: E402
 from knet_onnx.image_ops import (  # noqa: E402
+    bilinear_enlarge,
     bilinear_resize,
     pil_bilinear_resize,
     shortest_edge_size,
@@ -72,19 +74,86 @@ def test_bilinear_resize_and_postprocessing_equal_pytorch():
         <= 1e-5
 
 
-def test_rescale_masks_in_chunks_equals_all_at_once(monkeypatch):
-    """Chunking changes which masks are resized together, never a value (bit-identical)."""
+def test_rescale_masks_in_chunks_and_threads_equals_all_at_once(monkeypatch):
+    """Chunks and threads change which masks are resized together and by whom, never a value
+    (bit-identical), through OpenCV (a power-of-two enlargement) and through numpy."""
     g = np.random.default_rng(0)
     logits = g.standard_normal((7, 24, 32)).astype(np.float32) * 4
-    args = ((96, 128), (90, 120), (180, 240))
-    monkeypatch.setattr(np_post, "RESCALE_CHUNK_BYTES", 2**40)  # all 7 in one chunk
-    whole = np_post.rescale_masks(logits, *args)
-    for budget in (1, 4 * 90 * 120 * 3):  # one mask per chunk; three, then a last one
-        monkeypatch.setattr(np_post, "RESCALE_CHUNK_BYTES", budget)
-        assert np.array_equal(np_post.rescale_masks(logits, *args), whole)
-    assert whole.shape == (7, 180, 240) and whole.dtype == np.float32
-    monkeypatch.setattr(np_post, "RESCALE_CHUNK_BYTES", 2**40)
-    assert np_post.rescale_masks(logits[:0], *args).shape == (0, 180, 240)
+    for padded in ((96, 128), (97, 130)):  # x4: OpenCV first; not a power of two: numpy
+        args = (padded, (90, 120), (180, 240))
+        monkeypatch.setattr(np_post, "RESCALE_CHUNK_BYTES", 2**40)  # all 7 in one chunk
+        whole = np_post.rescale_masks(logits, *args)
+        for budget in (1, 4 * 90 * 120 * 3):  # one mask per chunk; three, then a last one
+            monkeypatch.setattr(np_post, "RESCALE_CHUNK_BYTES", budget)
+            for threads in (1, 2, 3):
+                assert np.array_equal(np_post.rescale_masks(logits, *args, threads=threads),
+                                      whole), (padded, budget, threads)
+        monkeypatch.setattr(np_post, "RESCALE_CHUNK_BYTES", 2**40)
+        assert np.array_equal(np_post.rescale_masks(logits, *args, threads=3), whole)
+        assert whole.shape == (7, 180, 240) and whole.dtype == np.float32
+        assert np_post.rescale_masks(logits[:0], *args, threads=2).shape == (0, 180, 240)
+
+
+def test_bilinear_enlarge_agrees_with_pytorch_and_refuses_other_ratios():
+    """OpenCV's enlargement by powers of two: PyTorch's values within two float32 rounding
+    steps (a wrong tap or weight is off by far more); other ratios and shrinking refused."""
+    g = torch.Generator().manual_seed(1)
+    cases = [((24, 32), (4, 4), (90, 120)), ((13, 7), (2, 8), None), ((5, 9), (1, 1), None),
+             ((50, 76), (4, 4), (197, 300)), ((1, 6), (4, 2), None)]
+    for (h, w), (fy, fx), crop in cases:
+        for x in (torch.rand(3, h, w, generator=g), torch.randn(3, h, w, generator=g) * 8):
+            ref = F.interpolate(x[None], scale_factor=(fy, fx), mode="bilinear",
+                                align_corners=False)[0]
+            if crop is not None:
+                ref = ref[:, :crop[0], :crop[1]]
+            got = bilinear_enlarge(x.numpy(), (h * fy, w * fx), crop=crop)
+            assert got.shape == tuple(ref.shape) and got.dtype == np.float32
+            tol = 2 * float(np.spacing(np.float32(x.abs().max())))
+            assert max_diff(ref, torch.from_numpy(got)) <= tol, ((h, w), (fy, fx))
+    x = np.zeros((2, 24, 32), np.float32)
+    for size in ((72, 96), (12, 16), (48, 100), (48, 32 * 3)):
+        with pytest.raises(ValueError, match="not a power-of-two enlargement"):
+            bilinear_enlarge(x, size)
+
+
+def test_sigmoid_equals_the_two_sided_formula_without_warnings():
+    x = np.array([0.0, -0.0, 1e-8, -1e-8, 0.5, -0.5, 17.0, -17.0, 88.7, -88.7, 104.0, -104.0,
+                  1e30, -1e30, 3e38, -3e38], dtype=np.float32)
+    x = np.concatenate([x, np.random.default_rng(0).normal(0, 20, 1000).astype(np.float32)])
+    expected = np.empty_like(x)
+    pos = x >= 0
+    expected[pos] = np.float32(1) / (np.float32(1) + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    expected[~pos] = e / (np.float32(1) + e)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        got = np_post.sigmoid(x.reshape(4, -1))
+    assert got.dtype == np.float32 and got.shape == (4, len(x) // 4)
+    assert np.array_equal(got.reshape(-1), expected)
+    assert max_diff(torch.sigmoid(torch.from_numpy(x)), torch.from_numpy(got.reshape(-1))) <= 1e-6
+
+
+def test_panoptic_merge_in_bands_and_threads_equals_one_pass(monkeypatch):
+    """Bands of rows and threads change who merges which pixels, never an id, an area or a
+    segment; the ids are the first maximum of score * probability, as in one pass."""
+    g = np.random.default_rng(3)
+    n, t, s, np_ = 10, 3, 4, 6
+    probs = g.random((n, 37, 23)).astype(np.float32) ** 3
+    probs[:, :8] = probs[0, :8]  # ties: the first maximum wins
+    cls = g.standard_normal((n, t + s)).astype(np.float32) * 3
+    monkeypatch.setattr(np_post, "MERGE_BAND_BYTES", 2**40)
+    ids, info = np_post.panoptic_inference(cls, probs, t, s, np_, 0.1, 0.2)
+    scores = np.concatenate([np_post.sigmoid(cls[:np_, :t]).max(1),
+                             np.diagonal(np_post.sigmoid(cls[np_:, t:]))])
+    first_max = (scores[:, None, None] * probs).argmax(0)
+    kernel_of_id = {d["id"]: k for d in info
+                    for k in np.unique(first_max[ids == d["id"]]).tolist()}
+    assert len(info) >= 2 and len(kernel_of_id) == len(info)  # one kernel per segment
+    for budget in (1, 4 * n * 23 * 5):  # one row per band; five rows, then a last band
+        monkeypatch.setattr(np_post, "MERGE_BAND_BYTES", budget)
+        for threads in (1, 2, 3):
+            got_ids, got_info = np_post.panoptic_inference(cls, probs, t, s, np_, 0.1, 0.2,
+                                                           threads=threads)
+            assert np.array_equal(got_ids, ids) and got_info == info, (budget, threads)
 
 
 def test_rle_encoding_is_cocos():

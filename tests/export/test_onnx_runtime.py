@@ -48,6 +48,7 @@ from knet_onnx.formats import rgb_to_id_map, rle_encode  # noqa: E402
 from knet_onnx.image_ops import (  # noqa: E402
     read_image,
 )
+from knet_onnx.model import available_cpus  # noqa: E402
 from knet_onnx.spec import METADATA_KEY  # noqa: E402
 from tests.helpers.export_checks import (  # noqa: E402
     ATOL,
@@ -273,7 +274,7 @@ def test_runner_without_torch_writes_files_matching_pytorch(cli_export, image_fi
     export_dir, model, cfg = cli_export
     out = tmp_path / "out"
     res = run_without_torch(image_files[0].parent, "--model", export_dir, "--output", out,
-                            "--threads", "1", "--task", "instances",
+                            "--threads", "2", "--task", "instances",
                             "--confidence-threshold", "0.99")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "wrote 3 image(s)" in res.stdout
@@ -329,6 +330,29 @@ def test_runner_without_torch_writes_files_matching_pytorch(cli_export, image_fi
         flips += assert_knet_match(model, x, ref, got, images, ref_raw, got_raw)
     print(f"runner without torch: {flips} tie pixels differ over {len(image_files)} images; "
           f"worst raw diffs {worst}")
+
+
+def test_post_processing_threads_change_no_output(cli_export, image_files, monkeypatch):
+    """The panoptic model's outputs (all three kinds) with the rescaling and the merge split
+    into one mask / one row per piece over 3 threads equal those of one thread in one piece."""
+    export_dir, _, _ = cli_export
+    assert KNetOnnxModel.load(export_dir).threads == available_cpus() >= 1
+    one = KNetOnnxModel.load(export_dir, session_options=session_options(), threads=1)
+    three = KNetOnnxModel.load(export_dir, session_options=session_options(), threads=3)
+    for path in image_files:
+        image = read_image(path)
+        monkeypatch.setattr(np_post, "RESCALE_CHUNK_BYTES", 2**40)
+        monkeypatch.setattr(np_post, "MERGE_BAND_BYTES", 2**40)
+        a = one.predict(image)
+        monkeypatch.setattr(np_post, "RESCALE_CHUNK_BYTES", 1)
+        monkeypatch.setattr(np_post, "MERGE_BAND_BYTES", 1)
+        b = three.predict(image)
+        assert sorted(a) == sorted(b) == ["instances", "panoptic_seg", "sem_seg"]
+        assert np.array_equal(a["panoptic_seg"][0], b["panoptic_seg"][0])
+        assert a["panoptic_seg"][1] == b["panoptic_seg"][1] and a["panoptic_seg"][1]
+        assert np.array_equal(a["sem_seg"], b["sem_seg"])
+        for key, value in a["instances"].items():
+            assert np.array_equal(value, b["instances"][key]), (path.name, key)
 
 
 # ------------------------------------------------------------------ runner errors and safety
