@@ -30,6 +30,7 @@ __all__ = [
     "normalize_and_pad",
     "bilinear_resize",
     "bilinear_enlarge",
+    "is_power_of_two_enlargement",
 ]
 
 #: PIL's fixed-point precision of 8-bit resampling coefficients (Resample.c)
@@ -209,9 +210,13 @@ def bilinear_resize(
     return out
 
 
-
-def _is_power_of_two(k: int) -> bool:
-    return k > 0 and k & (k - 1) == 0
+def is_power_of_two_enlargement(size: Tuple[int, int], out_size: Tuple[int, int]) -> bool:
+    """Whether (H, W) ``out_size`` is (h * 2^a, w * 2^b) for (h, w) ``size`` (a, b >= 0)."""
+    for small, big in zip(size, out_size):
+        ratio = big // small if small > 0 else 0
+        if ratio == 0 or big != ratio * small or ratio & (ratio - 1):
+            return False
+    return True
 
 
 def bilinear_enlarge(
@@ -240,8 +245,7 @@ def bilinear_enlarge(
     """
     n, h, w = x.shape
     out_h, out_w = size
-    if (out_h % h or out_w % w or not _is_power_of_two(out_h // h)
-            or not _is_power_of_two(out_w // w)):
+    if not is_power_of_two_enlargement((h, w), (out_h, out_w)):
         raise ValueError(
             f"bilinear_enlarge: {(h, w)} -> {(out_h, out_w)} is not a power-of-two enlargement"
         )

@@ -30,7 +30,7 @@ from typing import Callable, Dict, Iterable, List, Tuple, TypeVar, Union
 
 import numpy as np
 
-from .image_ops import bilinear_enlarge, bilinear_resize
+from .image_ops import bilinear_enlarge, bilinear_resize, is_power_of_two_enlargement
 
 _T = TypeVar("_T")
 
@@ -67,11 +67,6 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return np.divide(numerator, denominator, out=e)
 
 
-def _is_power_of_two_ratio(big: int, small: int) -> bool:
-    ratio = big // small if small else 0
-    return small > 0 and big == ratio * small and ratio & (ratio - 1) == 0
-
-
 def _map_in_threads(fn: Callable[[int], _T], starts: Iterable[int], threads: int) -> List[_T]:
     """``[fn(s) for s in starts]``, run by up to ``threads`` threads."""
     starts = list(starts)
@@ -100,8 +95,7 @@ def rescale_masks(
     probs = sigmoid(mask_logits)
     # PyTorch's model resizes with the exact scale factor when it is a power of two (same
     # source positions as in / out; see knet_d2's rescale_masks): OpenCV's positions too
-    power_of_two = (_is_power_of_two_ratio(padded_size[0], h4)
-                    and _is_power_of_two_ratio(padded_size[1], w4))
+    power_of_two = is_power_of_two_enlargement((h4, w4), padded_size)
     n = probs.shape[0]
     out = np.empty((n,) + tuple(output_size), dtype=np.float32)
     # a few masks at a time (each value is computed by the same operations as for all at
