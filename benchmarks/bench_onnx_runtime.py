@@ -21,10 +21,16 @@ one untimed pass over the images each; ONNX Runtime gets ``--threads`` intra-op 
 ``knet_onnx``'s post-processing ``--threads`` threads, as torch does. The ONNX file goes to a
 temporary folder, deleted at the end.
 
+``--keep-freed-host-memory`` makes glibc's malloc keep freed memory for the whole process
+first (both runtimes): post-processing at the image's size allocates maps of tens of MB whose
+pages are otherwise mapped anew at every image. A process-wide setting: compare it across two
+runs of this script, each printing both runtimes.
+
 Usage::
 
     python -m benchmarks.bench_onnx_runtime --threads 2 --num-images 4 --iters 2 \
         --json output/bench_onnx_runtime.json
+    python -m benchmarks.bench_onnx_runtime --threads 2 --keep-freed-host-memory
 """
 from __future__ import annotations
 
@@ -36,6 +42,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 import torch
+
+from knet_d2.engine.host_memory import keep_freed_host_memory
 
 from .bench_lock import run_locked
 from .cli import add_common_args, environment, refuse_existing, run_header, setup_run, write_json
@@ -51,6 +59,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--model", default="knet_panoptic", choices=sorted(KNET_CONFIGS))
     p.add_argument("--num-images", type=int, default=4, help="coco_tiny val images")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--keep-freed-host-memory", action="store_true",
+                   help="glibc's malloc keeps freed memory for reuse, for both runtimes: what "
+                        "KEEP_FREED_HOST_MEMORY does in train_net.py and demo/demo.py, and the "
+                        "environment variables MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=... do "
+                        "for any process")
     args = p.parse_args(argv)
     refuse_existing(p, args, "json")
     if args.device != "cpu":
@@ -98,6 +111,8 @@ def build_runtimes(args, tmp: Path, first: dict):
 
 def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> Dict[str, object]:
     setup_run(args)
+    if args.keep_freed_host_memory and not keep_freed_host_memory():
+        raise SystemExit("--keep-freed-host-memory: the C library refused it (see the warning)")
     header = run_header(argv, __spec__.name, "cpu", args.threads)
     for line in environment(header):
         print_fn(line)
@@ -120,12 +135,14 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> D
     base = next(iter(seconds.values()))
     rows = [{"runtime": name, "s_per_img": s, "img_per_s": 1.0 / s, "vs_pytorch": base / s}
             for name, s in seconds.items()]
+    kept = ", malloc keeps freed memory" if args.keep_freed_host_memory else ""
     print_fn(f"\n## {MODEL_NAMES[args.model]}, fp32, batch 1, {args.threads} threads, "
-             f"{len(images)} images x {args.iters}\n")
+             f"{len(images)} images x {args.iters}{kept}\n")
     print_fn(format_table(["runtime", "img/s", "ms/img", "speed vs PyTorch"],
                           [[r["runtime"], r["img_per_s"], r["s_per_img"] * 1000, r["vs_pytorch"]]
                            for r in rows]))
     record = {"argv": list(argv), **header, "model": args.model,
+              "keep_freed_host_memory": args.keep_freed_host_memory,
               "input_sizes": sorted({tuple(x["image"].shape[1:]) for x in inputs}),
               "results": rows}
     if args.json is not None:

@@ -36,6 +36,7 @@ from video_io import probe_video_codec, write_video
 
 from knet_d2 import get_knet_cfg
 from knet_d2.data.datasets.cli import add_dataset_argument
+from knet_d2.engine import keep_freed_host_memory
 from knet_d2.inference_options import check_precision
 from knet_d2.rendering import RunSummary, run_on_images
 from knet_d2.utils.io_paths import (
@@ -274,6 +275,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg.TEST.PRECISION = args.precision
     cfg.TEST.COMPILE = cfg.TEST.COMPILE or args.compile
     cfg.freeze()
+    if cfg.KEEP_FREED_HOST_MEMORY:  # as train_net.py applies it, before the model is built
+        keep_freed_host_memory()
     try:
         check_precision(cfg.TEST.PRECISION, cfg.MODEL.DEVICE)
         if args.batch_size < 1:

@@ -26,6 +26,7 @@ from detectron2.utils.visualizer import ColorMode
 
 import knet_d2  # noqa: F401  (registers KNet, its heads and the project's datasets)
 from knet_d2 import Predictor  # D2's DefaultPredictor + official checkpoints + weights check
+from knet_d2.engine import keep_freed_host_memory
 from knet_d2.rendering import ImageRenderer, dataset_metadata
 
 __all__ = ["AsyncPredictor", "VisualizationDemo"]
@@ -58,6 +59,8 @@ def _worker_loop(
     results: Any,
 ) -> None:
     """Body of one :class:`AsyncPredictor` worker: predict until a :class:`_StopToken` arrives."""
+    if cfg.get("KEEP_FREED_HOST_MEMORY", False):  # a spawned process: malloc starts afresh
+        keep_freed_host_memory()
     try:
         predictor = predictor_factory(cfg)
     except Exception as e:  # report instead of leaving the parent waiting forever

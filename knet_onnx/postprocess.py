@@ -153,7 +153,8 @@ def instance_inference(
     k = min(max_per_image, scores.size)
     top = np.argsort(-scores, kind="stable")[:k]
     kernel = top // num_classes
-    masks = mask_probs[kernel] > mask_threshold
+    # thresholded before the gather: k bool maps are copied instead of k float32 ones
+    masks = (mask_probs > mask_threshold)[kernel]
     return {
         "pred_masks": masks,
         "scores": scores[top],

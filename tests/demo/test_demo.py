@@ -278,6 +278,43 @@ def test_visualization_demo_refuses_bad_arguments():
 
 
 # ------------------------------------------------------------------------------------ async
+@pytest.mark.parametrize("enabled", [False, True])
+def test_demo_applies_keep_freed_host_memory_from_the_config(
+    cli, fake_model, cfg_file, tmp_path, monkeypatch, enabled
+):
+    """KEEP_FREED_HOST_MEMORY in the config (here from --opts) is applied as train_net.py
+    applies it; without it malloc is left alone."""
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_host_memory", lambda: calls.append(1) or True)
+    a = write_image(tmp_path / "a.png", small_photo())
+    rc = cli.main(["--config-file", str(cfg_file), "--input", str(a), "--output",
+                   str(tmp_path / "out.png"), "--opts", "KEEP_FREED_HOST_MEMORY", str(enabled)])
+    assert rc == 0 and (tmp_path / "out.png").is_file()
+    assert calls == ([1] if enabled else [])
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_async_predictor_worker_applies_keep_freed_host_memory_first(monkeypatch, enabled):
+    """A spawned worker starts with a fresh malloc: it applies the config key itself, before
+    its predictor is built."""
+    events = []
+    monkeypatch.setattr(predictor, "keep_freed_host_memory", lambda: events.append("malloc"))
+
+    def factory(cfg):
+        events.append("predictor")
+        return FakePredictor(cfg)
+
+    cfg = dataset_cfg(THINGS_FIRST)
+    cfg.KEEP_FREED_HOST_MEMORY = enabled
+    tasks, results = queue.Queue(), queue.Queue()
+    tasks.put((1, np.zeros((8, 8, 3), np.uint8)))
+    tasks.put(predictor._StopToken())
+    predictor._worker_loop(cfg, factory, tasks, results)
+    assert events == (["malloc", "predictor"] if enabled else ["predictor"])
+    idx, out = results.get_nowait()
+    assert idx == 1 and out["sem_seg"].shape[1:] == (8, 8)
+
+
 def test_async_predictor_cpu_worker_keeps_order_and_reports_errors():
     cfg = dataset_cfg(THINGS_FIRST)
     pred = predictor.AsyncPredictor(cfg, num_gpus=0, predictor_factory=FakePredictor,
