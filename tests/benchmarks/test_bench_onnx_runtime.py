@@ -5,6 +5,7 @@ import json
 import pytest
 
 from benchmarks import bench_onnx_runtime
+from tests.helpers.benchmark_flags import check_keep_freed_host_memory_runs_first
 from tests.helpers.tables import table_rows
 
 
@@ -33,28 +34,8 @@ def test_tiny_run(shared_data, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+
 def test_keep_freed_host_memory_runs_first(shared_data, monkeypatch):
-    """The flag applies KEEP_FREED_HOST_MEMORY before any image or model exists, and a C
-    library that refuses it stops the run instead of measuring without it."""
-    calls = []
-
-    class Stop(Exception):
-        pass
-
-    def no_inputs(*a, **k):
-        raise Stop(list(calls))
-
-    monkeypatch.setattr(bench_onnx_runtime, "coco_tiny_inputs", no_inputs)
-    monkeypatch.setattr(bench_onnx_runtime, "keep_freed_host_memory",
-                        lambda: calls.append(1) or True)
     argv = ["--threads", "1", "--data-root", str(shared_data), "--keep-freed-host-memory"]
-    with pytest.raises(Stop) as stop:
-        bench_onnx_runtime.main(argv)
-    assert stop.value.args[0] == [1]
-    calls.clear()
-    with pytest.raises(Stop) as stop:  # without the flag malloc is left alone
-        bench_onnx_runtime.main(argv[:-1])
-    assert stop.value.args[0] == []
-    monkeypatch.setattr(bench_onnx_runtime, "keep_freed_host_memory", lambda: False)
-    with pytest.raises(SystemExit, match="refused"):
-        bench_onnx_runtime.main(argv)
+    check_keep_freed_host_memory_runs_first(
+        monkeypatch, bench_onnx_runtime, "coco_tiny_inputs", argv)

@@ -11,6 +11,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from torch import nn
 
 from benchmarks import bench_inference, bench_train, cli, data, measure, models, report
+from tests.helpers.benchmark_flags import check_keep_freed_host_memory_runs_first
 from tests.helpers.memory_format import is_channels_last
 from tests.helpers.tables import table_row, table_rows
 
@@ -147,25 +148,8 @@ def test_bench_train_times_both_memory_formats_side_by_side(shared_data, capsys)
 
 
 def test_bench_train_keep_freed_host_memory_runs_first(shared_data, monkeypatch):
-    """The flag applies KEEP_FREED_HOST_MEMORY before any batch or model exists, and a C
-    library that refuses it stops the run instead of measuring without it."""
-    calls = []
-
-    class Stop(Exception):
-        pass
-
-    def no_batch(*a, **k):
-        raise Stop(list(calls))
-
-    monkeypatch.setattr(bench_train, "panoptic_batch", no_batch)
-    monkeypatch.setattr(bench_train, "keep_freed_host_memory", lambda: calls.append(1) or True)
     argv = TINY + ["--data-root", str(shared_data), "--keep-freed-host-memory"]
-    with pytest.raises(Stop) as stop:
-        bench_train.main(argv)
-    assert stop.value.args[0] == [1]
-    monkeypatch.setattr(bench_train, "keep_freed_host_memory", lambda: False)
-    with pytest.raises(SystemExit, match="refused"):
-        bench_train.main(argv)
+    check_keep_freed_host_memory_runs_first(monkeypatch, bench_train, "panoptic_batch", argv)
 
 
 def test_cli_errors(tmp_path, capsys):
