@@ -43,10 +43,16 @@ import cv2
 import numpy as np
 import torch
 
-from knet_d2.engine.host_memory import keep_freed_host_memory
-
 from .bench_lock import run_locked
-from .cli import add_common_args, environment, refuse_existing, run_header, setup_run, write_json
+from .cli import (
+    add_common_args,
+    apply_keep_freed_host_memory,
+    environment,
+    refuse_existing,
+    run_header,
+    setup_run,
+    write_json,
+)
 from .data import coco_tiny_inputs, inputs_for
 from .measure import time_interleaved
 from .models import KNET_CONFIGS, MODEL_NAMES, calibrate_frozen_bn, knet_cfg
@@ -111,8 +117,7 @@ def build_runtimes(args, tmp: Path, first: dict):
 
 def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> Dict[str, object]:
     setup_run(args)
-    if args.keep_freed_host_memory and not keep_freed_host_memory():
-        raise SystemExit("--keep-freed-host-memory: the C library refused it (see the warning)")
+    apply_keep_freed_host_memory(args)
     header = run_header(argv, __spec__.name, "cpu", args.threads)
     for line in environment(header):
         print_fn(line)

@@ -57,10 +57,17 @@ import torch
 from detectron2.utils.events import EventStorage
 
 from knet_d2.engine.channels_last import train_in_channels_last
-from knet_d2.engine.host_memory import keep_freed_host_memory
 
 from .bench_lock import run_locked
-from .cli import add_common_args, environment, refuse_existing, run_header, setup_run, write_json
+from .cli import (
+    add_common_args,
+    apply_keep_freed_host_memory,
+    environment,
+    refuse_existing,
+    run_header,
+    setup_run,
+    write_json,
+)
 from .data import d2_batch, panoptic_batch
 from .measure import PeakMemory, SectionTimer, autocast, synchronize, time_interleaved
 from .models import MODEL_NAMES, build_cfg, build_model_from_cfg, calibrate_frozen_bn
@@ -183,8 +190,7 @@ def run(args, argv: Sequence[str], print_fn: Callable[[str], None] = print) -> L
     """Warm up every model, measure each one's peak memory over one step, then time the models
     taking turns step by step (K-Net with its loss-path timers installed)."""
     device = setup_run(args)
-    if args.keep_freed_host_memory and not keep_freed_host_memory():
-        raise SystemExit("--keep-freed-host-memory: the C library refused it (see the warning)")
+    apply_keep_freed_host_memory(args)
     header = run_header(argv, __spec__.name, args.device, args.threads)
     for line in environment(header):
         print_fn(line)

@@ -20,6 +20,7 @@ from typing import Dict, List, Mapping, Sequence
 import torch
 
 from knet_d2.collect_env import machine_line
+from knet_d2.engine.host_memory import keep_freed_host_memory
 
 from .measure import AMP_DTYPES
 
@@ -54,6 +55,14 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", type=Path, default=default_data_root(),
                         help="folder with coco_tiny/ and coco_panoptic_sample/ (default: "
                              f"${DATA_ROOT_ENV}, else $DETECTRON2_DATASETS, else datasets)")
+
+
+def apply_keep_freed_host_memory(args: argparse.Namespace) -> None:
+    """``--keep-freed-host-memory``: make glibc's malloc keep freed memory for this whole process
+    (``KEEP_FREED_HOST_MEMORY``) before anything is measured; a C library that refuses it stops
+    the run instead of measuring without it."""
+    if args.keep_freed_host_memory and not keep_freed_host_memory():
+        raise SystemExit("--keep-freed-host-memory: the C library refused it (see the warning)")
 
 
 def setup_run(args: argparse.Namespace) -> torch.device:

@@ -6,6 +6,8 @@ from typing import List
 
 import pytest
 
+from benchmarks import cli
+
 
 def check_keep_freed_host_memory_runs_first(
     monkeypatch: pytest.MonkeyPatch, script: ModuleType, first_input: str, argv: List[str]
@@ -23,7 +25,7 @@ def check_keep_freed_host_memory_runs_first(
         raise Stop(list(calls))
 
     monkeypatch.setattr(script, first_input, no_inputs)
-    monkeypatch.setattr(script, "keep_freed_host_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(cli, "keep_freed_host_memory", lambda: calls.append(1) or True)
     with pytest.raises(Stop) as stop:
         script.main(argv)
     assert stop.value.args[0] == [1]
@@ -31,6 +33,6 @@ def check_keep_freed_host_memory_runs_first(
     with pytest.raises(Stop) as stop:
         script.main(argv[:-1])
     assert stop.value.args[0] == []
-    monkeypatch.setattr(script, "keep_freed_host_memory", lambda: False)
+    monkeypatch.setattr(cli, "keep_freed_host_memory", lambda: False)
     with pytest.raises(SystemExit, match="refused"):
         script.main(argv)
