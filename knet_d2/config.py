@@ -161,6 +161,12 @@ def add_knet_config(cfg: CN) -> None:
     k.MATCHER.COST_CLASS = 2.0
     k.MATCHER.COST_MASK = 1.0
     k.MATCHER.COST_DICE = 4.0
+    # One-to-many training (not in the official K-Net, off by default): in the losses of the
+    # first ONE_TO_MANY_STAGES update stages (with them the stage-0 masks, which share update
+    # stage 0's assignment) every thing target may take up to ONE_TO_MANY_COPIES kernels. The
+    # later stages stay one-to-one, so inference still needs no NMS (docs/TRAINING.md).
+    k.MATCHER.ONE_TO_MANY_COPIES = 1
+    k.MATCHER.ONE_TO_MANY_STAGES = 0
 
     # Inference (every key is described in docs/INFERENCE.md).
     k.TEST = CN()

@@ -25,7 +25,7 @@ from detectron2.config import configurable
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-__all__ = ["HungarianMatcher", "batched_match_costs"]
+__all__ = ["HungarianMatcher", "batched_match_costs", "one_to_many_assignment"]
 
 _FOCAL_COST_EPS = 1e-12
 _DICE_COST_EPS = 1e-3
@@ -101,6 +101,25 @@ def batched_match_costs(
     return cost
 
 
+def one_to_many_assignment(cost: np.ndarray, copies: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+    """Minimum-cost assignment in which every target may take up to ``copies`` predictions.
+
+    The targets' columns are repeated ``copies`` times and ``linear_sum_assignment`` solves
+    the widened problem: each prediction still gets at most one target, and the matched
+    column is mapped back to its target. ``copies=1`` is the plain one-to-one assignment.
+
+    Args:
+        cost: (N, M) cost of prediction ``n`` for target ``m``.
+        copies: predictions a target may take (>= 1).
+
+    Returns:
+        ``(pred_idx, tgt_idx)``, each (min(N, copies * M),) int64, ``pred_idx`` ascending.
+    """
+    m = cost.shape[1]
+    rows, cols = linear_sum_assignment(np.tile(cost, (1, copies)) if copies > 1 else cost)
+    return rows.astype(np.int64), (cols % m).astype(np.int64) if m else cols.astype(np.int64)
+
+
 class HungarianMatcher(nn.Module):
     """One-to-one assignment of predicted kernels to ground-truth masks.
 
@@ -169,6 +188,7 @@ class HungarianMatcher(nn.Module):
         self,
         predictions: Sequence[Tuple[Tensor, Optional[Tensor]]],
         targets: List[Dict[str, Tensor]],
+        copies: Optional[Sequence[int]] = None,
     ) -> List[List[Tuple[Tensor, Tensor]]]:
         """:meth:`forward` for several prediction sets against the same targets at once.
 
@@ -180,12 +200,19 @@ class HungarianMatcher(nn.Module):
             predictions: ``(mask_logits (B, N, H, W), cls_logits (B, N, K) or None)`` pairs,
                 all with the same B, N, H, W.
             targets: as in :meth:`forward`.
+            copies: per prediction set, how many predictions each target may take (1, the
+                default, is K-Net's one-to-one matching). With ``k > 1`` every target enters
+                the assignment ``k`` times, so up to ``k`` predictions are matched to it
+                (one-to-many; :func:`one_to_many_assignment`).
 
         Returns:
             per prediction set, the B ``(pred_idx, tgt_idx)`` tuples of :meth:`forward`.
         """
         if not predictions:
             return []
+        copies = [1] * len(predictions) if copies is None else list(copies)
+        if len(copies) != len(predictions) or min(copies) < 1:
+            raise ValueError(f"copies must be one int >= 1 per prediction set, got {copies}")
         first = predictions[0][0]
         assert all(p[0].shape == first.shape for p in predictions), "same (B, N, H, W)"
         assert len(targets) == first.shape[0], "one target dict per image"
@@ -208,12 +235,12 @@ class HungarianMatcher(nn.Module):
         ]
         cost_cpu = torch.stack(costs).cpu().numpy()  # (P, B, N, M): one host transfer
         rows, cols = [], []
-        for cost_set in cost_cpu:
+        for cost_set, k in zip(cost_cpu, copies):
             for b, m in enumerate(sizes):
                 if m == 0 or cost_set.shape[1] == 0:
                     r = c = np.zeros((0,), dtype=np.int64)
                 else:
-                    r, c = linear_sum_assignment(cost_set[b, :, :m])
+                    r, c = one_to_many_assignment(cost_set[b, :, :m], k)
                 rows.append(np.asarray(r, dtype=np.int64))
                 cols.append(np.asarray(c, dtype=np.int64))
         counts = [len(r) for r in rows]

@@ -408,3 +408,48 @@ def test_criterion_from_config():
     assert crit.matcher.cost_mask == 5.0
     cfg.MODEL.KNET.NUM_STUFF_CLASSES = 53
     assert KNetCriterion(cfg).panoptic
+
+
+def test_one_to_many_early_stages_last_stage_one_to_one():
+    b, t, s, np_, h, w = 2, 3, 2, 8, 8, 8
+    rpn, stages = _random_inputs(b, t, s, np_, h, w, seed=5, requires_grad=False)
+    g = torch.Generator().manual_seed(6)
+    targets = [
+        {
+            "labels": torch.tensor([0, 2]),
+            "masks": (torch.rand(2, h, w, generator=g) > 0.5).float(),
+            "stuff_labels": torch.tensor([3]),
+            "stuff_masks": (torch.rand(1, h, w, generator=g) > 0.5).float(),
+        }
+        for _ in range(b)
+    ]
+    kwargs = dict(matcher=HungarianMatcher(), num_thing_classes=t, num_stuff_classes=s,
+                  num_proposals=np_)
+    one = KNetCriterion(**kwargs).match_stages(rpn, stages, targets)
+    many = KNetCriterion(
+        **kwargs, one_to_many_copies=3, one_to_many_stages=2, num_stages=3
+    ).match_stages(rpn, stages, targets)
+    # element 0: stage-0 losses, then update stages 0, 1, 2
+    assert [[len(p) for p, _ in m] for m in one] == [[2, 2]] * 4
+    assert [[len(p) for p, _ in m] for m in many] == [[6, 6]] * 3 + [[2, 2]]
+    assert all(torch.equal(p, q) and torch.equal(x, y)
+               for (p, x), (q, y) in zip(one[3], many[3]))  # the last stage is unchanged
+    losses = KNetCriterion(**kwargs, one_to_many_copies=3, one_to_many_stages=2, num_stages=3)(
+        rpn, stages, targets
+    )
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_one_to_many_refuses_the_last_stage():
+    with pytest.raises(ValueError, match=r"STAGES \(3\) must be below MODEL.KNET.NUM_STAGES"):
+        KNetCriterion(matcher=HungarianMatcher(), num_thing_classes=2, num_stuff_classes=0,
+                      num_proposals=4, one_to_many_copies=2, one_to_many_stages=3, num_stages=3)
+    with pytest.raises(ValueError, match="ONE_TO_MANY_COPIES must be >= 1"):
+        KNetCriterion(matcher=HungarianMatcher(), num_thing_classes=2, num_stuff_classes=0,
+                      num_proposals=4, one_to_many_copies=0)
+    cfg = get_cfg()
+    add_knet_config(cfg)
+    cfg.MODEL.KNET.MATCHER.ONE_TO_MANY_COPIES = 2
+    cfg.MODEL.KNET.MATCHER.ONE_TO_MANY_STAGES = 1
+    crit = KNetCriterion(cfg)
+    assert (crit.one_to_many_copies, crit.one_to_many_stages) == (2, 1)

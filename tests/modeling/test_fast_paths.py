@@ -163,9 +163,10 @@ def test_match_stages_uses_one_match_many_call(monkeypatch):
     calls = []
     orig = crit.matcher.match_many
     monkeypatch.setattr(crit.matcher, "match_many",
-                        lambda preds, tg: calls.append(len(preds)) or orig(preds, tg))
+                        lambda preds, tg, copies=None: calls.append((len(preds), copies))
+                        or orig(preds, tg, copies))
     matches = crit.match_stages(rpn, stages, targets)
-    assert calls == [3] and len(matches) == 4 and matches[0] is matches[1]
+    assert calls == [(3, [1, 1, 1])] and len(matches) == 4 and matches[0] is matches[1]
     for prev, m in zip(stages[:2], matches[2:]):
         (p, t), = crit.matcher(prev["mask_logits"][:, :3], prev["cls_logits"][:, :3, :2],
                                targets)

@@ -2,12 +2,17 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from detectron2.config import get_cfg
 
 from knet_d2 import add_knet_config
-from knet_d2.modeling.matcher import HungarianMatcher, batched_match_costs
+from knet_d2.modeling.matcher import (
+    HungarianMatcher,
+    batched_match_costs,
+    one_to_many_assignment,
+)
 
 
 def _logit(p):
@@ -190,3 +195,33 @@ def test_matcher_from_config():
     m = HungarianMatcher(cfg)
     assert (m.cost_class, m.cost_mask, m.cost_dice) == (2.0, 1.0, 7.0)
     assert (m.focal_alpha, m.focal_gamma) == (0.5, 2.0)
+
+
+def test_one_to_many_assignment_gives_targets_several_predictions():
+    # 5 predictions, 2 targets: predictions 0, 1, 4 are best for target 0; 2, 3 for target 1
+    cost = np.array([[0.0, 9.0], [1.0, 9.0], [9.0, 0.0], [9.0, 1.0], [2.0, 9.0]])
+    rows, cols = one_to_many_assignment(cost, 1)
+    assert dict(zip(rows.tolist(), cols.tolist())) == {0: 0, 2: 1}
+    rows, cols = one_to_many_assignment(cost, 2)
+    assert dict(zip(rows.tolist(), cols.tolist())) == {0: 0, 1: 0, 2: 1, 3: 1}
+    rows, cols = one_to_many_assignment(cost, 3)  # only 5 predictions for 6 slots
+    assert dict(zip(rows.tolist(), cols.tolist())) == {0: 0, 1: 0, 2: 1, 3: 1, 4: 0}
+    assert rows.dtype == cols.dtype == np.int64
+
+
+def test_match_many_copies_per_prediction_set():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 6, 4, 4, generator=g)
+    targets = [
+        {"labels": torch.tensor([0, 1]), "masks": (torch.rand(2, 4, 4, generator=g) > 0.5).float()},
+        {"labels": torch.tensor([1]), "masks": (torch.rand(1, 4, 4, generator=g) > 0.5).float()},
+    ]
+    matcher = HungarianMatcher()
+    one, many = matcher.match_many([(logits, None), (logits, None)], targets, copies=[1, 3])
+    assert [len(p) for p, _ in one] == [2, 1]
+    assert [len(p) for p, _ in many] == [6, 3]
+    for (_, t1), (pm, tm) in zip(one, many):
+        assert set(tm.tolist()) == set(t1.tolist())  # every target still matched
+        assert len(set(pm.tolist())) == len(pm)  # a prediction takes one target at most
+    with pytest.raises(ValueError, match="copies"):
+        matcher.match_many([(logits, None)], targets, copies=[0])
