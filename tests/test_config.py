@@ -89,6 +89,7 @@ def _flat(node, prefix=""):
 # Config keys newer than some recorded runs, with the value that means "off".
 KEYS_ADDED_SINCE_THE_RECORDED_RUNS = {
     "SOLVER.TIME_BUDGET.SECONDS": 0, "SOLVER.TIME_BUDGET.FIT_PERIOD": 100,
+    "MODEL.KNET.MATCHER.ONE_TO_MANY_COPIES": 1, "MODEL.KNET.MATCHER.ONE_TO_MANY_STAGES": 0,
 }
 
 
