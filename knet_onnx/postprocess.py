@@ -61,10 +61,12 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     ``1 / (1 + exp(-x))`` for x >= 0 and ``exp(x) / (1 + exp(x))`` below (``exp(-|x|)`` is
     computed once for both)."""
     x = np.asarray(x, dtype=np.float32)
-    e = np.exp(-np.abs(x))
+    e = np.abs(x)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
     denominator = e + np.float32(1)
     numerator = np.where(x >= 0, np.float32(1), e)
-    return np.divide(numerator, denominator, out=e)
+    return np.divide(numerator, denominator, out=denominator)
 
 
 def _map_in_threads(fn: Callable[[int], _T], starts: Iterable[int], threads: int) -> List[_T]:
@@ -92,11 +94,10 @@ def rescale_masks(
         threads: groups of masks are rescaled by up to this many threads.
     """
     h4, w4 = mask_logits.shape[-2:]
-    probs = sigmoid(mask_logits)
     # PyTorch's model resizes with the exact scale factor when it is a power of two (same
     # source positions as in / out; see knet_d2's rescale_masks): OpenCV's positions too
     power_of_two = is_power_of_two_enlargement((h4, w4), padded_size)
-    n = probs.shape[0]
+    n = mask_logits.shape[0]
     out = np.empty((n,) + tuple(output_size), dtype=np.float32)
     # a few masks at a time (each value is computed by the same operations as for all at
     # once), and at least as many groups as threads
@@ -104,7 +105,7 @@ def rescale_masks(
                     -(-n // max(threads, 1))), 1)
 
     def rescale(start: int) -> None:
-        part = probs[start:start + chunk]
+        part = sigmoid(mask_logits[start:start + chunk])  # in the threads, chunk by chunk
         if power_of_two:
             cropped = bilinear_enlarge(part, padded_size, crop=image_size)
         else:

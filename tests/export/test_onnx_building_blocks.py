@@ -16,6 +16,7 @@ from knet_d2.modeling import postprocessing as torch_post  # noqa: E402
 from knet_onnx import postprocess as np_post  # noqa: E402
 from knet_onnx.formats import rle_encode  # noqa: E402
 from knet_onnx.image_ops import (  # noqa: E402
+    _linear_taps,
     bilinear_enlarge,
     bilinear_resize,
     pil_bilinear_resize,
@@ -114,6 +115,33 @@ def test_bilinear_enlarge_agrees_with_pytorch_and_refuses_other_ratios():
     for size in ((72, 96), (12, 16), (48, 100), (48, 32 * 3)):
         with pytest.raises(ValueError, match="not a power-of-two enlargement"):
             bilinear_enlarge(x, size)
+
+
+def _bilinear_by_fancy_indexing(x, size, crop=None, scale=None):
+    """The gather of knet_onnx's bilinear_resize before np.take: the same taps, weights and
+    float operations in the same order, written with fancy indexing."""
+    (out_h, out_w), (keep_h, keep_w) = size, crop or size
+    y0, y1, ly0, ly1 = _linear_taps(x.shape[-2], out_h, None if scale is None else scale[0])
+    x0, x1, lx0, lx1 = _linear_taps(x.shape[-1], out_w, None if scale is None else scale[1])
+    y0, y1, ly0, ly1 = y0[:keep_h], y1[:keep_h], ly0[:keep_h, None], ly1[:keep_h, None]
+    x0, x1, lx0, lx1 = x0[:keep_w], x1[:keep_w], lx0[:keep_w], lx1[:keep_w]
+    cols = x[..., x0] * lx0 + x[..., x1] * lx1
+    return cols[..., y0, :] * ly0 + cols[..., y1, :] * ly1
+
+
+@pytest.mark.parametrize("shape, size, crop, scale", [
+    ((1, 80, 119), (48, 72), None, None),  # shrink by a non-integer ratio
+    ((3, 80, 119), (107, 160), None, None),  # enlarge
+    ((2, 20, 30), (80, 120), (77, 113), None),  # enlarge, then crop
+    ((2, 3, 17, 33), (40, 50), None, (0.4, 0.6)),  # leading dims, explicit scale
+])
+def test_bilinear_resize_is_bit_identical_to_the_fancy_index_form(shape, size, crop, scale):
+    x = np.random.default_rng(1).random(shape, dtype=np.float32)
+    expected = _bilinear_by_fancy_indexing(x, size, crop, scale)
+    assert np.array_equal(bilinear_resize(x, size, crop=crop, scale=scale), expected)
+    out = np.full(expected.shape, np.nan, dtype=np.float32)
+    assert bilinear_resize(x, size, crop=crop, scale=scale, out=out) is out
+    assert np.array_equal(out, expected)
 
 
 def test_sigmoid_equals_the_two_sided_formula_without_warnings():
