@@ -1,6 +1,7 @@
 #!/bin/bash
 # plan.txt: bench_onnx_runtime A B A B at 468715e (B: --keep-freed-host-memory).
 cd "$(dirname "$0")/../../.."
+export KNET_BENCH_DATA=../shared/data  # the first start (03:04 UTC) lacked it and stopped at once: data not found
 R=benchmarks/results/2026-12-06_onnx_runtime_take
 for run in a1 b1 a2 b2; do
   flag=""; [ "${run:0:1}" = b ] && flag="--keep-freed-host-memory"
