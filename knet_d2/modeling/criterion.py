@@ -149,9 +149,6 @@ class KNetCriterion(nn.Module):
         rank_weight: float = 0.1,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
-        one_to_many_copies: int = 1,
-        one_to_many_stages: int = 0,
-        num_stages: Optional[int] = None,
     ):
         """
         Args:
@@ -162,25 +159,8 @@ class KNetCriterion(nn.Module):
             num_proposals: Np, the number of thing (proposal) kernels.
             class_weight, mask_weight, dice_weight, seg_weight, rank_weight: loss weights.
             focal_alpha, focal_gamma: parameters of the sigmoid focal losses.
-            one_to_many_copies / one_to_many_stages: the losses of the first
-                ``one_to_many_stages`` update stages (and, sharing update stage 0's assignment,
-                the stage-0 losses) let every thing target take up to ``one_to_many_copies``
-                kernels; 1 / 0 (the defaults) is K-Net's one-to-one training.
-            num_stages: the model's update stages, to check that the last one stays
-                one-to-one (None: not checked).
         """
         super().__init__()
-        if one_to_many_copies < 1 or one_to_many_stages < 0:
-            raise ValueError(
-                "MODEL.KNET.MATCHER.ONE_TO_MANY_COPIES must be >= 1 and ONE_TO_MANY_STAGES >= 0, "
-                f"got {one_to_many_copies} and {one_to_many_stages}"
-            )
-        if one_to_many_copies > 1 and num_stages is not None and one_to_many_stages >= num_stages:
-            raise ValueError(
-                f"MODEL.KNET.MATCHER.ONE_TO_MANY_STAGES ({one_to_many_stages}) must be below "
-                f"MODEL.KNET.NUM_STAGES ({num_stages}): the last stage, which inference reads, "
-                "has to be trained one-to-one (K-Net's outputs have no NMS)"
-            )
         self.matcher = matcher
         self.num_thing_classes = num_thing_classes
         self.num_stuff_classes = num_stuff_classes
@@ -192,8 +172,6 @@ class KNetCriterion(nn.Module):
         self.rank_weight = rank_weight
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
-        self.one_to_many_copies = one_to_many_copies
-        self.one_to_many_stages = one_to_many_stages
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -210,9 +188,6 @@ class KNetCriterion(nn.Module):
             "rank_weight": k.RANK_WEIGHT,
             "focal_alpha": k.FOCAL_ALPHA,
             "focal_gamma": k.FOCAL_GAMMA,
-            "one_to_many_copies": k.MATCHER.ONE_TO_MANY_COPIES,
-            "one_to_many_stages": k.MATCHER.ONE_TO_MANY_STAGES,
-            "num_stages": k.NUM_STAGES,
         }
 
     @property
@@ -235,9 +210,9 @@ class KNetCriterion(nn.Module):
 
         Update stage 0 re-uses the stage-0 assignment (it is matched with the same stage-0
         masks and no class cost); update stage ``i >= 1`` is matched with the detached masks
-        and thing-class logits of the first Np kernels of update stage ``i - 1``. The
-        assignments of the first ``one_to_many_stages`` update stages are one-to-many
-        (``one_to_many_copies`` kernels per target at most), the others one-to-one.
+        and thing-class logits of the first Np kernels of update stage ``i - 1``. The matcher
+        decides how many kernels a target may take in each (one, unless it trains the early
+        stages one-to-many: :meth:`HungarianMatcher.copies_per_stage`).
         """
         np_, t = self.num_proposals, self.num_thing_classes
         thing_targets = [{"labels": x["labels"], "masks": x["masks"]} for x in targets]
@@ -245,12 +220,9 @@ class KNetCriterion(nn.Module):
             (prev["mask_logits"][:, :np_].detach(), prev["cls_logits"][:, :np_, :t].detach())
             for prev in stages[:-1]
         ]
-        # element j of `predictions` assigns update stage j (stage 0 also the stage-0 losses)
-        copies = [
-            self.one_to_many_copies if j < self.one_to_many_stages else 1
-            for j in range(len(predictions))
-        ]
+        # element j of `predictions` assigns update stage j (stage 0 also the stage-0 losses);
         # every prediction set is available now: one host round trip for all of them
+        copies = self.matcher.copies_per_stage(len(predictions))
         first, *rest = self.matcher.match_many(predictions, thing_targets, copies)
         return ([first, first] if stages else [first]) + rest
 

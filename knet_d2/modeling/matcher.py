@@ -16,6 +16,11 @@ All cost matrices of a batch are computed with batched matrix products on the pr
 device; the batch is moved to the CPU in one transfer and only
 ``scipy.optimize.linear_sum_assignment`` runs per image. :meth:`HungarianMatcher.match_many`
 does the same for several prediction sets (K-Net's stages) with one transfer for all.
+
+The assignment is one-to-one, as in K-Net. An option not in the official code (off by default)
+lets a target take several predictions in the early stages (:func:`one_to_many_assignment`,
+``MODEL.KNET.MATCHER.ONE_TO_MANY_*``); in the synthetic 10-minute panoptic recipe it made the
+things worse (benchmarks/RESULTS.md).
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -136,6 +141,9 @@ class HungarianMatcher(nn.Module):
         cost_dice: float = 4.0,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        one_to_many_copies: int = 1,
+        one_to_many_stages: int = 0,
+        num_stages: Optional[int] = None,
     ):
         """
         Args:
@@ -143,8 +151,27 @@ class HungarianMatcher(nn.Module):
             cost_mask: weight of the (negative pixel-accuracy) mask cost.
             cost_dice: weight of the dice cost.
             focal_alpha, focal_gamma: parameters of the focal classification cost.
+            one_to_many_copies / one_to_many_stages: the assignments of the first
+                ``one_to_many_stages`` update stages (update stage 0's is also the stage-0
+                losses') let every target take up to ``one_to_many_copies`` predictions
+                (:meth:`copies_per_stage`); 1 / 0, the defaults, is K-Net's one-to-one training.
+            num_stages: the model's update stages, to check that the last one, which
+                inference reads, stays one-to-one (None: not checked).
         """
         super().__init__()
+        if one_to_many_copies < 1 or one_to_many_stages < 0:
+            raise ValueError(
+                "MODEL.KNET.MATCHER.ONE_TO_MANY_COPIES must be >= 1 and ONE_TO_MANY_STAGES >= 0, "
+                f"got {one_to_many_copies} and {one_to_many_stages}"
+            )
+        if one_to_many_copies > 1 and num_stages is not None and one_to_many_stages >= num_stages:
+            raise ValueError(
+                f"MODEL.KNET.MATCHER.ONE_TO_MANY_STAGES ({one_to_many_stages}) must be below "
+                f"MODEL.KNET.NUM_STAGES ({num_stages}): the last stage, which inference reads, "
+                "has to be trained one-to-one (K-Net's outputs have no NMS)"
+            )
+        self.one_to_many_copies = one_to_many_copies
+        self.one_to_many_stages = one_to_many_stages
         self.cost_class = cost_class
         self.cost_mask = cost_mask
         self.cost_dice = cost_dice
@@ -160,7 +187,18 @@ class HungarianMatcher(nn.Module):
             "cost_dice": k.MATCHER.COST_DICE,
             "focal_alpha": k.FOCAL_ALPHA,
             "focal_gamma": k.FOCAL_GAMMA,
+            "one_to_many_copies": k.MATCHER.ONE_TO_MANY_COPIES,
+            "one_to_many_stages": k.MATCHER.ONE_TO_MANY_STAGES,
+            "num_stages": k.NUM_STAGES,
         }
+
+    def copies_per_stage(self, num_stages: int) -> List[int]:
+        """How many predictions a target may take in the assignment of each of ``num_stages``
+        update stages, in order (the ``copies`` of :meth:`match_many`)."""
+        return [
+            self.one_to_many_copies if i < self.one_to_many_stages else 1
+            for i in range(num_stages)
+        ]
 
     @torch.no_grad()
     def forward(

@@ -423,33 +423,31 @@ def test_one_to_many_early_stages_last_stage_one_to_one():
         }
         for _ in range(b)
     ]
-    kwargs = dict(matcher=HungarianMatcher(), num_thing_classes=t, num_stuff_classes=s,
-                  num_proposals=np_)
-    one = KNetCriterion(**kwargs).match_stages(rpn, stages, targets)
-    many = KNetCriterion(
-        **kwargs, one_to_many_copies=3, one_to_many_stages=2, num_stages=3
-    ).match_stages(rpn, stages, targets)
+    kwargs = dict(num_thing_classes=t, num_stuff_classes=s, num_proposals=np_)
+    one = KNetCriterion(matcher=HungarianMatcher(), **kwargs).match_stages(rpn, stages, targets)
+    o2m = HungarianMatcher(one_to_many_copies=3, one_to_many_stages=2, num_stages=3)
+    assert o2m.copies_per_stage(3) == [3, 3, 1]
+    many = KNetCriterion(matcher=o2m, **kwargs).match_stages(rpn, stages, targets)
     # element 0: stage-0 losses, then update stages 0, 1, 2
     assert [[len(p) for p, _ in m] for m in one] == [[2, 2]] * 4
     assert [[len(p) for p, _ in m] for m in many] == [[6, 6]] * 3 + [[2, 2]]
     assert all(torch.equal(p, q) and torch.equal(x, y)
                for (p, x), (q, y) in zip(one[3], many[3]))  # the last stage is unchanged
-    losses = KNetCriterion(**kwargs, one_to_many_copies=3, one_to_many_stages=2, num_stages=3)(
-        rpn, stages, targets
-    )
+    losses = KNetCriterion(matcher=o2m, **kwargs)(rpn, stages, targets)
     assert all(torch.isfinite(v) for v in losses.values())
 
 
 def test_one_to_many_refuses_the_last_stage():
     with pytest.raises(ValueError, match=r"STAGES \(3\) must be below MODEL.KNET.NUM_STAGES"):
-        KNetCriterion(matcher=HungarianMatcher(), num_thing_classes=2, num_stuff_classes=0,
-                      num_proposals=4, one_to_many_copies=2, one_to_many_stages=3, num_stages=3)
+        HungarianMatcher(one_to_many_copies=2, one_to_many_stages=3, num_stages=3)
     with pytest.raises(ValueError, match="ONE_TO_MANY_COPIES must be >= 1"):
-        KNetCriterion(matcher=HungarianMatcher(), num_thing_classes=2, num_stuff_classes=0,
-                      num_proposals=4, one_to_many_copies=0)
+        HungarianMatcher(one_to_many_copies=0)
     cfg = get_cfg()
     add_knet_config(cfg)
+    assert KNetCriterion(cfg).matcher.copies_per_stage(3) == [1, 1, 1]
     cfg.MODEL.KNET.MATCHER.ONE_TO_MANY_COPIES = 2
     cfg.MODEL.KNET.MATCHER.ONE_TO_MANY_STAGES = 1
-    crit = KNetCriterion(cfg)
-    assert (crit.one_to_many_copies, crit.one_to_many_stages) == (2, 1)
+    assert KNetCriterion(cfg).matcher.copies_per_stage(3) == [2, 1, 1]
+    cfg.MODEL.KNET.MATCHER.ONE_TO_MANY_STAGES = 3  # NUM_STAGES is 3: the last must stay 1:1
+    with pytest.raises(ValueError, match="must be below"):
+        KNetCriterion(cfg)
