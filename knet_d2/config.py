@@ -164,7 +164,7 @@ def add_knet_config(cfg: CN) -> None:
     # One-to-many training (not in the official K-Net, off by default): in the losses of the
     # first ONE_TO_MANY_STAGES update stages (with them the stage-0 masks, which share update
     # stage 0's assignment) every thing target may take up to ONE_TO_MANY_COPIES kernels. The
-    # later stages stay one-to-one, so inference still needs no NMS (docs/TRAINING.md).
+    # later stages stay one-to-one, so inference still needs no NMS (docs/reference.md §2.2).
     k.MATCHER.ONE_TO_MANY_COPIES = 1
     k.MATCHER.ONE_TO_MANY_STAGES = 0
 
