@@ -279,8 +279,8 @@ class HungarianMatcher(nn.Module):
                     r = c = np.zeros((0,), dtype=np.int64)
                 else:
                     r, c = one_to_many_assignment(cost_set[b, :, :m], k)
-                rows.append(np.asarray(r, dtype=np.int64))
-                cols.append(np.asarray(c, dtype=np.int64))
+                rows.append(r)
+                cols.append(c)
         counts = [len(r) for r in rows]
         # one host-to-device transfer for all indices
         flat = torch.from_numpy(np.concatenate(rows + cols)).to(device)
