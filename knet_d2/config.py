@@ -167,6 +167,15 @@ def add_knet_config(cfg: CN) -> None:
     # later stages stay one-to-one, so inference still needs no NMS (docs/reference.md §2.2).
     k.MATCHER.ONE_TO_MANY_COPIES = 1
     k.MATCHER.ONE_TO_MANY_STAGES = 0
+    # Mask-denoising groups (not in the official K-Net, off by default; training only): the
+    # update stages also refine jittered ground-truth thing masks, with a fixed assignment
+    # (knet_d2/modeling/mask_denoising.py, docs/reference.md §2.2). SHIFT: largest shift as a
+    # fraction of a mask's extent; SCALE: largest relative change of its size.
+    k.DENOISING = CN()
+    k.DENOISING.ENABLED = False
+    k.DENOISING.SHIFT = 0.2
+    k.DENOISING.SCALE = 0.2
+    k.DENOISING.LOSS_WEIGHT = 1.0
 
     # Inference (every key is described in docs/INFERENCE.md).
     k.TEST = CN()

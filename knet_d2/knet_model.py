@@ -35,6 +35,7 @@ from .data.class_layout import ClassLayout, check_class_counts, class_layout_of_
 from .modeling.criterion import KNetCriterion
 from .modeling.kernel_head import KernelGenerationHead
 from .modeling.kernel_update_head import build_kernel_update_head, upsample_masks
+from .modeling.mask_denoising import MaskDenoising
 from .modeling.neck import build_knet_neck
 from .modeling.postprocessing import (
     instance_inference,
@@ -129,6 +130,7 @@ class KNet(nn.Module):
         class_layout: Optional[ClassLayout] = None,
         channels_last: str = "auto",
         split_batch: str = "auto",
+        denoising: Optional[MaskDenoising] = None,
     ):
         """
         Args:
@@ -154,6 +156,7 @@ class KNet(nn.Module):
             split_batch: run an inference batch one image at a time: "auto" (on the CPU, where
                 no stage gains from batching and padding to the widest image costs time;
                 docs/INFERENCE.md), "on" (every device) or "off" (whole batch, padded).
+            denoising: training-only mask-denoising groups (``MODEL.KNET.DENOISING``), or None.
         """
         super().__init__()
         check_task_flags(semantic_on, instance_on, panoptic_on)
@@ -185,6 +188,7 @@ class KNet(nn.Module):
         self.class_layout = class_layout
         self.channels_last = _check_inference_mode("CHANNELS_LAST", channels_last)
         self.split_batch = _check_inference_mode("SPLIT_BATCH", split_batch)
+        self.denoising = denoising
 
     @classmethod
     def from_config(cls, cfg):
@@ -223,6 +227,7 @@ class KNet(nn.Module):
             "class_layout": layout,
             "channels_last": k.TEST.CHANNELS_LAST,
             "split_batch": k.TEST.SPLIT_BATCH,
+            "denoising": MaskDenoising(cfg) if k.DENOISING.ENABLED else None,
         }
 
     @property
@@ -250,15 +255,22 @@ class KNet(nn.Module):
             return False
         return mode == "on" or self.device.type == "cpu"
 
-    def forward_kernels(self, images: ImageList) -> Tuple[dict, List[dict]]:
+    def forward_kernels(
+        self, images: ImageList, denoise_targets: Optional[List[dict]] = None
+    ) -> Tuple[dict, List[dict]]:
         """Run backbone, neck, kernel head and all update stages.
+
+        Args:
+            denoise_targets: training targets (:meth:`prepare_targets`) when the update stages
+                also run the mask-denoising groups (:mod:`knet_d2.modeling.mask_denoising`).
 
         Returns:
             rpn: ``{"mask_logits": (B, Np, h4, w4), "seg_logits": (B, T+S, h4, w4)}`` (stage 0,
                 thing kernels only, upsampled to stride 4); empty in eval mode (only the
                 losses use it).
             stages: per stage ``{"mask_logits": (B, N, h4, w4), "cls_logits": (B, N, T+S)}``
-                with N = Np + S.
+                with N = Np + S; with ``denoise_targets`` also the denoising groups'
+                ``"dn_mask_logits"`` and ``"dn_cls_logits"`` of the same shapes.
         """
         features = self.backbone(images.tensor)
         loc, sem = self.neck(features)
@@ -276,14 +288,26 @@ class KNet(nn.Module):
                 "seg_logits": upsample_masks(head_out["seg_logits"], up).contiguous(),
             }
         kernels, masks = self.kernel_head.append_stuff(head_out)
+        b = feats.shape[0]
+        if denoise_targets is not None:  # the groups run as extra batch entries
+            dn_kernels, dn_masks = self.denoising.queries(
+                denoise_targets, head_out, self.kernel_head.init_kernels.weight.flatten(1)
+            )
+            dn_kernels, dn_masks = self.kernel_head.append_stuff(
+                {**head_out, "kernels": dn_kernels, "mask_logits": dn_masks}
+            )
+            kernels, masks = torch.cat([kernels, dn_kernels]), torch.cat([masks, dn_masks])
+            feats = torch.cat([feats, feats])
         stages = []
         for i, head in enumerate(self.update_heads):
             kernels, masks, cls_logits = head(feats, kernels, masks)
             # Losses need every stage at stride 4; inference only the last one.
             if self.training or i == len(self.update_heads) - 1:
-                stages.append(
-                    {"mask_logits": upsample_masks(masks, up), "cls_logits": cls_logits}
-                )
+                up_masks = upsample_masks(masks, up)
+                stage = {"mask_logits": up_masks[:b], "cls_logits": cls_logits[:b]}
+                if denoise_targets is not None:
+                    stage.update(dn_mask_logits=up_masks[b:], dn_cls_logits=cls_logits[b:])
+                stages.append(stage)
         return rpn, stages
 
     def forward(self, batched_inputs: List[dict]):
@@ -299,13 +323,20 @@ class KNet(nn.Module):
         if len(batched_inputs) > 1 and self._inference_mode_applies(self.split_batch):
             return [out for x in batched_inputs for out in self.forward([x])]
         images = self.preprocess_image(batched_inputs)
-        rpn, stages = self.forward_kernels(images)
-        if self.training:
-            targets = self.prepare_targets(batched_inputs, images)
-            # Matching and losses in float32, also under a mixed-precision trainer's autocast.
-            with torch.autocast(images.tensor.device.type, enabled=False):
-                return self.criterion(_float32(rpn), [_float32(s) for s in stages], targets)
-        return self.inference(stages[-1], batched_inputs, images)
+        if not self.training:
+            return self.inference(self.forward_kernels(images)[1][-1], batched_inputs, images)
+        targets = self.prepare_targets(batched_inputs, images)
+        dn_targets = targets if self.denoising is not None else None
+        rpn, stages = self.forward_kernels(images, dn_targets)
+        # Matching and losses in float32, also under a mixed-precision trainer's autocast.
+        with torch.autocast(images.tensor.device.type, enabled=False):
+            stages = [_float32(s) for s in stages]
+            losses = self.criterion(_float32(rpn), stages, targets)
+            if self.denoising is not None:
+                groups = [{"mask_logits": s["dn_mask_logits"], "cls_logits": s["dn_cls_logits"]}
+                          for s in stages]
+                losses.update(self.denoising.losses(self.criterion, groups, targets))
+        return losses
 
     # ------------------------------------------------------------------ targets
     def prepare_targets(self, batched_inputs: List[dict], images: ImageList) -> List[dict]:
