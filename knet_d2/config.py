@@ -130,6 +130,9 @@ def add_knet_config(cfg: CN) -> None:
     k.KERNEL_INIT_STD = 1.0
     # Group-feature masks of the detection stages: sigmoid(mask) > HARD_MASK_THR.
     k.HARD_MASK_THR = 0.5
+    # Group with the soft masks sigmoid(mask) instead (K0 and every detection update stage; not in
+    # the official K-Net, off by default; docs/reference.md §1.4).
+    k.SOFT_GROUPING = False
     # Ground-truth masks are downsampled (bilinear, soft) to this stride for matching and losses.
     k.MASK_ASSIGN_STRIDE = 4
     # Pad images to a multiple of this inside the model (0 = backbone's size_divisibility).

@@ -235,3 +235,19 @@ def test_mask_strides_that_do_not_fit_are_config_errors(out_stride, assign_strid
     cfg.MODEL.KNET.MASK_ASSIGN_STRIDE = assign_stride
     with pytest.raises(ConfigError, match=message):
         build_model(cfg)
+
+
+def test_soft_grouping_switch_reaches_every_grouping_and_keeps_the_state_dict():
+    torch.manual_seed(0)
+    hard = build_model(tiny_cfg())
+    cfg = tiny_cfg()
+    cfg.MODEL.KNET.SOFT_GROUPING = True
+    soft = build_model(cfg)
+    soft.load_state_dict(hard.state_dict())  # same keys and shapes
+    assert soft.kernel_head.soft_grouping and not hard.kernel_head.soft_grouping
+    assert {h.mask_act for h in soft.update_heads} == {"sigmoid"}
+    assert {h.mask_act for h in hard.update_heads} == {"hard_sigmoid"}
+    soft.train()
+    losses = soft([make_input(64, 64, [0, 1, 3], seed=1)])
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())

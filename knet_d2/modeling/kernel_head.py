@@ -8,6 +8,7 @@ From the neck's ``(loc, sem)`` maps (B, C, h, w) at stride 8::
     seg = conv_seg(sem)                          (B, T+S, h, w)   sigmoid semantic logits
     F   = sem + loc                              (B, C, h, w)     features of all update stages
     K0  = init_kernels.weight + sum_pixels [sigmoid(M0) > 0.5] * F      (B, Np, C)
+          (sigmoid(M0) instead of the 0/1 mask with MODEL.KNET.SOFT_GROUPING)
     stuff kernels = conv_seg.weight[T:]  (B, S, C) (no object feature, bias not part of it),
     stuff masks   = seg[:, T:]           (B, S, h, w)
 
@@ -53,6 +54,7 @@ class KernelGenerationHead(nn.Module):
         norm: str = "GN",
         kernel_init_std: float = 1.0,
         hard_mask_thr: float = 0.5,
+        soft_grouping: bool = False,
         seg_prior_prob: float = 0.01,
     ):
         """
@@ -67,6 +69,8 @@ class KernelGenerationHead(nn.Module):
             kernel_init_std: std of the normal init of ``init_kernels`` (official 1.0).
             hard_mask_thr: pixels with ``sigmoid(M0) > hard_mask_thr`` form the binary masks
                 whose feature sums are added to K0 (official 0.5).
+            soft_grouping: weight the feature sums by ``sigmoid(M0)`` instead (a knet_d2 option,
+                ``MODEL.KNET.SOFT_GROUPING``; not in the official K-Net).
             seg_prior_prob: ``conv_seg`` bias = ``-log((1 - p) / p)`` (focal-loss prior).
         """
         super().__init__()
@@ -77,6 +81,7 @@ class KernelGenerationHead(nn.Module):
         self.num_thing_classes = num_thing_classes
         self.num_stuff_classes = num_stuff_classes
         self.hard_mask_thr = hard_mask_thr
+        self.soft_grouping = soft_grouping
 
         self.loc_convs = nn.ModuleList(
             ConvNormReLU(in_channels if i == 0 else hidden_dim, hidden_dim, 1, norm=norm)
@@ -112,6 +117,7 @@ class KernelGenerationHead(nn.Module):
             "norm": k.NECK.NORM,
             "kernel_init_std": k.KERNEL_INIT_STD,
             "hard_mask_thr": k.HARD_MASK_THR,
+            "soft_grouping": k.SOFT_GROUPING,
         }
 
     def forward(self, loc_feats: torch.Tensor, sem_feats: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -138,8 +144,10 @@ class KernelGenerationHead(nn.Module):
         features = sem_feats + loc_feats
 
         b = features.shape[0]
-        hard = (mask_logits.sigmoid() > self.hard_mask_thr).to(features.dtype)
-        obj_feats = torch.einsum("bnhw,bchw->bnc", hard, features)
+        group = mask_logits.sigmoid()
+        if not self.soft_grouping:
+            group = (group > self.hard_mask_thr).to(features.dtype)
+        obj_feats = torch.einsum("bnhw,bchw->bnc", group, features)
         learned = self.init_kernels.weight.view(self.num_proposals, self.hidden_dim)
         kernels = learned.unsqueeze(0) + obj_feats
 

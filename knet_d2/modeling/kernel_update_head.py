@@ -161,7 +161,8 @@ class KernelUpdateHead(nn.Module):
             dropout: attention-weight dropout and FFN dropout.
             updator_channels: ``in_channels`` of the :class:`KernelUpdator` (default C);
                 must divide C (C / updator_channels > 1 = split-halves quirk).
-            mask_act: "hard_sigmoid" (group masks ``(sigmoid(M) > hard_mask_thr).float()``) or
+            mask_act: "hard_sigmoid" (group masks ``(sigmoid(M) > hard_mask_thr).float()``),
+                "sigmoid" (``sigmoid(M)``, a knet_d2 option: ``MODEL.KNET.SOFT_GROUPING``) or
                 "softmax" (``softmax(M, dim=1)`` over the kernels/classes).
             hard_mask_thr: threshold of the hard masks.
             xavier_init: call :meth:`init_weights` (the detection heads' init); False keeps the
@@ -169,7 +170,7 @@ class KernelUpdateHead(nn.Module):
             cls_prior_prob: ``fc_cls.bias = -log((1 - p) / p)`` in :meth:`init_weights`.
         """
         super().__init__()
-        assert mask_act in ("hard_sigmoid", "softmax"), mask_act
+        assert mask_act in ("hard_sigmoid", "sigmoid", "softmax"), mask_act
         updator_channels = in_channels if updator_channels is None else updator_channels
         assert in_channels % updator_channels == 0, (in_channels, updator_channels)
         self.in_channels = in_channels
@@ -221,20 +222,23 @@ class KernelUpdateHead(nn.Module):
             "num_mask_fcs": k.NUM_MASK_FCS,
             "dropout": k.DROPOUT,
             "updator_channels": k.HIDDEN_DIM,
-            "mask_act": "hard_sigmoid",
+            "mask_act": "sigmoid" if k.SOFT_GROUPING else "hard_sigmoid",
             "hard_mask_thr": k.HARD_MASK_THR,
             "xavier_init": True,
         }
 
     # ---------------------------------------------------------------- steps
     def group_masks(self, mask_logits: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-        """(B, N, h', w') logits -> (B, N, h, w) grouping weights (hard 0/1 or softmax over N).
+        """(B, N, h', w') logits -> (B, N, h, w) grouping weights (hard 0/1, sigmoid or softmax
+        over N).
 
         The logits are first resized bilinearly (align_corners=False) to ``size`` if needed.
         """
         mask_logits = bilinear_resize(mask_logits, size)
         if self.mask_act == "softmax":
             return mask_logits.softmax(dim=1)
+        if self.mask_act == "sigmoid":
+            return mask_logits.sigmoid()
         return (mask_logits.sigmoid() > self.hard_mask_thr).to(mask_logits.dtype)
 
     def assemble(self, feats: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,9 @@ through the same update stages (as extra batch entries, so it never attends to t
 kernels) and is trained with a fixed assignment, kernel ``j`` to ground-truth thing ``j``. The
 update stages thus learn to classify and refine a mask that roughly covers a thing from the
 first iteration on, instead of only once the stage-0 masks find the things. Inference, the
-normal kernels' matching and the state dict are unchanged.
+normal kernels' matching and the state dict are unchanged. In the synthetic 10-minute recipes
+on a 2-core CPU the groups cost 10-29% of the iterations and did not pay for them (PQ_th 9.0
+against 13.4, mask AP 14.9 against 13.4; benchmarks/RESULTS.md), so no config enables them.
 
 A group has the layout of the normal kernels (B, N, ...) with N = Np (+ S stuff kernels):
 

@@ -44,6 +44,18 @@ def test_kernel_head_outputs_and_obj_feat_loop():
     torch.testing.assert_close(masks[:, N:], out["seg_logits"][:, 3:])
 
 
+def test_kernel_head_soft_grouping_weights_the_sums_by_sigmoid():
+    hard, soft = make_kernel_head(), make_kernel_head(soft_grouping=True)
+    soft.load_state_dict(hard.state_dict())
+    loc, sem = torch.rand(2, C, 9, 11), torch.rand(2, C, 9, 11)
+    a, b = hard(loc, sem), soft(loc, sem)
+    torch.testing.assert_close(b["mask_logits"], a["mask_logits"])
+    w = soft.init_kernels.weight[:, :, 0, 0]
+    expected = w + torch.einsum("bnhw,bchw->bnc", b["mask_logits"].sigmoid(), b["features"])
+    torch.testing.assert_close(b["kernels"], expected)
+    assert not torch.allclose(b["kernels"], a["kernels"])
+
+
 @pytest.mark.parametrize("num_thing,num_stuff", [(1, 0), (1, 3), (4, 0)])
 def test_kernel_head_custom_class_counts(num_thing, num_stuff):
     head = make_kernel_head(num_thing=num_thing, num_stuff=num_stuff)

@@ -61,6 +61,18 @@ def test_update_head_softmax_grouping():
     torch.testing.assert_close(head.assemble(feats, logits), expected)
 
 
+def test_update_head_soft_sigmoid_grouping_passes_gradients_to_the_masks():
+    feats = torch.randn(2, C, 6, 7)
+    logits = torch.randn(2, N, 6, 7, requires_grad=True)
+    soft = make_update_head(mask_act="sigmoid")
+    expected = torch.einsum("bnhw,bchw->bnc", logits.sigmoid(), feats)
+    torch.testing.assert_close(soft.assemble(feats, logits), expected)
+    soft.assemble(feats, logits).sum().backward()
+    assert logits.grad.abs().sum() > 0
+    hard = make_update_head()
+    assert not hard.assemble(feats, logits).requires_grad  # hard masks: no path to the logits
+
+
 def _manual_mha(mha: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
     """Self-attention over the N kernels of each image separately, x: (B, N, C)."""
     b, n, c = x.shape
