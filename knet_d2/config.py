@@ -131,7 +131,8 @@ def add_knet_config(cfg: CN) -> None:
     # Group-feature masks of the detection stages: sigmoid(mask) > HARD_MASK_THR.
     k.HARD_MASK_THR = 0.5
     # Group with the soft masks sigmoid(mask) instead (K0 and every detection update stage; not in
-    # the official K-Net, off by default; docs/reference.md §1.4).
+    # the official K-Net, off by default; docs/reference.md §1.4). In the synthetic 10-minute
+    # recipes it learned the things more slowly (benchmarks/RESULTS.md).
     k.SOFT_GROUPING = False
     # Ground-truth masks are downsampled (bilinear, soft) to this stride for matching and losses.
     k.MASK_ASSIGN_STRIDE = 4
