@@ -14,6 +14,7 @@ import pytest
 import torch
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import read_image
+from detectron2.modeling import build_model
 from torch import nn
 
 from tests.helpers.paths import REPO_ROOT
@@ -47,6 +48,7 @@ from tests.helpers.export_checks import (  # noqa: E402
     run_cli,
     top2_gap,
 )
+from tests.helpers.tiny_knet import tiny_cfg  # noqa: E402
 
 KNET_TASKS = ("panoptic", "instance")
 
@@ -368,3 +370,21 @@ def test_cli_errors_without_traceback(tmp_path, capsys):
         assert export_model.main(argv) == 2
         assert message in capsys.readouterr().err
     assert not os.path.exists(os.path.join(out, "model.onnx"))
+
+
+def test_soft_grouping_model_exports_with_its_grouping(tmp_path, batch):
+    """MODEL.KNET.SOFT_GROUPING is part of the traced kernel path: the ONNX graph of such a
+    model matches its PyTorch outputs, and not those of the same weights with hard grouping."""
+    torch.manual_seed(0)
+    hard = build_model(tiny_cfg()).eval()
+    cfg = tiny_cfg()
+    cfg.MODEL.KNET.SOFT_GROUPING = True
+    soft = build_model(cfg).eval()
+    soft.load_state_dict(hard.state_dict())
+    images = preprocess_batch(batch[:2], **preprocess_params(soft))
+    export_onnx(soft, images.tensor, tmp_path / "soft.onnx", dynamic=True)
+    predictor = ExportedKNetPredictor.load(tmp_path / "soft.onnx", session_options=ort_options())
+    got = predictor.run_raw(images.tensor)
+    assert_raw_close(reference_outputs(soft, images.tensor), got)
+    hard_ref = reference_outputs(hard, images.tensor)
+    assert max_diff(hard_ref["cls_logits"], got["cls_logits"]) > 10 * ATOL
