@@ -290,9 +290,7 @@ class KNet(nn.Module):
         kernels, masks = self.kernel_head.append_stuff(head_out)
         b = feats.shape[0]
         if denoise_targets is not None:  # the groups run as extra batch entries
-            dn_kernels, dn_masks = self.denoising.queries(
-                denoise_targets, head_out, self.kernel_head.init_kernels.weight.flatten(1)
-            )
+            dn_kernels, dn_masks = self.denoising.queries(denoise_targets, feats, self.kernel_head)
             dn_kernels, dn_masks = self.kernel_head.append_stuff(
                 {**head_out, "kernels": dn_kernels, "mask_logits": dn_masks}
             )

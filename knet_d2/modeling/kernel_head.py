@@ -147,9 +147,7 @@ class KernelGenerationHead(nn.Module):
         group = mask_logits.sigmoid()
         if not self.soft_grouping:
             group = (group > self.hard_mask_thr).to(features.dtype)
-        obj_feats = torch.einsum("bnhw,bchw->bnc", group, features)
-        learned = self.init_kernels.weight.view(self.num_proposals, self.hidden_dim)
-        kernels = learned.unsqueeze(0) + obj_feats
+        kernels = self.kernels_from_groups(group, features)
 
         out = {
             "features": features,
@@ -163,6 +161,20 @@ class KernelGenerationHead(nn.Module):
             out["stuff_kernels"] = stuff.unsqueeze(0).expand(b, -1, -1)
             out["stuff_mask_logits"] = seg_logits[:, t:]
         return out
+
+    def kernels_from_groups(self, groups: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The stage-0 kernels of given grouping masks: ``init_kernels.weight + sum_pixels
+        groups * F``.
+
+        Args:
+            groups: (B, Np, h, w) grouping weights (0/1 masks, or sigmoids when soft).
+            features: F (B, C, h, w).
+
+        Returns:
+            (B, Np, C).
+        """
+        learned = self.init_kernels.weight.view(self.num_proposals, self.hidden_dim)
+        return learned.unsqueeze(0) + torch.einsum("bnhw,bchw->bnc", groups, features)
 
     @staticmethod
     def append_stuff(outputs: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import Tensor
 
+from .kernel_head import KernelGenerationHead
+
 __all__ = ["MaskDenoising", "jitter_masks"]
 
 #: |logit| of the denoising groups' initial masks (sigmoid(8) = 0.9997).
@@ -107,40 +109,36 @@ class MaskDenoising:
     def queries(
         self,
         targets: List[Dict[str, Tensor]],
-        head_out: Dict[str, Tensor],
-        learned_kernels: Tensor,
+        features: Tensor,
+        kernel_head: KernelGenerationHead,
     ) -> Tuple[Tensor, Tensor]:
         """Initial thing kernels and masks of the denoising groups.
 
         Args:
             targets: per image ``labels`` (M_b,) and ``masks`` (M_b, H, W) (stride 4).
-            head_out: the kernel head's outputs; ``features`` F (B, C, h, w) is read.
-            learned_kernels: (Np, C) proposal kernels ``w``.
+            features: F (B, C, h, w) of the kernel head.
+            kernel_head: its :meth:`~KernelGenerationHead.kernels_from_groups` makes the kernels.
 
         Returns:
-            ``(kernels (B, Np, C), mask_logits (B, Np, h, w))`` in F's dtype.
+            ``(kernels (B, Np, C), mask_logits (B, Np, h, w))``.
         """
-        feats = head_out["features"]
-        b, _, h, w = feats.shape
-        np_ = learned_kernels.shape[0]
+        b, _, h, w = features.shape
+        np_ = kernel_head.num_proposals
         slots = self.num_slots(targets, np_)
         gt = [t["masks"][:n] for t, n in zip(targets, slots)]
-        masks = feats.new_zeros((b, np_, h, w), dtype=torch.bool)
+        masks = features.new_zeros((b, np_, h, w), dtype=torch.bool)
         if sum(slots) > 0:
             flat = torch.cat(gt).float()
             if flat.shape[-2:] != (h, w):
                 flat = F.interpolate(flat[:, None], size=(h, w), mode="bilinear",
                                      align_corners=False)[:, 0]
             jittered = jitter_masks(flat, self.shift, self.scale)
-            b_idx = torch.repeat_interleave(torch.arange(b, device=feats.device),
-                                            torch.tensor(slots, device=feats.device))
-            k_idx = torch.cat([torch.arange(n, device=feats.device) for n in slots])
+            b_idx = torch.repeat_interleave(torch.arange(b, device=features.device),
+                                            torch.tensor(slots, device=features.device))
+            k_idx = torch.cat([torch.arange(n, device=features.device) for n in slots])
             masks[b_idx, k_idx] = jittered
-        hard = masks.to(feats.dtype)
-        kernels = learned_kernels.to(feats.dtype).unsqueeze(0) + torch.einsum(
-            "bnhw,bchw->bnc", hard, feats
-        )
-        return kernels, (hard * 2 - 1) * MASK_LOGIT
+        hard = masks.to(features.dtype)
+        return kernel_head.kernels_from_groups(hard, features), (hard * 2 - 1) * MASK_LOGIT
 
     def losses(
         self,

@@ -6,6 +6,7 @@ from detectron2.modeling import build_model
 
 from knet_d2.modeling.criterion import KNetCriterion
 from knet_d2.modeling.mask_denoising import MASK_LOGIT, MaskDenoising, jitter_masks
+from tests.helpers.knet_parts import C, make_kernel_head
 from tests.helpers.tiny_knet import make_input, tiny_cfg
 
 
@@ -45,15 +46,17 @@ def test_jitter_of_no_masks():
 
 def test_queries_start_from_the_ground_truth_and_the_stage0_formula():
     dn = MaskDenoising(shift=0.0, scale=0.0, loss_weight=1.0)
-    b, c, h, w, np_ = 2, 5, 8, 8, 3
-    feats = torch.randn(b, c, h, w)
-    learned = torch.randn(np_, c)
+    b, h, w, np_ = 2, 8, 8, 3
+    feats = torch.randn(b, C, h, w)
+    head = make_kernel_head(num_proposals=np_)
+    learned = head.init_kernels.weight[:, :, 0, 0]
     big = torch.stack([_square(16, 16, 0, 0, 8), _square(16, 16, 8, 8, 6),
                        _square(16, 16, 2, 10, 4), _square(16, 16, 10, 0, 4)])
     targets = [{"labels": torch.tensor([0, 1, 2, 0]), "masks": big},  # more things than kernels
                {"labels": torch.tensor([1]), "masks": big[1:2]}]
-    kernels, logits = dn.queries(targets, {"features": feats}, learned)
-    assert kernels.shape == (b, np_, c) and logits.shape == (b, np_, h, w)
+    with torch.no_grad():
+        kernels, logits = dn.queries(targets, feats, head)
+    assert kernels.shape == (b, np_, C) and logits.shape == (b, np_, h, w)
     assert set(logits.unique().tolist()) == {-MASK_LOGIT, MASK_LOGIT}
     small = torch.nn.functional.interpolate(big[:, None], size=(h, w), mode="bilinear")[:, 0] > 0.5
     assert torch.equal(logits[0] > 0, small[:3])  # the first Np things, in order
