@@ -156,6 +156,10 @@ def add_knet_config(cfg: CN) -> None:
     k.MASK_WEIGHT = 1.0
     k.DICE_WEIGHT = 4.0
     k.SEG_WEIGHT = 1.0
+    # Not in the official recipe: a softmax cross-entropy on the stage-0 semantic logits, over
+    # the pixels the semantic target labels (stuff and matched things; instance models: the
+    # things), added to the official focal loss with this weight. 0 = off.
+    k.SEG_CE_WEIGHT = 0.0
     k.RANK_WEIGHT = 0.1
     k.FOCAL_ALPHA = 0.25
     k.FOCAL_GAMMA = 2.0

@@ -16,7 +16,8 @@ Inputs of :meth:`KNetCriterion.forward` (all predictions at stride 4, the size o
     stuff classes in [T, T+S) (absolute contiguous ids) and ``"stuff_masks"``: (S_b, H, W).
 
 Returned keys (already weighted; Detectron2 sums every value): ``loss_rpn_mask``,
-``loss_rpn_dice``, ``loss_rpn_seg`` (+ ``loss_rpn_rank`` for panoptic) and per update stage
+``loss_rpn_dice``, ``loss_rpn_seg`` (+ ``loss_rpn_rank`` for panoptic, + ``loss_rpn_seg_ce`` with
+``seg_ce_weight`` > 0) and per update stage
 ``i`` (0-based): ``s{i}_loss_cls``, ``s{i}_loss_mask``, ``s{i}_loss_dice``
 (+ ``s{i}_loss_rank`` for panoptic).
 
@@ -45,8 +46,9 @@ from torch import Tensor, nn
 
 from .dense_focal_loss import sigmoid_focal_loss_from_labels
 from .matcher import HungarianMatcher
+from .target_painting import paint_targets
 
-__all__ = ["KNetCriterion", "dice_loss", "paint_targets"]
+__all__ = ["KNetCriterion", "dice_loss"]
 
 _DICE_LOSS_EPS = 1e-3
 IGNORE_INDEX = 255
@@ -67,49 +69,6 @@ def dice_loss(mask_logits: Tensor, targets: Tensor) -> Tensor:
     num = 2 * (p * t).sum(-1)
     den = (p * p).sum(-1) + _DICE_LOSS_EPS + (t * t).sum(-1) + _DICE_LOSS_EPS
     return 1 - num / den
-
-
-def paint_targets(
-    batch_idx: Tensor,
-    priority: Tensor,
-    covers: Tensor,
-    values: Tensor,
-    batch_size: int,
-    num_priorities: int,
-    fill: int,
-) -> Tensor:
-    """Paint per-pixel labels where later writers overwrite earlier ones, for a whole batch.
-
-    Writer ``w`` belongs to image ``batch_idx[w]``, writes ``values[w]`` on the pixels where
-    ``covers[w]`` is true and is applied after every writer of the same image with a lower
-    ``priority``; the result is the value of the highest-priority covering writer.
-
-    Args:
-        batch_idx: (P,) long image index of each writer.
-        priority: (P,) long in [0, num_priorities), unique within an image.
-        covers: (P, H, W) bool.
-        values: (P,) long values to write.
-        batch_size: B.
-        num_priorities: an upper bound of the priorities (known on the host, so no sync).
-        fill: value of pixels covered by no writer.
-
-    Returns:
-        (B, H, W) long map.
-    """
-    h, w = covers.shape[-2:]
-    device = covers.device
-    out = torch.full((batch_size, h * w), fill, dtype=torch.long, device=device)
-    if covers.shape[0] == 0:
-        return out.view(batch_size, h, w)
-    keyed = torch.where(covers.reshape(-1, h * w), priority[:, None], -1)
-    top = torch.full((batch_size, h * w), -1, dtype=torch.long, device=device)
-    top.scatter_reduce_(0, batch_idx[:, None].expand_as(keyed), keyed, reduce="amax")
-    # table[b, priority] = value
-    table = torch.full((batch_size, num_priorities), fill, dtype=torch.long, device=device)
-    table[batch_idx, priority] = values
-    painted = torch.gather(table, 1, top.clamp(min=0))
-    out = torch.where(top >= 0, painted, out)
-    return out.view(batch_size, h, w)
 
 
 class _Positives:
@@ -146,6 +105,7 @@ class KNetCriterion(nn.Module):
         mask_weight: float = 1.0,
         dice_weight: float = 4.0,
         seg_weight: float = 1.0,
+        seg_ce_weight: float = 0.0,
         rank_weight: float = 0.1,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
@@ -158,6 +118,9 @@ class KNetCriterion(nn.Module):
                 (stuff kernels, stuff targets and the rank losses).
             num_proposals: Np, the number of thing (proposal) kernels.
             class_weight, mask_weight, dice_weight, seg_weight, rank_weight: loss weights.
+            seg_ce_weight: weight of ``loss_rpn_seg_ce``, a softmax cross-entropy of the
+                stage-0 semantic logits over the pixels that ``loss_rpn_seg``'s target labels
+                (not part of the official recipe; 0 = off, no such loss).
             focal_alpha, focal_gamma: parameters of the sigmoid focal losses.
         """
         super().__init__()
@@ -169,6 +132,7 @@ class KNetCriterion(nn.Module):
         self.mask_weight = mask_weight
         self.dice_weight = dice_weight
         self.seg_weight = seg_weight
+        self.seg_ce_weight = seg_ce_weight
         self.rank_weight = rank_weight
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
@@ -185,6 +149,7 @@ class KNetCriterion(nn.Module):
             "mask_weight": k.MASK_WEIGHT,
             "dice_weight": k.DICE_WEIGHT,
             "seg_weight": k.SEG_WEIGHT,
+            "seg_ce_weight": k.SEG_CE_WEIGHT,
             "rank_weight": k.RANK_WEIGHT,
             "focal_alpha": k.FOCAL_ALPHA,
             "focal_gamma": k.FOCAL_GAMMA,
@@ -387,6 +352,13 @@ class KNetCriterion(nn.Module):
             gamma=self.focal_gamma,
         )
         losses["loss_rpn_seg"] = focal / num_fg * self.seg_weight
+        if self.seg_ce_weight > 0:
+            # background (== c) is ignored: which class, on the pixels that have one
+            ce = F.cross_entropy(
+                seg_logits.reshape(b, c, h * w).float(), seg_target, ignore_index=c,
+                reduction="sum",
+            )
+            losses["loss_rpn_seg_ce"] = ce / num_fg * self.seg_ce_weight
         return losses
 
     def stage_losses(

@@ -8,8 +8,9 @@ from detectron2.config import get_cfg
 
 from knet_d2 import add_knet_config
 from knet_d2.modeling import criterion as criterion_module
-from knet_d2.modeling.criterion import KNetCriterion, dice_loss, paint_targets
+from knet_d2.modeling.criterion import KNetCriterion, dice_loss
 from knet_d2.modeling.matcher import HungarianMatcher
+from knet_d2.modeling.target_painting import paint_targets
 
 LN2 = math.log(2.0)
 POS_AT_HALF = 0.25 * 0.25 * LN2  # focal, target 1, p = 0.5
@@ -176,6 +177,36 @@ def test_rpn_seg_loss_background_and_normalisation():
     losses = crit.rpn_losses(rpn, [(torch.zeros(0, dtype=torch.long),) * 2], [empty_target(2, 2)])
     assert losses["loss_rpn_seg"].item() == pytest.approx(8 * NEG_AT_HALF, abs=1e-6)
     assert losses["loss_rpn_mask"].item() == 0.0 and losses["loss_rpn_dice"].item() == 0.0
+
+
+def test_rpn_seg_ce_loss_value_and_off_by_default():
+    crit, targets, matches = _seg_setup()
+    g = torch.Generator().manual_seed(1)
+    seg_logits = torch.randn(1, 4, 1, 4, generator=g)
+    rpn = {"mask_logits": torch.randn(1, 3, 1, 4, generator=g), "seg_logits": seg_logits}
+    assert "loss_rpn_seg_ce" not in crit.rpn_losses(rpn, matches, targets)
+    crit.seg_ce_weight = 0.5
+    losses = crit.rpn_losses(rpn, matches, targets)
+    # target [1, 2, 0, 0] (test above): -log softmax of the labelled class, mean over 4 pixels
+    logp = seg_logits[0, :, 0].log_softmax(0)  # (4 classes, 4 pixels)
+    expected = -(logp[1, 0] + logp[2, 1] + logp[0, 2] + logp[0, 3]) / 4 * 0.5
+    assert losses["loss_rpn_seg_ce"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_rpn_seg_ce_ignores_background_pixels():
+    crit = make(2, 0, 2)
+    crit.seg_ce_weight = 1.0
+    seg_logits = torch.tensor([[[[3.0, -1.0], [5.0, 0.0]], [[0.0, 2.0], [-5.0, 1.0]]]])
+    rpn = {"mask_logits": torch.zeros(1, 2, 2, 2), "seg_logits": seg_logits}
+    mask = torch.tensor([[[0.0, 0.4], [0.0, 0.0]]])  # one thing pixel, class 1
+    targets = [{"labels": torch.tensor([1]), "masks": mask}]
+    losses = crit.rpn_losses(rpn, [(torch.tensor([0]), torch.tensor([0]))], targets)
+    # only pixel (0, 1) counts: logits (-1, 2) for classes (0, 1)
+    expected = -torch.tensor([-1.0, 2.0]).log_softmax(0)[1]
+    assert losses["loss_rpn_seg_ce"].item() == pytest.approx(expected.item(), rel=1e-6)
+    # no labelled pixel: zero, not NaN
+    losses = crit.rpn_losses(rpn, [(torch.zeros(0, dtype=torch.long),) * 2], [empty_target(2, 2)])
+    assert losses["loss_rpn_seg_ce"].item() == 0.0
 
 
 def _rank_expected(mask_logits, target, weight=0.1):
@@ -405,6 +436,9 @@ def test_criterion_from_config():
     crit = KNetCriterion(cfg)
     assert not crit.panoptic and crit.num_classes == 80 and crit.num_proposals == 100
     assert (crit.class_weight, crit.dice_weight, crit.rank_weight) == (2.0, 4.0, 0.3)
+    assert crit.seg_ce_weight == 0.0
+    cfg.MODEL.KNET.SEG_CE_WEIGHT = 0.7
+    assert KNetCriterion(cfg).seg_ce_weight == 0.7
     assert crit.matcher.cost_mask == 5.0
     cfg.MODEL.KNET.NUM_STUFF_CLASSES = 53
     assert KNetCriterion(cfg).panoptic
