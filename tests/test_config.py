@@ -100,7 +100,7 @@ KEYS_ADDED_SINCE_THE_RECORDED_RUNS = {
     ("semantic/knet_upernet_tiny_16k_bf16.yaml", "2026-12-05_semantic_16k_bf16_channels_last",
      4650, True),
     ("semantic/knet_upernet_tiny_16k_bf16_keep_freed.yaml",
-     "2026-12-05_recipes_with_time_budget/semantic", 5200, True),
+     "2026-12-06_semantic_augmentations/N1", 5200, True),
     ("panoptic/knet_R18_tiny_16k_bf16_keep_freed.yaml",
      "2026-12-05_panoptic_channels_last_intel/ten_minutes", 5000, True),
     ("instance/knet_R18_tiny_16k_bf16_keep_freed.yaml",
