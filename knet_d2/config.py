@@ -158,7 +158,8 @@ def add_knet_config(cfg: CN) -> None:
     k.SEG_WEIGHT = 1.0
     # Not in the official recipe: a softmax cross-entropy on the stage-0 semantic logits, over
     # the pixels the semantic target labels (stuff and matched things; instance models: the
-    # things), added to the official focal loss with this weight. 0 = off.
+    # things), added to the official focal loss with this weight. 0 = off. In the synthetic
+    # 10-minute recipes it did not help the things (benchmarks/RESULTS.md, 2026-12-06).
     k.SEG_CE_WEIGHT = 0.0
     k.RANK_WEIGHT = 0.1
     k.FOCAL_ALPHA = 0.25

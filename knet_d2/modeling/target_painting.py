@@ -1,7 +1,7 @@
 """Per-pixel label maps from overlapping writers, later writers winning (batched, no loops).
 
 K-Net paints its stage-0 semantic target (stuff masks first, then the matched thing masks in
-ascending kernel order) and its rank targets this way (docs/reference.md §2.2), each writer
+ascending kernel order) and its rank targets this way (docs/reference.md §2.3), each writer
 overwriting what is under it.
 """
 from __future__ import annotations
