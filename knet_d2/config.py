@@ -134,6 +134,10 @@ def add_knet_config(cfg: CN) -> None:
     # the official K-Net, off by default; docs/reference.md §1.4). In the synthetic 10-minute
     # recipes it learned the things more slowly (benchmarks/RESULTS.md).
     k.SOFT_GROUPING = False
+    # How many of the NUM_PROPOSALS thing proposals start from the image instead of a learned
+    # kernel: the localization features at the peaks of the stage-0 thing scores (not in the
+    # official K-Net; 0 = official; knet_d2/modeling/image_proposals.py, docs/reference.md §1.3).
+    k.IMAGE_PROPOSALS = 0
     # Ground-truth masks are downsampled (bilinear, soft) to this stride for matching and losses.
     k.MASK_ASSIGN_STRIDE = 4
     # Pad images to a multiple of this inside the model (0 = backbone's size_divisibility).

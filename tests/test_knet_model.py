@@ -251,3 +251,26 @@ def test_soft_grouping_switch_reaches_every_grouping_and_keeps_the_state_dict():
     losses = soft([make_input(64, 64, [0, 1, 3], seed=1)])
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_image_proposals_train_and_infer_end_to_end():
+    """MODEL.KNET.IMAGE_PROPOSALS: the image slots get gradients (their projection through the
+    losses), and inference returns the same formats with Np thing kernels."""
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    cfg.MODEL.KNET.IMAGE_PROPOSALS = 4
+    model = build_model(cfg)
+    np_ = cfg.MODEL.KNET.NUM_PROPOSALS
+    assert model.kernel_head.init_kernels.weight.shape[0] == np_ - 4
+    model.train()
+    losses = model([make_input(64, 64, [0, 1, 3], seed=1), make_input(48, 64, [2], seed=2)])
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    grad = model.kernel_head.image_proposals.proj.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        out = model([make_input(61, 77, [0])])
+    inst = out[0]["instances"]
+    assert len(inst) == min(100, np_ * cfg.MODEL.KNET.NUM_THING_CLASSES)
+    assert set(out[0]) == {"instances", "panoptic_seg", "sem_seg"}
