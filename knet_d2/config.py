@@ -190,6 +190,17 @@ def add_knet_config(cfg: CN) -> None:
     k.DENOISING.SCALE = 0.2
     k.DENOISING.LOSS_WEIGHT = 1.0
 
+    # Class logits of the last stage's thing kernels from image crops around their masks (not in
+    # the official K-Net, off by default; knet_d2/modeling/crop_classifier.py, docs/reference.md
+    # §1.4): SIZE x SIZE crops of the image and the mask, NUM_CONVS 3x3 convs of CHANNELS, the
+    # mask's box widened by MARGIN of its size on each side.
+    k.CROP_CLASSIFIER = CN()
+    k.CROP_CLASSIFIER.ENABLED = False
+    k.CROP_CLASSIFIER.SIZE = 16
+    k.CROP_CLASSIFIER.CHANNELS = 32
+    k.CROP_CLASSIFIER.NUM_CONVS = 4
+    k.CROP_CLASSIFIER.MARGIN = 0.25
+
     # Inference (every key is described in docs/INFERENCE.md).
     k.TEST = CN()
     # Which outputs the model returns: "sem_seg", "instances", "panoptic_seg".

@@ -33,6 +33,7 @@ from torch import nn
 from .config import check_mask_strides, check_task_flags
 from .data.class_layout import ClassLayout, check_class_counts, class_layout_of_datasets
 from .modeling.criterion import KNetCriterion
+from .modeling.crop_classifier import CropClassifier, build_crop_classifier
 from .modeling.kernel_head import KernelGenerationHead
 from .modeling.kernel_update_head import build_kernel_update_head, upsample_masks
 from .modeling.mask_denoising import MaskDenoising
@@ -131,6 +132,7 @@ class KNet(nn.Module):
         channels_last: str = "auto",
         split_batch: str = "auto",
         denoising: Optional[MaskDenoising] = None,
+        crop_classifier: Optional[CropClassifier] = None,
     ):
         """
         Args:
@@ -157,6 +159,7 @@ class KNet(nn.Module):
                 no stage gains from batching and padding to the widest image costs time;
                 docs/INFERENCE.md), "on" (every device) or "off" (whole batch, padded).
             denoising: training-only mask-denoising groups (``MODEL.KNET.DENOISING``), or None.
+            crop_classifier: last stage's crop logits (``MODEL.KNET.CROP_CLASSIFIER``), or None.
         """
         super().__init__()
         check_task_flags(semantic_on, instance_on, panoptic_on)
@@ -189,6 +192,7 @@ class KNet(nn.Module):
         self.channels_last = _check_inference_mode("CHANNELS_LAST", channels_last)
         self.split_batch = _check_inference_mode("SPLIT_BATCH", split_batch)
         self.denoising = denoising
+        self.crop_classifier = crop_classifier
 
     @classmethod
     def from_config(cls, cfg):
@@ -228,6 +232,7 @@ class KNet(nn.Module):
             "channels_last": k.TEST.CHANNELS_LAST,
             "split_batch": k.TEST.SPLIT_BATCH,
             "denoising": MaskDenoising(cfg) if k.DENOISING.ENABLED else None,
+            "crop_classifier": build_crop_classifier(cfg),
         }
 
     @property
@@ -299,6 +304,8 @@ class KNet(nn.Module):
         stages = []
         for i, head in enumerate(self.update_heads):
             kernels, masks, cls_logits = head(feats, kernels, masks)
+            if self.crop_classifier is not None and i == len(self.update_heads) - 1:
+                cls_logits = self.crop_classifier.add_logits(images.tensor, masks, cls_logits)
             # Losses need every stage at stride 4; inference only the last one.
             if self.training or i == len(self.update_heads) - 1:
                 up_masks = upsample_masks(masks, up)
