@@ -30,6 +30,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
+from .trained_checkpoint import add_checkpoint_args, load_checkpoint_model
+
 __all__ = ["kernel_predictions", "relabel_from_ground_truth", "remask_from_ground_truth",
            "mask_recall", "breakdown", "main"]
 
@@ -129,29 +131,16 @@ def breakdown(model, loader, dataset: str, output_dir: str) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config-file", required=True)
-    ap.add_argument("--weights", required=True)
-    ap.add_argument("--dataset", default=None, help="default: the config's first DATASETS.TEST")
-    ap.add_argument("--output", default="output/instance_error_breakdown")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    add_checkpoint_args(ap, "output/instance_error_breakdown")
     a = ap.parse_args(argv)
-    from knet_d2.data.datasets.register_synthetic import ensure_synthetic_for_datasets
-    from knet_d2.engine.checkpointer import KNetCheckpointer
-    from knet_d2.engine.defaults import get_knet_cfg
     from train_net import Trainer
 
     from .cli import environment, run_header
     from .report import mask_ap_table
 
-    torch.set_num_threads(a.threads)
     header = run_header(list(sys.argv[1:] if argv is None else argv), __spec__.name, "cpu",
                         a.threads)
-    cfg = get_knet_cfg(a.config_file, list(a.opts) + ["MODEL.DEVICE", "cpu"])
-    dataset = a.dataset or cfg.DATASETS.TEST[0]
-    ensure_synthetic_for_datasets([dataset])
-    model = Trainer.build_model(cfg)
-    KNetCheckpointer(model).load(a.weights)
+    cfg, model, dataset = load_checkpoint_model(a)
     result = breakdown(model, Trainer.build_test_loader(cfg, dataset), dataset, a.output)
     lines = mask_ap_table("predictions", result["mask_ap"])
     rec = result["mask_recall"]

@@ -32,6 +32,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
+from .trained_checkpoint import add_checkpoint_args, load_checkpoint_model
+
 __all__ = ["EXTENT_BINS", "thing_iou", "visible_extent", "count_image", "summarize", "main"]
 
 EXTENT_BINS = (0, 8, 16, 32)  # px; the last bin is open
@@ -153,35 +155,22 @@ def breakdown(model, loader, dataset: str) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config-file", required=True)
-    ap.add_argument("--weights", required=True)
-    ap.add_argument("--dataset", default=None, help="default: the config's first DATASETS.TEST")
-    ap.add_argument("--output", default="output/panoptic_error_breakdown")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    add_checkpoint_args(ap, "output/panoptic_error_breakdown")
     a = ap.parse_args(argv)
     path = Path(a.output) / "panoptic_error_breakdown.json"
     if path.exists():
         ap.error(f"{path} exists; choose another --output")
     if not Path(a.weights).is_file():
         ap.error(f"--weights: no such file: {a.weights}")
-    from knet_d2.data.datasets.register_synthetic import ensure_synthetic_for_datasets
-    from knet_d2.engine.checkpointer import KNetCheckpointer
-    from knet_d2.engine.defaults import get_knet_cfg
     from train_net import Trainer
 
     from .cli import environment, run_header, write_json
 
-    torch.set_num_threads(a.threads)
     header = run_header(list(sys.argv[1:] if argv is None else argv), __spec__.name, "cpu",
                         a.threads)
-    cfg = get_knet_cfg(a.config_file, list(a.opts) + [
-        "MODEL.DEVICE", "cpu", "MODEL.KNET.TEST.PANOPTIC_ON", "True",
-        "MODEL.KNET.TEST.INSTANCE_ON", "False", "MODEL.KNET.TEST.SEMANTIC_ON", "False"])
-    dataset = a.dataset or cfg.DATASETS.TEST[0]
-    ensure_synthetic_for_datasets([dataset])
-    model = Trainer.build_model(cfg)
-    KNetCheckpointer(model).load(a.weights)
+    cfg, model, dataset = load_checkpoint_model(a, [
+        "MODEL.KNET.TEST.PANOPTIC_ON", "True", "MODEL.KNET.TEST.INSTANCE_ON", "False",
+        "MODEL.KNET.TEST.SEMANTIC_ON", "False"])
     res = breakdown(model, Trainer.build_test_loader(cfg, dataset), dataset)
     lines = [f"{'visible extent':<16}" + "".join(f"{b:>10}" for b in res["extent_bins"])]
     for key in ("gt_things", "found", "found_same_class"):
