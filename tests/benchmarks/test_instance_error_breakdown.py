@@ -113,19 +113,14 @@ def test_breakdown_of_a_model_with_exact_masks_and_wrong_top_classes(small_split
 
 def test_cli_loads_the_weights_and_writes_the_header_views_and_table(small_split, tmp_path,
                                                                        capsys):
-    from detectron2.checkpoint import DetectionCheckpointer
-
     from benchmarks.report import format_cell
-    from knet_d2.engine.defaults import get_knet_cfg
     from tests.helpers.paths import REPO_ROOT
-    from train_net import Trainer
+    from tests.helpers.tiny_training import save_untrained
 
     config = str(REPO_ROOT / "configs/synthetic/instance/knet_R18_tiny.yaml")
-    torch.manual_seed(0)
-    model = Trainer.build_model(get_knet_cfg(config, ["MODEL.DEVICE", "cpu"]))
-    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("untrained")
+    weights = save_untrained(config, tmp_path)
     out = tmp_path / "cli"
-    assert eb.main(["--config-file", config, "--weights", str(tmp_path / "untrained.pth"),
+    assert eb.main(["--config-file", config, "--weights", str(weights),
                     "--dataset", f"{PREFIX}_instance_val", "--output", str(out),
                     "--threads", "1"]) == 0
     saved = json.loads((out / "instance_error_breakdown.json").read_text())

@@ -12,6 +12,8 @@ from detectron2.data import DatasetCatalog
 import knet_d2  # noqa: F401  (registers the dataset names)
 from benchmarks import panoptic_error_breakdown as peb
 from tests.helpers.catalogs import registered_synthetic_splits
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.tiny_training import save_untrained
 
 PREFIX = "knet_test_pan_breakdown"
 
@@ -73,20 +75,11 @@ def small_split(tmp_path_factory):
 
 def test_cli_writes_the_header_and_counts_every_ground_truth_thing(small_split, tmp_path,
                                                                      capsys):
-    import torch
-    from detectron2.checkpoint import DetectionCheckpointer
-
-    from knet_d2.engine.defaults import get_knet_cfg
-    from tests.helpers.paths import REPO_ROOT
-    from train_net import Trainer
-
     config = str(REPO_ROOT / "configs/synthetic/panoptic/knet_R18_tiny.yaml")
-    torch.manual_seed(0)
-    model = Trainer.build_model(get_knet_cfg(config, ["MODEL.DEVICE", "cpu"]))
-    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("untrained")
+    weights = save_untrained(config, tmp_path)
     out = tmp_path / "cli"
     dataset = f"{PREFIX}_panoptic_val"
-    args = ["--config-file", config, "--weights", str(tmp_path / "untrained.pth"),
+    args = ["--config-file", config, "--weights", str(weights),
             "--dataset", dataset, "--output", str(out), "--threads", "1"]
     assert peb.main(args) == 0
     saved = json.loads((out / "panoptic_error_breakdown.json").read_text())

@@ -31,3 +31,18 @@ def register_tiny(root) -> str:
     return TRAIN
 
 
+
+
+def save_untrained(config, folder, seed: int = 0):
+    """A D2 checkpoint (``folder/untrained.pth``) of the model of ``config`` with random
+    weights (``torch.manual_seed(seed)``), for scripts that load a trained one."""
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from knet_d2.engine.defaults import get_knet_cfg
+    from train_net import Trainer
+
+    torch.manual_seed(seed)
+    model = Trainer.build_model(get_knet_cfg(str(config), ["MODEL.DEVICE", "cpu"]))
+    DetectionCheckpointer(model, save_dir=str(folder)).save("untrained")
+    return folder / "untrained.pth"
