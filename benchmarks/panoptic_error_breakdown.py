@@ -34,27 +34,26 @@ import torch
 
 from .trained_checkpoint import add_checkpoint_args, load_checkpoint_model
 
-__all__ = ["EXTENT_BINS", "thing_iou", "visible_extent", "count_image", "summarize", "main"]
+__all__ = ["EXTENT_BINS", "segment_masks", "thing_iou", "visible_extent", "count_image",
+           "summarize", "main"]
 
 EXTENT_BINS = (0, 8, 16, 32)  # px; the last bin is open
 
 
-def _stack(ids_map: np.ndarray, ids: Sequence[int]) -> np.ndarray:
-    """(K, H*W) bool masks of the segments ``ids`` of an id map."""
+def segment_masks(ids_map: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+    """(K, H*W) bool masks of the segments ``ids`` of an (H, W) id map."""
     if not len(ids):
         return np.zeros((0, ids_map.size), bool)
     return np.stack([ids_map == i for i in ids]).reshape(len(ids), -1)
 
 
-def thing_iou(gt: np.ndarray, gt_ids: Sequence[int], pred: np.ndarray,
-              pred_ids: Sequence[int], ignore: np.ndarray) -> np.ndarray:
-    """(G, P) PQ's IoU between the segments ``gt_ids`` of the id map ``gt`` (H, W) and
-    ``pred_ids`` of ``pred`` (H, W): the union leaves out predicted pixels where ``ignore``
-    (H, W) bool (void or crowd ground truth) is set."""
-    g = _stack(gt, gt_ids).astype(np.float64)
-    p = _stack(pred, pred_ids).astype(np.float64)
+def thing_iou(gt_masks: np.ndarray, pred_masks: np.ndarray, ignore: np.ndarray) -> np.ndarray:
+    """(G, P) PQ's IoU between (G, H*W) and (P, H*W) bool masks (:func:`segment_masks`): the
+    union leaves out predicted pixels where ``ignore`` (H*W,) bool (void or crowd ground
+    truth) is set."""
+    g, p = gt_masks.astype(np.float64), pred_masks.astype(np.float64)
     inter = g @ p.T
-    p_ignored = p @ ignore.reshape(-1).astype(np.float64)
+    p_ignored = p @ ignore.astype(np.float64)
     union = g.sum(1)[:, None] + (p.sum(1) - p_ignored)[None] - inter
     return inter / np.maximum(union, 1)
 
@@ -73,26 +72,28 @@ def count_image(gt: np.ndarray, gt_things: List[dict], pred: np.ndarray,
     the thing segments only (ground truth: not crowd); ``ignore``: (H, W) bool, void or crowd
     ground truth. Returns per extent bin ``total``, ``found``, ``found_same_class`` (each
     ``len(EXTENT_BINS)`` ints) and ``pred`` = [true, wrong class, unmatched]."""
-    pred_ids = [s["id"] for s in pred_things]
-    iou = thing_iou(gt, [s["id"] for s in gt_things], pred, pred_ids, ignore)
-    p = _stack(pred, pred_ids)
-    mostly_ignored = (p & ignore.reshape(1, -1)).sum(1) > 0.5 * p.sum(1)
+    g = segment_masks(gt, [s["id"] for s in gt_things])
+    p = segment_masks(pred, [s["id"] for s in pred_things])
+    ignore = ignore.reshape(-1)
+    iou = thing_iou(g, p, ignore)
+    mostly_ignored = (p & ignore).sum(1) > 0.5 * p.sum(1)
     match = iou > 0.5  # PQ's rule: at most one match per row and column
     nb = len(EXTENT_BINS)
     out = {k: np.zeros(nb, np.int64) for k in ("total", "found", "found_same_class")}
     out["pred"] = np.zeros(3, np.int64)
-    for i, g in enumerate(gt_things):
-        b = int(np.searchsorted(EXTENT_BINS, visible_extent(gt == g["id"]), side="right")) - 1
+    for i, thing in enumerate(gt_things):
+        extent = visible_extent(g[i].reshape(gt.shape))
+        b = int(np.searchsorted(EXTENT_BINS, extent, side="right")) - 1
         out["total"][b] += 1
         js = np.nonzero(match[i])[0]
         out["found"][b] += len(js) > 0
         out["found_same_class"][b] += any(
-            pred_things[j]["category_id"] == g["category_id"] for j in js)
-    for j, p in enumerate(pred_things):
+            pred_things[j]["category_id"] == thing["category_id"] for j in js)
+    for j, seg in enumerate(pred_things):
         is_ = np.nonzero(match[:, j])[0]
         if len(is_) == 0:
             out["pred"][2] += not mostly_ignored[j]
-        elif gt_things[is_[0]]["category_id"] == p["category_id"]:
+        elif gt_things[is_[0]]["category_id"] == seg["category_id"]:
             out["pred"][0] += 1
         else:
             out["pred"][1] += 1

@@ -59,10 +59,11 @@ def test_void_pixels_leave_the_union_as_in_pq():
     gt, things = _scene()
     pred = np.zeros((40, 40), np.int32)
     pred[25:40, 25:35] = 6  # thing 2 (100 px) plus 30 px of stuff and 20 px of void
-    iou = peb.thing_iou(gt, [2], pred, [6], gt == 0)
+    g, p = peb.segment_masks(gt, [2]), peb.segment_masks(pred, [6])
+    iou = peb.thing_iou(g, p, (gt == 0).reshape(-1))
     assert iou[0, 0] == pytest.approx(100 / 130)  # 150 - 20 void pixels in the union
-    assert peb.thing_iou(gt, [2], pred, [6], np.zeros_like(gt, bool))[0, 0] == \
-        pytest.approx(100 / 150)
+    assert peb.thing_iou(g, p, np.zeros(gt.size, bool))[0, 0] == pytest.approx(100 / 150)
+    assert peb.segment_masks(gt, []).shape == (0, gt.size)
     assert peb.visible_extent(gt == 2) == 10 and peb.visible_extent(gt == 77) == 0
 
 
