@@ -35,7 +35,7 @@ def mask_boxes(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
         (K, 4) float ``(x0, y0, x1, y1)`` in pixel units of the map (x1, y1 exclusive); the
         whole map ``(0, 0, w, h)`` where a mask is empty.
     """
-    k, h, w = probs.shape
+    h, w = probs.shape[-2:]
     on = probs > threshold
     cols, rows = on.any(dim=1), on.any(dim=2)  # (K, w), (K, h)
     xs = torch.arange(w, device=probs.device)

@@ -31,8 +31,6 @@ def register_tiny(root) -> str:
     return TRAIN
 
 
-
-
 def save_untrained(config, folder, seed: int = 0):
     """A D2 checkpoint (``folder/untrained.pth``) of the model of ``config`` with random
     weights (``torch.manual_seed(seed)``), for scripts that load a trained one."""
