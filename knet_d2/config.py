@@ -168,6 +168,12 @@ def add_knet_config(cfg: CN) -> None:
     k.RANK_WEIGHT = 0.1
     k.FOCAL_ALPHA = 0.25
     k.FOCAL_GAMMA = 2.0
+    # Not in the official K-Net: the thing kernels' classes as a softmax over the thing classes
+    # and "no object" (logit fixed at 0), trained with a cross-entropy whose "no object" targets
+    # weigh NO_OBJECT_WEIGHT; the matcher's class cost is then -probability. False = official
+    # sigmoid focal loss (knet_d2/modeling/thing_softmax.py, docs/reference.md §2.3).
+    k.THING_SOFTMAX = False
+    k.NO_OBJECT_WEIGHT = 0.1
 
     # Hungarian matcher costs.
     k.MATCHER = CN()

@@ -44,6 +44,7 @@ from .modeling.postprocessing import (
     rescale_masks,
     semantic_inference,
 )
+from .modeling.thing_softmax import as_sigmoid_logits
 
 __all__ = ["KNet"]
 
@@ -62,9 +63,7 @@ def _float32(outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 def _check_inference_mode(key: str, value: str) -> str:
     """``value`` of the config key ``MODEL.KNET.TEST.<key>``, or a ValueError naming it."""
     if value not in INFERENCE_MODES:
-        raise ValueError(
-            f"MODEL.KNET.TEST.{key} must be one of {INFERENCE_MODES}, got {value!r}"
-        )
+        raise ValueError(f"MODEL.KNET.TEST.{key} must be one of {INFERENCE_MODES}, got {value!r}")
     return value
 
 
@@ -275,7 +274,9 @@ class KNet(nn.Module):
                 losses use it).
             stages: per stage ``{"mask_logits": (B, N, h4, w4), "cls_logits": (B, N, T+S)}``
                 with N = Np + S; with ``denoise_targets`` also the denoising groups'
-                ``"dn_mask_logits"`` and ``"dn_cls_logits"`` of the same shapes.
+                ``"dn_mask_logits"`` and ``"dn_cls_logits"`` of the same shapes. In eval mode
+                the last stage's sigmoid(cls_logits) is the class probability (also of a
+                softmax thing classifier, :mod:`knet_d2.modeling.thing_softmax`).
         """
         features = self.backbone(images.tensor)
         loc, sem = self.neck(features)
@@ -313,6 +314,10 @@ class KNet(nn.Module):
                 if denoise_targets is not None:
                     stage.update(dn_mask_logits=up_masks[b:], dn_cls_logits=cls_logits[b:])
                 stages.append(stage)
+        if not self.training and self.criterion.thing_softmax:  # sigmoid = class probability
+            cls, np_, t = stages[-1]["cls_logits"], self.num_proposals, self.num_thing_classes
+            things = [as_sigmoid_logits(cls[:, :np_, :t]).to(cls.dtype), cls[:, :np_, t:]]
+            stages[-1]["cls_logits"] = torch.cat([torch.cat(things, 2), cls[:, np_:]], 1)
         return rpn, stages
 
     def forward(self, batched_inputs: List[dict]):
@@ -390,14 +395,8 @@ class KNet(nn.Module):
         targets = []
         counts = [m.shape[0] for m in masks_per_image]
         for masks, labels, n in zip(all_masks.split(counts), classes, num_things):
-            targets.append(
-                {
-                    "labels": labels[:n],
-                    "masks": masks[:n],
-                    "stuff_labels": labels[n:],
-                    "stuff_masks": masks[n:],
-                }
-            )
+            targets.append({"labels": labels[:n], "masks": masks[:n],
+                            "stuff_labels": labels[n:], "stuff_masks": masks[n:]})
         return targets
 
     # ------------------------------------------------------------------ inference

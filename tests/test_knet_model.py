@@ -5,6 +5,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 
 from knet_d2.config import ConfigError
+from knet_d2.modeling.thing_softmax import thing_probabilities
 from tests.helpers.tiny_knet import make_input, tiny_cfg
 
 
@@ -301,4 +302,33 @@ def test_crop_classifier_trains_and_infers_end_to_end():
     model.eval()
     with torch.no_grad():
         out = model([make_input(61, 77, [0])])
+    assert set(out[0]) == {"instances", "panoptic_seg", "sem_seg"}
+
+
+def test_thing_softmax_trains_and_hands_out_sigmoid_logits_of_its_probabilities():
+    """MODEL.KNET.THING_SOFTMAX: training runs with the cross-entropy, and in eval mode the
+    last stage's thing logits are converted so that their sigmoid is the softmax probability;
+    the stuff kernels and the thing kernels' stuff columns are left as they are."""
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    cfg.MODEL.KNET.THING_SOFTMAX = True
+    model = build_model(cfg)
+    model.train()
+    losses = model([make_input(64, 64, [0, 1, 3], seed=1), make_input(48, 64, [2], seed=2)])
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.update_heads[-1].fc_cls.weight.grad.abs().sum() > 0
+    model.eval()
+    raw = {}
+    model.update_heads[-1].register_forward_hook(lambda m, i, o: raw.update(cls=o[2]))
+    with torch.no_grad():
+        out = model([make_input(61, 77, [0])])
+        images = model.preprocess_image([make_input(64, 64, [0], seed=3)])
+        cls = model.forward_kernels(images)[1][-1]["cls_logits"]  # raw: this forward's
+    np_, t = cfg.MODEL.KNET.NUM_PROPOSALS, cfg.MODEL.KNET.NUM_THING_CLASSES
+    torch.testing.assert_close(
+        cls[:, :np_, :t].sigmoid(), thing_probabilities(raw["cls"][:, :np_, :t])
+    )
+    torch.testing.assert_close(cls[:, :np_, t:], raw["cls"][:, :np_, t:])
+    torch.testing.assert_close(cls[:, np_:], raw["cls"][:, np_:])
     assert set(out[0]) == {"instances", "panoptic_seg", "sem_seg"}

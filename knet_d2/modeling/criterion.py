@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from .dense_focal_loss import sigmoid_focal_loss_from_labels
 from .matcher import HungarianMatcher
 from .target_painting import paint_targets
+from .thing_softmax import thing_softmax_loss
 
 __all__ = ["KNetCriterion", "dice_loss"]
 
@@ -109,6 +110,8 @@ class KNetCriterion(nn.Module):
         rank_weight: float = 0.1,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        thing_softmax: bool = False,
+        no_object_weight: float = 0.1,
     ):
         """
         Args:
@@ -122,6 +125,9 @@ class KNetCriterion(nn.Module):
                 stage-0 semantic logits over the pixels that ``loss_rpn_seg``'s target labels
                 (not part of the official recipe; 0 = off, no such loss).
             focal_alpha, focal_gamma: parameters of the sigmoid focal losses.
+            thing_softmax: the thing kernels' class loss is the softmax cross-entropy of
+                :func:`~knet_d2.modeling.thing_softmax.thing_softmax_loss` (its "no object"
+                targets weigh ``no_object_weight``) instead of the focal loss (not official).
         """
         super().__init__()
         self.matcher = matcher
@@ -136,6 +142,8 @@ class KNetCriterion(nn.Module):
         self.rank_weight = rank_weight
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
+        self.thing_softmax = thing_softmax
+        self.no_object_weight = no_object_weight
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -153,6 +161,8 @@ class KNetCriterion(nn.Module):
             "rank_weight": k.RANK_WEIGHT,
             "focal_alpha": k.FOCAL_ALPHA,
             "focal_gamma": k.FOCAL_GAMMA,
+            "thing_softmax": k.THING_SOFTMAX,
+            "no_object_weight": k.NO_OBJECT_WEIGHT,
         }
 
     @property
@@ -286,14 +296,15 @@ class KNetCriterion(nn.Module):
     def _cls_targets(self, pos: _Positives, batch_size: int, num_kernels: int, like: Tensor):
         """One-hot class targets (B, N, K) and per-(kernel, class) label weights (N, K).
 
-        Thing kernels are weighted on the thing columns only; stuff kernel ``j`` only on
-        column ``T + j`` (positive iff stuff class ``T + j`` is present in the image).
+        Thing kernels are weighted on the thing columns only (not at all with the softmax
+        thing classifier, which has its own loss); stuff kernel ``j`` only on column ``T + j``
+        (positive iff stuff class ``T + j`` is present in the image).
         """
         k = self.num_classes
         onehot = like.new_zeros((batch_size, num_kernels, k))
         onehot[pos.batch_idx, pos.kernel_idx, pos.labels] = 1.0
         weights = like.new_zeros((num_kernels, k))
-        weights[: self.num_proposals, : self.num_thing_classes] = 1.0
+        weights[: self.num_proposals, : self.num_thing_classes] = float(not self.thing_softmax)
         if self.panoptic:
             j = torch.arange(self.num_stuff_classes, device=like.device)
             weights[self.num_proposals + j, self.num_thing_classes + j] = 1.0
@@ -382,6 +393,13 @@ class KNetCriterion(nn.Module):
         )
         avg = self._num_pos_avg(len(pos), cls_logits.device)
         losses = {"loss_cls": (focal * weights).sum() / avg * self.class_weight}
+        if self.thing_softmax:
+            np_, t = self.num_proposals, self.num_thing_classes
+            labels = onehot.new_full((b, np_), t, dtype=torch.long)  # t = no object
+            is_thing = pos.kernel_idx < np_
+            labels[pos.batch_idx[is_thing], pos.kernel_idx[is_thing]] = pos.labels[is_thing]
+            ce = thing_softmax_loss(cls_logits[:, :np_, :t], labels, self.no_object_weight)
+            losses["loss_cls"] = losses["loss_cls"] + ce * self.class_weight
 
         loss_mask, loss_dice = self._mask_losses(mask_logits, pos)
         losses["loss_mask"] = loss_mask * self.mask_weight

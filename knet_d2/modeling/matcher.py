@@ -8,7 +8,9 @@ with, for ``p`` = sigmoid of the predicted mask logits and ``t`` the soft target
 
 * ``FocalCost[n, m] = [-a (1 - q)^g log(q + e)] - [-(1 - a) q^g log(1 - q + e)]`` where ``q`` is
   the sigmoid class probability of prediction ``n`` at the class of ``m`` (``e = 1e-12``);
-  skipped when no class logits are given (the stage-0 masks and update stage 1),
+  skipped when no class logits are given (the stage-0 masks and update stage 1); with a softmax
+  thing classifier (``MODEL.KNET.THING_SOFTMAX``, not official) it is ``-q`` instead, ``q`` the
+  softmax probability (:mod:`knet_d2.modeling.thing_softmax`),
 * ``MaskCost[n, m] = -(sum(p t) + sum((1 - p)(1 - t))) / (H W)`` (a negative pixel accuracy),
 * ``DiceCost[n, m] = -2 sum(p t) / (sum(p^2) + eps + sum(t^2) + eps)`` with ``eps = 1e-3``.
 
@@ -29,6 +31,8 @@ import torch
 from detectron2.config import configurable
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
+
+from .thing_softmax import thing_probabilities
 
 __all__ = ["HungarianMatcher", "batched_match_costs", "one_to_many_assignment"]
 
@@ -67,6 +71,7 @@ def batched_match_costs(
     cost_dice: float = 4.0,
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,
+    thing_softmax: bool = False,
 ) -> Tensor:
     """The weighted matching cost for every (prediction, target) pair of a batch.
 
@@ -75,6 +80,8 @@ def batched_match_costs(
         cls_logits: (B, N, K) predicted class logits, or None (no class cost).
         tgt_masks: (B, M, H, W) or (B, M, H*W) soft target masks in [0, 1].
         tgt_labels: (B, M) long target classes in [0, K).
+        thing_softmax: ``cls_logits`` are the logits of the softmax thing classifier; the class
+            cost is ``-q`` (q its probability of the target's class) instead of the focal cost.
 
     Returns:
         (B, N, M) float32 cost; lower is better.
@@ -98,11 +105,15 @@ def batched_match_costs(
         denom = (p * p).sum(-1)[:, :, None] + _DICE_COST_EPS + (t * t).sum(-1)[:, None, :]
         cost = cost + cost_dice * (-(2 * pt) / (denom + _DICE_COST_EPS))
     if cls_logits is not None and cost_class != 0:
-        q = cls_logits.float().sigmoid()  # (B, N, K)
-        pos = -focal_alpha * (1 - q).pow(focal_gamma) * (q + _FOCAL_COST_EPS).log()
-        neg = -(1 - focal_alpha) * q.pow(focal_gamma) * (1 - q + _FOCAL_COST_EPS).log()
         idx = tgt_labels[:, None, :].expand(b, n, m)
-        cost = cost + cost_class * torch.gather(pos - neg, 2, idx)
+        if thing_softmax:
+            class_cost = -thing_probabilities(cls_logits)  # (B, N, K)
+        else:
+            q = cls_logits.float().sigmoid()  # (B, N, K)
+            pos = -focal_alpha * (1 - q).pow(focal_gamma) * (q + _FOCAL_COST_EPS).log()
+            neg = -(1 - focal_alpha) * q.pow(focal_gamma) * (1 - q + _FOCAL_COST_EPS).log()
+            class_cost = pos - neg
+        cost = cost + cost_class * torch.gather(class_cost, 2, idx)
     return cost
 
 
@@ -144,6 +155,7 @@ class HungarianMatcher(nn.Module):
         one_to_many_copies: int = 1,
         one_to_many_stages: int = 0,
         num_stages: Optional[int] = None,
+        thing_softmax: bool = False,
     ):
         """
         Args:
@@ -157,6 +169,8 @@ class HungarianMatcher(nn.Module):
                 (:meth:`copies_per_stage`); 1 / 0, the defaults, is K-Net's one-to-one training.
             num_stages: the model's update stages, to check that the last one, which
                 inference reads, stays one-to-one (None: not checked).
+            thing_softmax: the class logits are those of the softmax thing classifier
+                (:func:`batched_match_costs`).
         """
         super().__init__()
         if one_to_many_copies < 1 or one_to_many_stages < 0:
@@ -177,6 +191,7 @@ class HungarianMatcher(nn.Module):
         self.cost_dice = cost_dice
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
+        self.thing_softmax = thing_softmax
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -190,6 +205,7 @@ class HungarianMatcher(nn.Module):
             "one_to_many_copies": k.MATCHER.ONE_TO_MANY_COPIES,
             "one_to_many_stages": k.MATCHER.ONE_TO_MANY_STAGES,
             "num_stages": k.NUM_STAGES,
+            "thing_softmax": k.THING_SOFTMAX,
         }
 
     def copies_per_stage(self, num_stages: int) -> List[int]:
@@ -268,6 +284,7 @@ class HungarianMatcher(nn.Module):
                 cost_dice=self.cost_dice,
                 focal_alpha=self.focal_alpha,
                 focal_gamma=self.focal_gamma,
+                thing_softmax=self.thing_softmax,
             )
             for mask_logits, cls_logits in predictions
         ]
@@ -293,5 +310,5 @@ class HungarianMatcher(nn.Module):
         return (
             f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, "
             f"cost_dice={self.cost_dice}, focal_alpha={self.focal_alpha}, "
-            f"focal_gamma={self.focal_gamma}"
+            f"focal_gamma={self.focal_gamma}, thing_softmax={self.thing_softmax}"
         )
