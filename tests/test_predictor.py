@@ -101,3 +101,20 @@ def test_wrong_or_missing_weights_are_refused(tiny, tmp_path):
         knet_d2.Predictor(str(root / TINY), weights="")
     loose = knet_d2.Predictor(str(root / TINY), weights=str(instance), strict=False)
     assert "panoptic_seg" in loose(image)
+
+
+def test_weights_of_the_other_thing_classifier_are_refused(tiny, tmp_path):
+    """A checkpoint trained with MODEL.KNET.THING_SOFTMAX carries its marker tensor: a model
+    without the option refuses it, a model with the option refuses checkpoints without it (the
+    class scores would be misread either way), and the matching pair runs."""
+    from detectron2.modeling import build_model
+
+    root, _, ours, image, _ = tiny
+    softmax_cfg = load_config(root / TINY, ["MODEL.KNET.THING_SOFTMAX", "True"])
+    softmax_ckpt = tmp_path / "softmax_model.pth"
+    torch.save({"model": build_model(softmax_cfg).state_dict()}, softmax_ckpt)
+    with pytest.raises(IncompatibleWeightsError, match="THING_SOFTMAX True in a model with False"):
+        knet_d2.Predictor(str(root / TINY), weights=str(softmax_ckpt))
+    with pytest.raises(IncompatibleWeightsError, match="THING_SOFTMAX False in a model with True"):
+        knet_d2.Predictor(softmax_cfg, weights=str(ours))
+    assert "panoptic_seg" in knet_d2.Predictor(softmax_cfg, weights=str(softmax_ckpt))(image)

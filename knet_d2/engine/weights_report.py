@@ -14,6 +14,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import AbstractSet, List, Optional, Sequence, Tuple
 
+from ..modeling.thing_softmax import MARKER as _SOFTMAX_MARKER
+
 __all__ = [
     "IncompatibleWeightsError",
     "WeightsLoadReport",
@@ -68,9 +70,21 @@ class WeightsLoadReport:
         return self.total - len(self.missing) - len(self.mismatched)
 
     @property
+    def softmax_marker_unused(self) -> bool:
+        """The checkpoint was trained with the softmax thing classifier
+        (``MODEL.KNET.THING_SOFTMAX``), the model has the sigmoid one."""
+        return any(k.endswith(_SOFTMAX_MARKER) for k in self.unexpected)
+
+    @property
+    def softmax_marker_missing(self) -> bool:
+        """The model has the softmax thing classifier, the checkpoint was trained without."""
+        return any(k.endswith(_SOFTMAX_MARKER) for k in self.missing)
+
+    @property
     def complete(self) -> bool:
-        """Every required model tensor was filled."""
-        return not self.missing and not self.mismatched
+        """Every required model tensor was filled, and the checkpoint's class logits are of
+        the model's kind (sigmoid or softmax thing classes)."""
+        return not self.missing and not self.mismatched and not self.softmax_marker_unused
 
     def summary(self) -> str:
         """One line: the file, what it was converted from, and the counts."""
@@ -86,11 +100,21 @@ class WeightsLoadReport:
         if self.complete:
             return []
         causes = []
+        if self.softmax_marker_unused or self.softmax_marker_missing:
+            trained, model = ("True", "False") if self.softmax_marker_unused else ("False", "True")
+            causes.append(
+                f"a checkpoint trained with MODEL.KNET.THING_SOFTMAX {trained} in a model with "
+                f"{model}: its class scores would be misread; set MODEL.KNET.THING_SOFTMAX "
+                f"{trained}"
+            )
+            if all(k.endswith(_SOFTMAX_MARKER) for k in self.missing) and not self.mismatched:
+                return causes
         prefix = self.backbone_prefix
         head_mismatch = [m for m in self.mismatched if not m[0].startswith(prefix)]
         backbone_missing = [k for k in self.missing if k.startswith(prefix)]
         backbone_mismatch = [m for m in self.mismatched if m[0].startswith(prefix)]
-        head_missing = [k for k in self.missing if not k.startswith(prefix)]
+        head_missing = [k for k in self.missing
+                        if not k.startswith(prefix) and not k.endswith(_SOFTMAX_MARKER)]
         matched_fraction = self.matched / max(self.total, 1)
         if matched_fraction < 0.1:
             causes.append(
@@ -130,6 +154,8 @@ class WeightsLoadReport:
             f"{k} (checkpoint {list(c)}, model {list(m)})" for k, c, m in self.mismatched
         ]
         listed += [f"{k} (missing)" for k in self.missing]
+        listed += [f"{k} (in the checkpoint only)" for k in self.unexpected
+                   if k.endswith(_SOFTMAX_MARKER)]
         shown = ", ".join(listed[:MAX_LISTED_NAMES])
         extra = len(listed) - MAX_LISTED_NAMES
         more = f" and {extra} more" if extra > 0 else ""

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from .dense_focal_loss import sigmoid_focal_loss_from_labels
 from .matcher import HungarianMatcher
 from .target_painting import paint_targets
-from .thing_softmax import thing_softmax_loss
+from .thing_softmax import MARKER, thing_softmax_loss
 
 __all__ = ["KNetCriterion", "dice_loss"]
 
@@ -144,6 +144,8 @@ class KNetCriterion(nn.Module):
         self.focal_gamma = focal_gamma
         self.thing_softmax = thing_softmax
         self.no_object_weight = no_object_weight
+        if thing_softmax:  # travels with the checkpoints (knet_d2.modeling.thing_softmax)
+            self.register_buffer(MARKER, torch.ones(()))
 
     @classmethod
     def from_config(cls, cfg) -> dict:

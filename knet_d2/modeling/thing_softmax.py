@@ -12,12 +12,20 @@ kernels keep their sigmoid focal loss, and the thing kernels' stuff columns are 
 Everything after training reads ``sigmoid(cls_logits)`` as the class probability, so at
 inference the model hands out :func:`as_sigmoid_logits` of its thing logits: the logits whose
 sigmoid is the softmax probability. Inference, export and the panoptic merge are unchanged.
+
+A model with this classifier holds one more tensor, ``criterion.`` + :data:`MARKER` (a constant
+1), so that its checkpoints say how their class logits are to be read: inference refuses such a
+checkpoint in a model without the option and the other way round
+(:mod:`knet_d2.engine.weights_report`), since both would misread the scores silently.
 """
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["as_sigmoid_logits", "thing_probabilities", "thing_softmax_loss"]
+__all__ = ["MARKER", "as_sigmoid_logits", "thing_probabilities", "thing_softmax_loss"]
+
+#: name of the buffer that marks a model (and its checkpoints) with the softmax thing classifier
+MARKER = "thing_softmax_marker"
 
 
 def _with_no_object(thing_logits: Tensor) -> Tensor:
