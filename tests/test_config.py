@@ -106,7 +106,7 @@ KEYS_ADDED_SINCE_THE_RECORDED_RUNS = {
     ("semantic/knet_upernet_tiny_16k_bf16_keep_freed.yaml",
      "2026-12-06_semantic_augmentations/N1", 5200, True),
     ("panoptic/knet_R18_tiny_16k_bf16_keep_freed.yaml",
-     "2026-12-06_focal_alpha_confirm/FA1", 5000, True),
+     "2026-12-06_thing_softmax/TS1", 5000, True),
     ("instance/knet_R18_tiny_16k_bf16_keep_freed.yaml",
      "2026-12-05_recipes_with_time_budget/instance", 5000, False),
 ])
