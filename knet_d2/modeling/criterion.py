@@ -142,6 +142,11 @@ class KNetCriterion(nn.Module):
         self.rank_weight = rank_weight
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
+        if thing_softmax and not no_object_weight > 0:  # 0: no loss on a batch without things
+            raise ValueError(
+                "MODEL.KNET.NO_OBJECT_WEIGHT must be > 0 with THING_SOFTMAX, got "
+                f"{no_object_weight}"
+            )
         self.thing_softmax = thing_softmax
         self.no_object_weight = no_object_weight
         if thing_softmax:  # travels with the checkpoints (knet_d2.modeling.thing_softmax)

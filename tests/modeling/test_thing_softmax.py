@@ -115,3 +115,17 @@ def test_matcher_class_cost_is_minus_the_probability():
     assert HungarianMatcher(cost_mask=0.0, cost_dice=0.0, thing_softmax=True)(
         mask_logits, cls_logits, [{"labels": labels[0], "masks": tgt[0]}]
     )[0][0].tolist() == [1]
+
+
+def test_criterion_refuses_a_no_object_weight_of_zero_and_trains_a_batch_without_things():
+    kw = {"matcher": HungarianMatcher(), "num_thing_classes": 2, "num_stuff_classes": 0,
+          "num_proposals": 3, "thing_softmax": True}
+    with pytest.raises(ValueError, match="MODEL.KNET.NO_OBJECT_WEIGHT"):
+        KNetCriterion(no_object_weight=0.0, **kw)
+    crit = KNetCriterion(no_object_weight=0.1, **kw)
+    stage = _stage(1, 3, 2)
+    empty = [{"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, 4, 4)}]
+    matches = [(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))]
+    loss = crit.stage_losses(stage, matches, empty)["loss_cls"]
+    expected = 2.0 * thing_softmax_loss(stage["cls_logits"], torch.full((1, 3), 2), 0.1)
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(expected.item(), abs=1e-6)
