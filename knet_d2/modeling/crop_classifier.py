@@ -22,11 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
+from .postprocessing import masks_to_boxes
+
 __all__ = ["CropClassifier", "mask_boxes", "build_crop_classifier"]
 
 
 def mask_boxes(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Bounding boxes of ``probs > threshold``.
+    """Bounding boxes of ``probs > threshold`` (:func:`~.postprocessing.masks_to_boxes`), the
+    whole map where a mask is empty.
 
     Args:
         probs: (K, h, w) mask probabilities.
@@ -37,18 +40,9 @@ def mask_boxes(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """
     h, w = probs.shape[-2:]
     on = probs > threshold
-    cols, rows = on.any(dim=1), on.any(dim=2)  # (K, w), (K, h)
-    xs = torch.arange(w, device=probs.device)
-    ys = torch.arange(h, device=probs.device)
-    big = max(h, w) + 1
-    x0 = torch.where(cols, xs, big).amin(dim=1)
-    x1 = torch.where(cols, xs, -1).amax(dim=1) + 1
-    y0 = torch.where(rows, ys, big).amin(dim=1)
-    y1 = torch.where(rows, ys, -1).amax(dim=1) + 1
-    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
-    empty = ~cols.any(dim=1)
+    boxes = masks_to_boxes(on).tensor
     whole = torch.tensor([0.0, 0.0, float(w), float(h)], device=probs.device)
-    return torch.where(empty[:, None], whole, boxes)
+    return torch.where(on.flatten(1).any(dim=1)[:, None], boxes, whole)
 
 
 class CropClassifier(nn.Module):
