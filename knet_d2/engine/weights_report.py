@@ -36,6 +36,11 @@ _BOTTOM_UP_PREFIX = "backbone.bottom_up."
 Shape = Tuple[int, ...]
 
 
+def _is_softmax_marker(name: str) -> bool:
+    """Whether a state-dict name is the marker of a THING_SOFTMAX model."""
+    return name.endswith(_SOFTMAX_MARKER)
+
+
 class IncompatibleWeightsError(ValueError):
     """A checkpoint that leaves model tensors missing or of another shape (named in the text)."""
 
@@ -73,12 +78,12 @@ class WeightsLoadReport:
     def softmax_marker_unused(self) -> bool:
         """The checkpoint was trained with the softmax thing classifier
         (``MODEL.KNET.THING_SOFTMAX``), the model has the sigmoid one."""
-        return any(k.endswith(_SOFTMAX_MARKER) for k in self.unexpected)
+        return any(map(_is_softmax_marker, self.unexpected))
 
     @property
     def softmax_marker_missing(self) -> bool:
         """The model has the softmax thing classifier, the checkpoint was trained without."""
-        return any(k.endswith(_SOFTMAX_MARKER) for k in self.missing)
+        return any(map(_is_softmax_marker, self.missing))
 
     @property
     def complete(self) -> bool:
@@ -107,14 +112,14 @@ class WeightsLoadReport:
                 f"{model}: its class scores would be misread; set MODEL.KNET.THING_SOFTMAX "
                 f"{trained}"
             )
-            if all(k.endswith(_SOFTMAX_MARKER) for k in self.missing) and not self.mismatched:
+            if all(map(_is_softmax_marker, self.missing)) and not self.mismatched:
                 return causes
         prefix = self.backbone_prefix
         head_mismatch = [m for m in self.mismatched if not m[0].startswith(prefix)]
         backbone_missing = [k for k in self.missing if k.startswith(prefix)]
         backbone_mismatch = [m for m in self.mismatched if m[0].startswith(prefix)]
         head_missing = [k for k in self.missing
-                        if not k.startswith(prefix) and not k.endswith(_SOFTMAX_MARKER)]
+                        if not k.startswith(prefix) and not _is_softmax_marker(k)]
         matched_fraction = self.matched / max(self.total, 1)
         if matched_fraction < 0.1:
             causes.append(
@@ -154,8 +159,8 @@ class WeightsLoadReport:
             f"{k} (checkpoint {list(c)}, model {list(m)})" for k, c, m in self.mismatched
         ]
         listed += [f"{k} (missing)" for k in self.missing]
-        listed += [f"{k} (in the checkpoint only)" for k in self.unexpected
-                   if k.endswith(_SOFTMAX_MARKER)]
+        listed += [f"{k} (in the checkpoint only)" for k in filter(_is_softmax_marker,
+                                                                   self.unexpected)]
         shown = ", ".join(listed[:MAX_LISTED_NAMES])
         extra = len(listed) - MAX_LISTED_NAMES
         more = f" and {extra} more" if extra > 0 else ""
