@@ -14,6 +14,13 @@ channels-last strides, (C, 1, C, C), which describe the very same memory as the 
 strides literally and warns that its gradient buckets do not match; a gradient hook on such
 weights hands autograd the same gradient with the weight's strides (a view, no copy).
 
+A second detail: on the CPU, PyTorch's GroupNorm on a bf16 channels-last tensor runs a path
+2-5x slower (forward and backward) than on the same tensor NCHW-contiguous (64 channels, 32
+groups, batch 8, 16-64 px maps, 2 threads; benchmarks/RESULTS.md). While the model trains, every
+``nn.GroupNorm`` (K-Net's neck and kernel head) therefore gets such an input NCHW-contiguous
+and gives its output back channels-last: the same values, two copies that cost less than the
+slow path. fp32 inputs, other devices and evaluation pass unchanged.
+
 It works for every meta-architecture the Trainer builds that has a ``backbone`` module (K-Net
 and D2's ``SemanticSegmentor`` alike), since it hooks the backbone, not the model's own code.
 """
@@ -37,6 +44,45 @@ def _channels_last_batch(module: nn.Module, args: tuple):
     if not module.training or not args or not torch.is_tensor(args[0]) or args[0].dim() != 4:
         return None
     return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+
+
+_NCHW_GROUP_NORM = "_knet_nchw_group_norm"  # flag from the pre-hook to the forward hook
+
+
+def _needs_nchw_group_norm(module: nn.Module, x) -> bool:
+    """Whether a training GroupNorm's input takes the slow channels-last path: a bf16 CPU
+    (B, C, H, W) tensor with channels-last strides that are not also NCHW-contiguous."""
+    return (
+        module.training
+        and torch.is_tensor(x)
+        and x.dim() == 4
+        and x.device.type == "cpu"
+        and x.dtype == torch.bfloat16
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not x.is_contiguous()
+    )
+
+
+def _group_norm_input_nchw(module: nn.Module, args: tuple):
+    """Forward pre-hook of a GroupNorm: such an input handed over NCHW-contiguous."""
+    convert = bool(args) and _needs_nchw_group_norm(module, args[0])
+    setattr(module, _NCHW_GROUP_NORM, convert)
+    return (args[0].contiguous(), *args[1:]) if convert else None
+
+
+def _group_norm_output_channels_last(module: nn.Module, args: tuple, output: torch.Tensor):
+    """Forward hook of a GroupNorm: the output of a converted input made channels-last again."""
+    if getattr(module, _NCHW_GROUP_NORM, False):
+        return output.contiguous(memory_format=torch.channels_last)
+    return None
+
+
+def _group_norms_in_nchw(model: nn.Module) -> None:
+    """The two hooks above on every ``nn.GroupNorm`` of ``model``."""
+    for m in model.modules():
+        if isinstance(m, nn.GroupNorm):
+            m.register_forward_pre_hook(_group_norm_input_nchw)
+            m.register_forward_hook(_group_norm_output_channels_last)
 
 
 def _view_with_strides(stride: Tuple[int, ...], grad: torch.Tensor) -> Optional[torch.Tensor]:
@@ -70,4 +116,5 @@ def train_in_channels_last(model: nn.Module) -> RemovableHandle:
             "module to hand a channels-last image batch to; set SOLVER.CHANNELS_LAST False"
         )
     _keep_1x1_weight_strides(model)
+    _group_norms_in_nchw(model)
     return backbone.register_forward_pre_hook(_channels_last_batch)

@@ -142,3 +142,50 @@ def test_the_trainer_applies_the_switch_and_is_off_by_default(tmp_path):
         assert seen == [on] * 3, on
         final = torch.load(tmp_path / f"out_{on}" / "model_final.pth", weights_only=False)
         assert all(v.is_contiguous() for v in final["model"].values())
+
+
+def _group_norm_io(model: nn.Module) -> list:
+    """Record, per GroupNorm call, (input channels-last, input dtype, output channels-last), as
+    the norm itself sees its input and as the next layer gets its output (the spies run after
+    any hooks registered before them)."""
+    seen, pending = [], []
+    for m in model.modules():
+        if isinstance(m, nn.GroupNorm):
+            m.register_forward_pre_hook(lambda m, args: pending.append(
+                (is_channels_last(args[0]), args[0].dtype)))
+            m.register_forward_hook(lambda m, args, out: seen.append(
+                (*pending.pop(), is_channels_last(out))))
+    return seen
+
+
+def test_bf16_group_norms_run_nchw_and_hand_on_channels_last():
+    """On the CPU a bf16 GroupNorm takes its slow path on channels-last input: in training it
+    gets the input NCHW-contiguous and its output goes on channels-last, with the values of the
+    direct call; fp32 and evaluation calls pass unchanged."""
+    model, batch = _knet_model_and_batch()
+    train_in_channels_last(model)
+    seen = _group_norm_io(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(batch)
+    assert len(seen) >= 4 and all(dtype == torch.bfloat16 for _, dtype, _ in seen)
+    assert all(not cl_in and cl_out for cl_in, _, cl_out in seen), seen
+    seen.clear()
+    model(batch)  # fp32: the channels-last input reaches the norm as it is
+    assert len(seen) >= 4 and all(cl_in and cl_out for cl_in, _, cl_out in seen), seen
+
+    gn = nn.GroupNorm(4, 8).train()
+    nn.init.normal_(gn.weight)
+    nn.init.normal_(gn.bias)
+    x = torch.randn(2, 8, 6, 5).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    direct = gn(x)
+    hooked = copy.deepcopy(gn)
+    hooked.backbone = nn.Identity()  # the switch needs a backbone to hook
+    train_in_channels_last(hooked)
+    seen = _group_norm_io(hooked)
+    out = hooked(x)
+    assert is_channels_last(out) and out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), direct.float(), atol=2e-2, rtol=2e-2)
+    assert float((out.float() - direct.float()).abs().mean()) < 2e-3
+    hooked.eval()
+    hooked(x)  # evaluation: the direct call
+    assert seen == [(False, torch.bfloat16, True), (True, torch.bfloat16, True)]
