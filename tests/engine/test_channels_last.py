@@ -167,11 +167,17 @@ def test_bf16_group_norms_run_nchw_and_hand_on_channels_last():
     seen = _group_norm_io(model)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(batch)
-    assert len(seen) >= 4 and all(dtype == torch.bfloat16 for _, dtype, _ in seen)
-    assert all(not cl_in and cl_out for cl_in, _, cl_out in seen), seen
+    bf16 = list(seen)
     seen.clear()
-    model(batch)  # fp32: the channels-last input reaches the norm as it is
-    assert len(seen) >= 4 and all(cl_in and cl_out for cl_in, _, cl_out in seen), seen
+    model(batch)  # fp32: each input reaches the norm as it is
+    fp32 = list(seen)
+    assert len(bf16) == len(fp32) >= 4 and all(dtype == torch.bfloat16 for _, dtype, _ in bf16)
+    # bf16: no norm sees a channels-last input, and each hands on the layout its input had
+    # (the layouts the fp32 norms see), channels-last for most of them
+    assert not any(cl_in for cl_in, _, _ in bf16), bf16
+    assert [cl_out for _, _, cl_out in bf16] == [cl_in for cl_in, _, _ in fp32]
+    assert sum(cl_in for cl_in, _, _ in fp32) >= 4
+    assert all(cl_in == cl_out for cl_in, _, cl_out in fp32)
 
     gn = nn.GroupNorm(4, 8).train()
     nn.init.normal_(gn.weight)
