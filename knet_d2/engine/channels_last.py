@@ -14,12 +14,13 @@ channels-last strides, (C, 1, C, C), which describe the very same memory as the 
 strides literally and warns that its gradient buckets do not match; a gradient hook on such
 weights hands autograd the same gradient with the weight's strides (a view, no copy).
 
-A second detail: on the CPU, PyTorch's GroupNorm on a bf16 channels-last tensor runs a path
-2-5x slower (forward and backward) than on the same tensor NCHW-contiguous (64 channels, 32
-groups, batch 8, 16-64 px maps, 2 threads; benchmarks/RESULTS.md). While the model trains, every
-``nn.GroupNorm`` (K-Net's neck and kernel head) therefore gets such an input NCHW-contiguous
-and gives its output back channels-last: the same values, two copies that cost less than the
-slow path. fp32 inputs, other devices and evaluation pass unchanged.
+A second detail: on the CPU, PyTorch's GroupNorm on a bf16 channels-last tensor runs a slow
+path: forward and backward took 1.7-4.6x as long as copying the tensor to NCHW, norming it and
+copying the output back to channels-last (64 channels, 32 groups, batch 8, 16-64 px maps, 2
+threads; benchmarks/RESULTS.md). While the model trains, every ``nn.GroupNorm`` (K-Net's neck
+and kernel head) therefore gets such an input NCHW-contiguous and gives its output back
+channels-last: the same values up to bf16 rounding. fp32 inputs, other devices and evaluation
+pass unchanged.
 
 It works for every meta-architecture the Trainer builds that has a ``backbone`` module (K-Net
 and D2's ``SemanticSegmentor`` alike), since it hooks the backbone, not the model's own code.
