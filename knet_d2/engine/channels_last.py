@@ -15,7 +15,7 @@ strides literally and warns that its gradient buckets do not match; a gradient h
 weights hands autograd the same gradient with the weight's strides (a view, no copy).
 
 A second detail: on the CPU, PyTorch's GroupNorm on a bf16 channels-last tensor runs a slow
-path: forward and backward took 1.7-4.6x as long as copying the tensor to NCHW, norming it and
+path: forward and backward took 1.4-3.9x as long as copying the tensor to NCHW, norming it and
 copying the output back to channels-last (64 channels, 32 groups, batch 8, 16-64 px maps, 2
 threads; benchmarks/RESULTS.md). While the model trains, every ``nn.GroupNorm`` (K-Net's neck
 and kernel head) therefore gets such an input NCHW-contiguous and gives its output back
