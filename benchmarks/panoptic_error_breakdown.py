@@ -11,7 +11,11 @@ segment; an unmatched prediction lying more than half on void or crowd is not co
   its class) and **found with their class**, by visible extent (the longer side of the visible
   pixels' bounding box, in bins of pixels);
 * predicted thing segments: **true** (matched, same class), **wrong class** (matched, other
-  class), **unmatched** (no ground-truth thing at IoU > 0.5).
+  class), **unmatched** (no ground-truth thing at IoU > 0.5); the unmatched ones by where they
+  lie: **mostly off the things** (at most half of their pixels, void and crowd left out, on
+  ground-truth things: on stuff or on the unlabeled distractor shapes, whose pixels carry the
+  stuff label), else on the thing they cover most, which is **found** by another segment (a
+  duplicate) or **not found** (a poor or merged mask of it).
 
 With ``TP`` = true, ``FP`` = wrong class + unmatched and ``FN`` = ground truth not found with its
 class, ``TP / (TP + FP / 2 + FN / 2)`` is PQ's recognition quality pooled over the classes
@@ -71,7 +75,8 @@ def count_image(gt: np.ndarray, gt_things: List[dict], pred: np.ndarray,
     """Counts of one image. ``*_things``: segments_info entries (``id``, ``category_id``) of
     the thing segments only (ground truth: not crowd); ``ignore``: (H, W) bool, void or crowd
     ground truth. Returns per extent bin ``total``, ``found``, ``found_same_class`` (each
-    ``len(EXTENT_BINS)`` ints) and ``pred`` = [true, wrong class, unmatched]."""
+    ``len(EXTENT_BINS)`` ints), ``pred`` = [true, wrong class, unmatched] and ``unmatched`` =
+    [on a found thing, on a thing not found, mostly off the things] (module docstring)."""
     g = segment_masks(gt, [s["id"] for s in gt_things])
     p = segment_masks(pred, [s["id"] for s in pred_things])
     ignore = ignore.reshape(-1)
@@ -81,6 +86,11 @@ def count_image(gt: np.ndarray, gt_things: List[dict], pred: np.ndarray,
     nb = len(EXTENT_BINS)
     out = {k: np.zeros(nb, np.int64) for k in ("total", "found", "found_same_class")}
     out["pred"] = np.zeros(3, np.int64)
+    out["unmatched"] = np.zeros(3, np.int64)
+    found = match.any(1)
+    inter = p.astype(np.float64) @ g.T.astype(np.float64)  # (P, G) shared pixels
+    on_things = inter.sum(1)  # ground-truth things do not overlap
+    counted = (p & ~ignore).sum(1)
     for i, thing in enumerate(gt_things):
         extent = visible_extent(g[i].reshape(gt.shape))
         b = int(np.searchsorted(EXTENT_BINS, extent, side="right")) - 1
@@ -92,7 +102,13 @@ def count_image(gt: np.ndarray, gt_things: List[dict], pred: np.ndarray,
     for j, seg in enumerate(pred_things):
         is_ = np.nonzero(match[:, j])[0]
         if len(is_) == 0:
-            out["pred"][2] += not mostly_ignored[j]
+            if mostly_ignored[j]:
+                continue
+            out["pred"][2] += 1
+            if on_things[j] <= 0.5 * counted[j]:
+                out["unmatched"][2] += 1
+            else:
+                out["unmatched"][0 if found[int(np.argmax(inter[j]))] else 1] += 1
         elif gt_things[is_[0]]["category_id"] == seg["category_id"]:
             out["pred"][0] += 1
         else:
@@ -117,6 +133,9 @@ def summarize(counts: Dict[str, np.ndarray]) -> dict:
         "found": counts["found"].tolist(),
         "found_same_class": counts["found_same_class"].tolist(),
         "pred_things": {"true": tp, "wrong_class": wrong, "unmatched": unmatched},
+        "unmatched_where": dict(zip(
+            ("on_a_found_thing", "on_a_thing_not_found", "mostly_off_the_things"),
+            (int(x) for x in counts.get("unmatched", np.zeros(3, np.int64))))),
         "found_pct": 100.0 * found / max(total, 1),
         "found_same_class_pct": 100.0 * same / max(total, 1),
         "wrong_class_pct_of_matched": 100.0 * wrong / max(tp + wrong, 1),
@@ -181,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"predicted things: {p['true']} true, {p['wrong_class']} wrong class, "
         f"{p['unmatched']} unmatched ({res['wrong_class_pct_of_matched']:.1f}% of the matched "
         "ones have the wrong class)",
+        "unmatched: {on_a_found_thing} on a found thing, {on_a_thing_not_found} on a thing not "
+        "found, {mostly_off_the_things} mostly off the things".format(**res["unmatched_where"]),
         f"found {res['found_pct']:.1f}%, with their class {res['found_same_class_pct']:.1f}%; "
         f"pooled RQ {res['pooled_rq']:.1f}, with perfect classes "
         f"{res['pooled_rq_perfect_classes']:.1f}",

@@ -46,13 +46,31 @@ def test_counts_true_wrong_class_unmatched_and_extent_bins():
     assert c["found"].tolist() == [0, 1, 1, 0]
     assert c["found_same_class"].tolist() == [0, 0, 1, 0]
     assert c["pred"].tolist() == [1, 1, 1]
+    assert c["unmatched"].tolist() == [0, 0, 1]  # segment 7 lies on stuff
     s = peb.summarize(c)
+    assert s["unmatched_where"] == {"on_a_found_thing": 0, "on_a_thing_not_found": 0,
+                                    "mostly_off_the_things": 1}
     assert s["gt_things"] == [1, 1, 1, 0] and s["found_pct"] == pytest.approx(200 / 3)
     # TP 1, FP 2, FN 2 -> 1 / (1 + 1 + 1); perfect classes: TP 2, FP 1, FN 1 -> 2 / 3
     assert s["pooled_rq"] == pytest.approx(100 / 3)
     assert s["pooled_rq_perfect_classes"] == pytest.approx(200 / 3)
     assert s["wrong_class_pct_of_matched"] == pytest.approx(50.0)
     assert s["extent_bins"] == ["0-8px", "8-16px", "16-32px", ">=32px"]
+
+
+def test_unmatched_segments_by_where_they_lie():
+    gt, things = _scene()
+    pred = np.zeros((40, 40), np.int32)
+    pred[0:20, 0:18] = 5    # thing 1 at IoU 0.9: true
+    pred[0:6, 0:6] = 9      # a fragment on thing 1 (taken from 5): a duplicate of a found thing
+    pred[25:30, 25:35] = 6  # half of thing 2 (IoU 0.5, not > 0.5): on a thing not found
+    pred[0:4, 30:38] = 7    # thing 3 (16 px) and 16 px of stuff: half on things -> off
+    pred[20:24, 20:24] = 8  # stuff only
+    preds = [{"id": k, "category_id": 0} for k in (5, 9, 6, 7, 8)]
+    c = peb.count_image(gt, things, pred, preds, gt == 0)
+    assert c["pred"].tolist() == [1, 0, 4]
+    assert c["unmatched"].tolist() == [1, 1, 2]
+    assert sum(peb.summarize(c)["unmatched_where"].values()) == 4
 
 
 def test_void_pixels_leave_the_union_as_in_pq():
