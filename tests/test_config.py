@@ -108,7 +108,7 @@ KEYS_ADDED_SINCE_THE_RECORDED_RUNS = {
     ("panoptic/knet_R18_tiny_16k_bf16_keep_freed.yaml",
      "2026-12-06_thing_softmax/TS1", 5000, True),
     ("instance/knet_R18_tiny_16k_bf16_keep_freed.yaml",
-     "2026-12-05_recipes_with_time_budget/instance", 5000, False),
+     "2026-12-06_instance_stride4_alpha/INA1", 5000, False),
 ])
 def test_the_10_minute_configs_are_the_recipes_of_their_recorded_runs(
         config, recorded, iterations, channels_last):
