@@ -29,7 +29,7 @@ from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import torch
 
-__all__ = ["TUNE_SPLIT", "THRESHOLDS", "choose_threshold", "parse_args", "main"]
+__all__ = ["TUNE_SPLIT", "THRESHOLDS", "choose_threshold", "json_name", "parse_args", "main"]
 
 RECIPE = "configs/synthetic/panoptic/knet_R18_tiny_16k_bf16_keep_freed.yaml"
 TUNE_SPLIT = "tune"
