@@ -61,7 +61,7 @@ def test_counts_true_wrong_class_unmatched_and_extent_bins():
 def test_unmatched_segments_by_where_they_lie():
     gt, things = _scene()
     pred = np.zeros((40, 40), np.int32)
-    pred[0:20, 0:18] = 5    # thing 1 at IoU 0.9: true
+    pred[0:20, 0:18] = 5    # thing 1 (IoU 0.81 once 9 takes its corner): true
     pred[0:6, 0:6] = 9      # a fragment on thing 1 (taken from 5): a duplicate of a found thing
     pred[25:30, 25:35] = 6  # half of thing 2 (IoU 0.5, not > 0.5): on a thing not found
     pred[0:4, 30:38] = 7    # thing 3 (16 px) and 16 px of stuff: half on things -> off
