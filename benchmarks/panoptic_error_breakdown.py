@@ -96,7 +96,7 @@ def count_image(gt: np.ndarray, gt_things: List[dict], pred: np.ndarray,
         b = int(np.searchsorted(EXTENT_BINS, extent, side="right")) - 1
         out["total"][b] += 1
         js = np.nonzero(match[i])[0]
-        out["found"][b] += len(js) > 0
+        out["found"][b] += found[i]
         out["found_same_class"][b] += any(
             pred_things[j]["category_id"] == thing["category_id"] for j in js)
     for j, seg in enumerate(pred_things):
@@ -135,7 +135,7 @@ def summarize(counts: Dict[str, np.ndarray]) -> dict:
         "pred_things": {"true": tp, "wrong_class": wrong, "unmatched": unmatched},
         "unmatched_where": dict(zip(
             ("on_a_found_thing", "on_a_thing_not_found", "mostly_off_the_things"),
-            (int(x) for x in counts.get("unmatched", np.zeros(3, np.int64))))),
+            (int(x) for x in counts["unmatched"]))),
         "found_pct": 100.0 * found / max(total, 1),
         "found_same_class_pct": 100.0 * same / max(total, 1),
         "wrong_class_pct_of_matched": 100.0 * wrong / max(tp + wrong, 1),
