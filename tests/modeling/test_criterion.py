@@ -10,7 +10,6 @@ from knet_d2 import add_knet_config
 from knet_d2.modeling import criterion as criterion_module
 from knet_d2.modeling.criterion import KNetCriterion, dice_loss
 from knet_d2.modeling.matcher import HungarianMatcher
-from knet_d2.modeling.target_painting import paint_targets
 
 LN2 = math.log(2.0)
 POS_AT_HALF = 0.25 * 0.25 * LN2  # focal, target 1, p = 0.5
@@ -103,23 +102,6 @@ def test_stage_cls_label_weights_and_stuff_fixed_assignment():
     expected_cls = 2 * (POS_AT_HALF + 5 * NEG_AT_HALF) / 1
     assert losses["loss_cls"].item() == pytest.approx(expected_cls, abs=1e-6)
     assert losses["loss_mask"].item() == pytest.approx(LN2, abs=1e-6)
-
-
-def test_paint_targets_later_priority_wins():
-    covers = torch.tensor(
-        [[[1, 1, 0]], [[0, 1, 1]], [[1, 0, 0]]], dtype=torch.bool
-    )  # 3 writers on a 1x3 image (two images)
-    out = paint_targets(
-        batch_idx=torch.tensor([0, 0, 1]),
-        priority=torch.tensor([5, 2, 0]),
-        covers=covers,
-        values=torch.tensor([10, 20, 30]),
-        batch_size=2,
-        num_priorities=6,
-        fill=-7,
-    )
-    # image 0: writer 1 (prio 2) then writer 0 (prio 5) overwrites the shared pixel
-    assert out.tolist() == [[[10, 10, 20]], [[30, -7, -7]]]
 
 
 def _seg_setup():
@@ -469,19 +451,3 @@ def test_one_to_many_early_stages_last_stage_one_to_one():
                for (p, x), (q, y) in zip(one[3], many[3]))  # the last stage is unchanged
     losses = KNetCriterion(matcher=o2m, **kwargs)(rpn, stages, targets)
     assert all(torch.isfinite(v) for v in losses.values())
-
-
-def test_one_to_many_refuses_the_last_stage():
-    with pytest.raises(ValueError, match=r"STAGES \(3\) must be below MODEL.KNET.NUM_STAGES"):
-        HungarianMatcher(one_to_many_copies=2, one_to_many_stages=3, num_stages=3)
-    with pytest.raises(ValueError, match="ONE_TO_MANY_COPIES must be >= 1"):
-        HungarianMatcher(one_to_many_copies=0)
-    cfg = get_cfg()
-    add_knet_config(cfg)
-    assert KNetCriterion(cfg).matcher.copies_per_stage(3) == [1, 1, 1]
-    cfg.MODEL.KNET.MATCHER.ONE_TO_MANY_COPIES = 2
-    cfg.MODEL.KNET.MATCHER.ONE_TO_MANY_STAGES = 1
-    assert KNetCriterion(cfg).matcher.copies_per_stage(3) == [2, 1, 1]
-    cfg.MODEL.KNET.MATCHER.ONE_TO_MANY_STAGES = 3  # NUM_STAGES is 3: the last must stay 1:1
-    with pytest.raises(ValueError, match="must be below"):
-        KNetCriterion(cfg)

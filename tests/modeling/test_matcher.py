@@ -197,6 +197,22 @@ def test_matcher_from_config():
     assert (m.focal_alpha, m.focal_gamma) == (0.5, 2.0)
 
 
+def test_one_to_many_refuses_the_last_stage():
+    with pytest.raises(ValueError, match=r"STAGES \(3\) must be below MODEL.KNET.NUM_STAGES"):
+        HungarianMatcher(one_to_many_copies=2, one_to_many_stages=3, num_stages=3)
+    with pytest.raises(ValueError, match="ONE_TO_MANY_COPIES must be >= 1"):
+        HungarianMatcher(one_to_many_copies=0)
+    cfg = get_cfg()
+    add_knet_config(cfg)
+    assert HungarianMatcher(cfg).copies_per_stage(3) == [1, 1, 1]
+    cfg.MODEL.KNET.MATCHER.ONE_TO_MANY_COPIES = 2
+    cfg.MODEL.KNET.MATCHER.ONE_TO_MANY_STAGES = 1
+    assert HungarianMatcher(cfg).copies_per_stage(3) == [2, 1, 1]
+    cfg.MODEL.KNET.MATCHER.ONE_TO_MANY_STAGES = 3  # NUM_STAGES is 3: the last must stay 1:1
+    with pytest.raises(ValueError, match="must be below"):
+        HungarianMatcher(cfg)
+
+
 def test_one_to_many_assignment_gives_targets_several_predictions():
     # 5 predictions, 2 targets: predictions 0, 1, 4 are best for target 0; 2, 3 for target 1
     cost = np.array([[0.0, 9.0], [1.0, 9.0], [9.0, 0.0], [9.0, 1.0], [2.0, 9.0]])
