@@ -31,15 +31,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from .trained_checkpoint import add_checkpoint_args, load_checkpoint_model
 
-__all__ = ["EXTENT_BINS", "segment_masks", "thing_iou", "visible_extent", "count_image",
-           "summarize", "main"]
+__all__ = ["EXTENT_BINS", "segment_masks", "thing_overlaps", "thing_iou", "visible_extent",
+           "count_image", "summarize", "main"]
 
 EXTENT_BINS = (0, 8, 16, 32)  # px; the last bin is open
 
@@ -51,15 +51,21 @@ def segment_masks(ids_map: np.ndarray, ids: Sequence[int]) -> np.ndarray:
     return np.stack([ids_map == i for i in ids]).reshape(len(ids), -1)
 
 
-def thing_iou(gt_masks: np.ndarray, pred_masks: np.ndarray, ignore: np.ndarray) -> np.ndarray:
-    """(G, P) PQ's IoU between (G, H*W) and (P, H*W) bool masks (:func:`segment_masks`): the
-    union leaves out predicted pixels where ``ignore`` (H*W,) bool (void or crowd ground
-    truth) is set."""
+def thing_overlaps(gt_masks: np.ndarray, pred_masks: np.ndarray, ignore: np.ndarray
+                   ) -> Tuple[np.ndarray, np.ndarray]:
+    """(G, P) shared pixels and PQ's IoU between (G, H*W) and (P, H*W) bool masks
+    (:func:`segment_masks`): the union leaves out predicted pixels where ``ignore`` (H*W,) bool
+    (void or crowd ground truth) is set."""
     g, p = gt_masks.astype(np.float64), pred_masks.astype(np.float64)
     inter = g @ p.T
     p_ignored = p @ ignore.astype(np.float64)
     union = g.sum(1)[:, None] + (p.sum(1) - p_ignored)[None] - inter
-    return inter / np.maximum(union, 1)
+    return inter, inter / np.maximum(union, 1)
+
+
+def thing_iou(gt_masks: np.ndarray, pred_masks: np.ndarray, ignore: np.ndarray) -> np.ndarray:
+    """(G, P) PQ's IoU of :func:`thing_overlaps`."""
+    return thing_overlaps(gt_masks, pred_masks, ignore)[1]
 
 
 def visible_extent(mask: np.ndarray) -> int:
@@ -80,17 +86,17 @@ def count_image(gt: np.ndarray, gt_things: List[dict], pred: np.ndarray,
     g = segment_masks(gt, [s["id"] for s in gt_things])
     p = segment_masks(pred, [s["id"] for s in pred_things])
     ignore = ignore.reshape(-1)
-    iou = thing_iou(g, p, ignore)
-    mostly_ignored = (p & ignore).sum(1) > 0.5 * p.sum(1)
+    inter, iou = thing_overlaps(g, p, ignore)  # (G, P) shared pixels, IoU
+    ignored = (p & ignore).sum(1)
+    mostly_ignored = ignored > 0.5 * p.sum(1)
     match = iou > 0.5  # PQ's rule: at most one match per row and column
     nb = len(EXTENT_BINS)
     out = {k: np.zeros(nb, np.int64) for k in ("total", "found", "found_same_class")}
     out["pred"] = np.zeros(3, np.int64)
     out["unmatched"] = np.zeros(3, np.int64)
     found = match.any(1)
-    inter = p.astype(np.float64) @ g.T.astype(np.float64)  # (P, G) shared pixels
-    on_things = inter.sum(1)  # ground-truth things do not overlap
-    counted = (p & ~ignore).sum(1)
+    on_things = inter.sum(0)  # ground-truth things do not overlap
+    counted = p.sum(1) - ignored
     for i, thing in enumerate(gt_things):
         extent = visible_extent(g[i].reshape(gt.shape))
         b = int(np.searchsorted(EXTENT_BINS, extent, side="right")) - 1
@@ -108,7 +114,7 @@ def count_image(gt: np.ndarray, gt_things: List[dict], pred: np.ndarray,
             if on_things[j] <= 0.5 * counted[j]:
                 out["unmatched"][2] += 1
             else:
-                out["unmatched"][0 if found[int(np.argmax(inter[j]))] else 1] += 1
+                out["unmatched"][0 if found[int(np.argmax(inter[:, j]))] else 1] += 1
         elif gt_things[is_[0]]["category_id"] == seg["category_id"]:
             out["pred"][0] += 1
         else:
