@@ -2,7 +2,7 @@
 
 Two timed runs on the same cores measure each other, not the model. Each script
 (bench_inference, bench_train, bench_scaling, bench_demo_folder, bench_resize,
-bench_onnx_runtime, train_synthetic, quickstart, fit_real_images) runs inside
+bench_onnx_runtime, train_synthetic, quickstart, fit_real_images, timed_series) runs inside
 :func:`benchmark_lock`, an exclusive ``fcntl.flock`` on the file ``$KNET_BENCH_LOCK`` (default
 ``<system temp dir>/knet_d2_benchmark.lock``). A second script started while it is held exits at
 once with one line naming the lock file and the PID and command of the run holding it. The

@@ -19,6 +19,7 @@ from benchmarks import (
     bench_train,
     fit_real_images,
     quickstart,
+    timed_series,
     train_synthetic,
 )
 from benchmarks.bench_lock import HELD_ENV, LOCK_ENV, BenchmarkLockedError, benchmark_lock
@@ -105,8 +106,10 @@ def test_script_refused_as_a_user_sees_it(other_holder, lock_file):
     (fit_real_images, ["--data-root", str(SHARED_DATA), "--output", "{tmp}"]),
     (train_synthetic, ["--task", "panoptic"]),
     (quickstart, []),
+    (timed_series, ["{tmp}"]),
 ], ids=["bench_inference", "bench_train", "bench_scaling", "bench_sections", "bench_demo_folder",
-        "bench_resize", "bench_onnx_runtime", "fit_real_images", "train_synthetic", "quickstart"])
+        "bench_resize", "bench_onnx_runtime", "fit_real_images", "train_synthetic", "quickstart",
+        "timed_series"])
 def test_every_benchmark_script_takes_the_lock(script, argv, other_holder, monkeypatch,
                                                tmp_path):
     # a fresh output folder: an earlier run's results in the default one are refused first
