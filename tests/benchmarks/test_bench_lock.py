@@ -125,7 +125,7 @@ def test_every_benchmark_script_takes_the_lock(script, argv, other_holder, monke
         script.main(argv) if takes_argv else script.main()
 
 
-def test_child_runs_under_the_parents_lock_others_do_not(lock_file):
+def test_descendants_run_under_the_holders_lock_others_do_not(lock_file):
     child = ("from benchmarks.bench_lock import benchmark_lock\n"
              "with benchmark_lock('benchmarks.child'):\n    print('child ran')")
     with benchmark_lock("benchmarks.parent", ["--x"]):
@@ -136,6 +136,11 @@ def test_child_runs_under_the_parents_lock_others_do_not(lock_file):
         handed = subprocess.run([sys.executable, "-c", child], cwd=REPO_ROOT, env=_env(**{
             HELD_ENV: str(os.getpid())}), capture_output=True, text=True, timeout=60)
         assert handed.returncode == 0 and handed.stdout == "child ran\n", handed.stderr
+        # through a wrapper process (a shell that stays to run a second command): a grandchild
+        wrapped = subprocess.run(["sh", "-c", f'"{sys.executable}" -c "{child}"; true'],
+                                 cwd=REPO_ROOT, env=_env(**{HELD_ENV: str(os.getpid())}),
+                                 capture_output=True, text=True, timeout=60)
+        assert wrapped.stdout == "child ran\n", wrapped.stderr
         stranger = subprocess.run([sys.executable, "-c", child], cwd=REPO_ROOT, env=_env(),
                                   capture_output=True, text=True, timeout=60)
         assert stranger.returncode == 1 and "child ran" not in stranger.stdout
