@@ -227,7 +227,7 @@ def run(series_dir: Path, root: Path = ROOT, runner: Runner = run_with_log,
     for spec in runs:
         out = root / output_dir(series_dir, spec)
         out.parent.mkdir(parents=True, exist_ok=True)
-        log_path, time_path = out.with_suffix(".log"), out.with_suffix(".time.txt")
+        log_path, time_path = out.parent / f"{out.name}.log", out.parent / f"{out.name}.time.txt"
         command = train_command(series_dir, spec, python)
         if GNU_TIME.exists():
             command = [str(GNU_TIME), "-v", "-o", str(time_path), *command]

@@ -18,7 +18,7 @@ SERIES = {
     "baselines": "b.json",
     "runs": [
         {"name": "A1", "opts": ["MODEL.KNET.THING_SOFTMAX", "True"]},
-        {"name": "L2", "task": "panoptic", "config": "p.yaml", "time_budget": 1200,
+        {"name": "L2.5x", "task": "panoptic", "config": "p.yaml", "time_budget": 1200,
          "schedule_seconds": 1190, "opts": ["SEED", 2]},
     ],
 }
@@ -105,7 +105,7 @@ def test_plan_changed_after_its_commit_is_refused(tmp_path):
     assert fake.commands == []
 
 
-@pytest.mark.parametrize("existing", ["output/2026-01-01_q/L2", "results/2026-01-01_q/A1"])
+@pytest.mark.parametrize("existing", ["output/2026-01-01_q/L2.5x", "results/2026-01-01_q/A1"])
 def test_nothing_runs_when_an_output_exists(tmp_path, existing):
     root, sdir = make_repo(tmp_path)
     (root / existing).mkdir(parents=True)
@@ -126,23 +126,25 @@ def test_series_runs_in_order_logs_and_keeps_raw_output(tmp_path, monkeypatch):
     printed = []
     status = timed_series.run(sdir, root=root, runner=lambda *a: next(calls)(*a),
                               print_fn=printed.append)
-    assert status == 1  # L2 ended with status 3
+    assert status == 1  # L2.5x ended with status 3
     assert fake.commands[0][fake.commands[0].index("--output") + 1] == "output/2026-01-01_q/A1"
     assert "--task" in fake_big.commands[0] and "panoptic" in fake_big.commands[0]
     log = (sdir / "driver.log").read_text().splitlines()
     assert [line.split(" ", 1)[1].split(":")[0] for line in log] == [
         "start A1", "end A1 rc=0 segm/AP = 12.5 in 40 iterations",
-        "start L2", "end L2 rc=3 segm/AP = 30.0 in 40 iterations"]
-    for name in ("A1", "L2"):
+        "start L2.5x", "end L2.5x rc=3 segm/AP = 30.0 in 40 iterations"]
+    # each run's log and time file beside its training folder, dotted names kept whole
+    assert (root / "output/2026-01-01_q/L2.5x.log").read_text().startswith("log of L2.5x\n")
+    for name in ("A1", "L2.5x"):
         for f in ("benchmark_summary.json", "metrics.json", "config.yaml", "plots/losses.png"):
             assert (sdir / name / f).is_file(), (name, f)
     assert (sdir / "A1" / "config.yaml").read_text() == "SEED: A1\n"
     assert (sdir / "A1" / "run.log").read_text() == "log of A1\n"
-    assert not (sdir / "L2" / "run.log").exists()
-    assert gzip.open(sdir / "L2" / "run.log.gz", "rt").read().startswith("log of L2\n")
+    assert not (sdir / "L2.5x" / "run.log").exists()
+    assert gzip.open(sdir / "L2.5x" / "run.log.gz", "rt").read().startswith("log of L2.5x\n")
     table = printed[-1].splitlines()
     assert table[2].split()[:4] == ["A1", "0", "segm/AP", "12.5"]
-    assert table[3].split()[:4] == ["L2", "3", "segm/AP", "30"]
+    assert table[3].split()[:4] == ["L2.5x", "3", "segm/AP", "30"]
 
 
 def test_print_commands_lists_the_runs(tmp_path, capsys):
