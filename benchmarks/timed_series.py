@@ -70,12 +70,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 Runner = Callable[[List[str], Path, Path], int]
 
 
-class SeriesError(SystemExit):
-    """The series cannot start: a one-line message naming the file and the problem (exit 2)."""
-
-    def __init__(self, message: str):
-        super().__init__(f"benchmarks.timed_series: {message}")
-        self.code = 2
+class SeriesError(ValueError):
+    """The series cannot start: its message names the file and the problem (``main`` prints it
+    on one line and exits with status 2)."""
 
 
 def load_series(series_dir: Path) -> List[Dict]:
@@ -257,13 +254,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--print-commands", action="store_true",
                     help="print each run's command line (for the plan) and exit")
     a = ap.parse_args(argv)
-    if a.print_commands:
-        for spec in load_series(a.series_dir.resolve()):
-            print(" ".join(train_command(a.series_dir.resolve(), spec, "python")))
-        return 0
     argv = list(sys.argv[1:] if argv is None else argv)
-    with benchmark_lock("benchmarks.timed_series", argv):
-        return run(a.series_dir)
+    try:
+        if a.print_commands:
+            for spec in load_series(a.series_dir.resolve()):
+                print(" ".join(train_command(a.series_dir.resolve(), spec, "python")))
+            return 0
+        with benchmark_lock("benchmarks.timed_series", argv):
+            return run(a.series_dir)
+    except SeriesError as e:
+        print(f"benchmarks.timed_series: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from benchmarks import timed_series
+from benchmarks.bench_lock import HELD_ENV, LOCK_ENV
 from benchmarks.timed_series import SeriesError, load_series, train_command
 
 GIT = ["git", "-c", "user.email=test@example.com", "-c", "user.name=test"]
@@ -85,7 +86,17 @@ def test_bad_series_is_refused_naming_file_and_problem(tmp_path, series, problem
     with pytest.raises(SeriesError, match="series.json: .*" + problem.replace("[", r"\[")
                        .replace("]", r"\]")) as e:
         load_series(tmp_path)
-    assert e.value.code == 2
+    assert "\n" not in str(e.value)
+
+
+def test_refusal_is_one_line_on_stderr_with_status_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(LOCK_ENV, str(tmp_path / "bench.lock"))
+    monkeypatch.delenv(HELD_ENV, raising=False)
+    assert timed_series.main([str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"benchmarks.timed_series: {tmp_path / 'series.json'}: missing (the "
+                            "runs of the series, see the module docstring)\n")
 
 
 def test_uncommitted_plan_is_refused(tmp_path):
