@@ -66,7 +66,7 @@ def _ancestor_pids(limit: int = 8) -> List[str]:
 def _handed_down(fd: int) -> bool:
     """Whether this process runs under the lock of an ancestor (or holds it already)."""
     held_by = os.environ.get(HELD_ENV, "")
-    if held_by not in _ancestor_pids():
+    if not held_by or held_by not in _ancestor_pids():
         return False
     return _recorded_holder(fd).split(" ", 1)[0] == held_by
 

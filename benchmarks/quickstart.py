@@ -107,10 +107,10 @@ def config_datasets(config_file: str) -> List[str]:
 def train_command(task: str, task_out: Path, baselines_json: Path, overwrite: bool,
                   config: str) -> List[str]:
     """The ``benchmarks.train_synthetic`` command line that trains and evaluates ``task``."""
-    return [sys.executable, "-m", "benchmarks.train_synthetic", "--task", task,
-            "--output", str(task_out), "--baselines", str(baselines_json),
-            "--config-file", config,
-            *(["--overwrite"] if overwrite else [])]
+    from benchmarks.train_synthetic import command_line
+
+    return command_line(task, task_out, config=config, baselines=baselines_json,
+                        overwrite=overwrite)
 
 
 def main() -> int:

@@ -27,8 +27,8 @@ is written and committed before the runs, never after), when a run name repeats 
 plain folder name, or when a run's training folder ``output/<series>/<name>`` or its result
 folder ``<series dir>/<name>`` exists already (earlier output is never overwritten).
 
-Each run is ``python -m benchmarks.train_synthetic --task T --config-file C --time-budget B
---output output/<series>/<name> [--baselines J] [SOLVER.TIME_BUDGET.SECONDS S] OPTS...``, under
+Each run is ``python -m benchmarks.train_synthetic --task T --output output/<series>/<name>
+[--baselines J] --config-file C --time-budget B [SOLVER.TIME_BUDGET.SECONDS S] OPTS...``, under
 GNU ``/usr/bin/time -v`` where it exists, from the repository root, with the environment of the
 caller (set ``DETECTRON2_DATASETS`` as for the run itself). The series holds the benchmark lock
 of :mod:`benchmarks.bench_lock` from the first run to the last, so no other timed benchmark
@@ -128,14 +128,13 @@ def output_dir(series_dir: Path, spec: Dict) -> Path:
 def train_command(series_dir: Path, spec: Dict, python: str = sys.executable) -> List[str]:
     """The command line of the run ``spec``: :mod:`benchmarks.train_synthetic` with its settings
     (without the ``/usr/bin/time`` wrapper)."""
-    cmd = [python, "-m", "benchmarks.train_synthetic", "--task", spec["task"],
-           "--config-file", spec["config"], "--time-budget", f"{float(spec['time_budget']):g}",
-           "--output", str(output_dir(series_dir, spec))]
-    if spec["baselines"]:
-        cmd += ["--baselines", spec["baselines"]]
-    if spec["schedule_seconds"] is not None:
-        cmd += ["SOLVER.TIME_BUDGET.SECONDS", f"{float(spec['schedule_seconds']):g}"]
-    return cmd + [str(v) for v in spec["opts"]]
+    from benchmarks.train_synthetic import command_line
+
+    schedule = [] if spec["schedule_seconds"] is None else [
+        "SOLVER.TIME_BUDGET.SECONDS", f"{float(spec['schedule_seconds']):g}"]
+    return command_line(spec["task"], output_dir(series_dir, spec), config=spec["config"],
+                        baselines=spec["baselines"], time_budget=spec["time_budget"],
+                        opts=[*schedule, *spec["opts"]], python=python)
 
 
 def check_plan_committed(series_dir: Path, root: Path) -> None:
@@ -213,14 +212,14 @@ def result_line(dest: Path) -> Dict:
 
 
 def run(series_dir: Path, root: Path = ROOT, runner: Runner = run_with_log,
-               python: str = sys.executable, print_fn: Callable[[str], None] = print) -> int:
+        python: str = sys.executable, print_fn: Callable[[str], None] = print) -> int:
     """Check the series, then run, record and collect every run; returns the exit status."""
     series_dir = Path(series_dir).resolve()
     runs = load_series(series_dir)
     check_plan_committed(series_dir, root)
     check_nothing_overwritten(series_dir, runs, root)
     driver_log = series_dir / "driver.log"
-    rows, status = [], 0
+    rows = []
     for spec in runs:
         out = root / output_dir(series_dir, spec)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -239,13 +238,12 @@ def run(series_dir: Path, root: Path = ROOT, runner: Runner = run_with_log,
                 if res else ""
             lacks = f" (missing: {', '.join(missing)})" if missing else ""
             f.write(f"{_now()} end {spec['name']} rc={rc}{got}{lacks}\n")
-        status = status or (1 if rc != 0 else 0)
         rows.append([spec["name"], rc, res.get("metric"), res.get("value"),
                      res.get("iterations"), res.get("train_seconds")])
     from tabulate import tabulate
 
     print_fn(tabulate(rows, headers=["run", "exit", "metric", "value", "iterations", "train s"]))
-    return status
+    return int(any(row[1] != 0 for row in rows))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import List, Sequence
 
 from .bench_lock import benchmark_lock
 
@@ -41,6 +41,24 @@ TASKS = {
     "semantic": ("configs/synthetic/semantic/knet_upernet_tiny.yaml", "sem_seg", "mIoU", 60.0),
 }
 BASELINE_TRAIN, BASELINE_VAL = "knet_synth_sem_seg_train", "knet_synth_panoptic_val"
+
+
+def command_line(task: str, output: Path | str, *, config: str | None = None,
+                 baselines: Path | str | None = None, time_budget: float | None = None,
+                 overwrite: bool = False, opts: Sequence = (),
+                 python: str = sys.executable) -> List[str]:
+    """The command line that runs this script for ``task`` into ``output`` (what quickstart
+    and timed_series start): the options given, then the config overrides ``opts``."""
+    cmd = [python, "-m", "benchmarks.train_synthetic", "--task", task, "--output", str(output)]
+    if baselines:
+        cmd += ["--baselines", str(baselines)]
+    if config:
+        cmd += ["--config-file", str(config)]
+    if time_budget is not None:
+        cmd += ["--time-budget", f"{float(time_budget):g}"]
+    if overwrite:
+        cmd.append("--overwrite")
+    return cmd + [str(v) for v in opts]
 
 
 def load_or_compute_baselines(output: str, baselines_json: str | None = None) -> dict:
